@@ -269,7 +269,7 @@ func TestParamsValidate(t *testing.T) {
 		ok   bool
 	}{
 		{"default", func(*Params) {}, true},
-		{"fixed", func(p *Params) { p.Splitter, p.FixedSize = Fixed, 1 << 20 }, true},
+		{"fixed", func(p *Params) { p.Splitter, p.FixedSize = Fixed, 1<<20 }, true},
 		{"unknown splitter", func(p *Params) { p.Splitter = "rabin" }, false},
 		{"reducible polynomial", func(p *Params) { p.Polynomial = 0x3DA3358B4DC172 }, false},
 		{"zero polynomial", func(p *Params) { p.Polynomial = 0 }, false},
@@ -279,7 +279,7 @@ func TestParamsValidate(t *testing.T) {
 		{"zero block odd", func(p *Params) { p.ZeroBlock = 5000 }, false},
 		{"segment not multiple", func(p *Params) { p.SegmentSize = 64<<20 + 4096 }, false},
 		{"segment zero", func(p *Params) { p.SegmentSize = 0 }, false},
-		{"fixed not dividing segment", func(p *Params) { p.Splitter, p.FixedSize = Fixed, 3 << 20 }, false},
+		{"fixed not dividing segment", func(p *Params) { p.Splitter, p.FixedSize = Fixed, 3<<20 }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/repo"
+	"github.com/spf13/cobra"
+)
+
+type exportOptions struct {
+	backend     backendOptions
+	source      string
+	name        string
+	tags        []string
+	workers     int
+	packSize    string
+	compression string
+	keepCache   bool
+}
+
+func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
+	var o exportOptions
+	cmd := &cobra.Command{
+		Use:   "export --source DEVICE --name VOLUME",
+		Short: "Export a block device or image file as a new snapshot",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return runExport(ctx, g, &o) },
+	}
+	f := cmd.Flags()
+	o.backend.register(cmd)
+	f.StringVar(&o.source, "source", "", "block device or regular file to export (required)")
+	f.StringVar(&o.name, "name", "", "volume name the snapshot is filed under (required)")
+	f.StringArrayVar(&o.tags, "tag", nil, "tag the snapshot with key=value (repeatable)")
+	f.IntVar(&o.workers, "workers", 0, "CPU workers that cut, hash, compress and encrypt (default: all cores)")
+	f.StringVar(&o.packSize, "pack-size", "", "target pack size for this export (default: the repository's)")
+	f.StringVar(&o.compression, "compression", repo.CompressFastest, "zstd level: fastest, default or better")
+	f.BoolVar(&o.keepCache, "keep-cache", false, "leave read pages in the page cache (default: drop them, so a pod's memory limit is not filled)")
+	cmd.MarkFlagRequired("source")
+	cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+// exportJSON is the result object of `mover export --json`.
+type exportJSON struct {
+	Snapshot    string            `json:"snapshot"`
+	Volume      string            `json:"volume"`
+	Size        int64             `json:"size"`
+	ReadBytes   int64             `json:"read_bytes"`
+	ZeroBytes   int64             `json:"zero_bytes"`
+	NewBytes    int64             `json:"new_bytes"`
+	StoredBytes int64             `json:"stored_bytes"`
+	Chunks      int64             `json:"chunks"`
+	NewChunks   int64             `json:"new_chunks"`
+	Seconds     float64           `json:"seconds"`
+	MBPerSecond float64           `json:"mb_per_s"`
+	Stages      map[string]string `json:"stages"`
+}
+
+func parseTags(tags []string) (map[string]string, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, t := range tags {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return nil, usagef("--tag %q: want key=value", t)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
+	tags, err := parseTags(o.tags)
+	if err != nil {
+		return err
+	}
+	if o.workers < 0 {
+		return usagef("--workers %d: want a positive number", o.workers)
+	}
+	var packSize int64
+	if o.packSize != "" {
+		if packSize, err = parseSize(o.packSize); err != nil {
+			return usagef("--pack-size: %v", err)
+		}
+		if packSize < repo.MinPackSize || packSize > repo.MaxPackSize {
+			return usagef("--pack-size %s: want %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
+		}
+	}
+	src, err := mover.OpenSource(o.source, !o.keepCache)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if mnt := src.MountedAt(); mnt != "" {
+		warnf(g.env.stderr, "%s is mounted at %s: the export is crash-consistent at best; export a snapshot or clone instead", o.source, mnt)
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers})
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	res, err := mover.Export(ctx, src, r, mover.ExportOptions{
+		Volume: o.name, Source: o.source, Tags: tags,
+		Workers: o.workers, Uploads: o.backend.connections, PackSize: int(packSize),
+		Progress: g.progressFunc("export"),
+	})
+	if err != nil {
+		return err
+	}
+	out := exportJSON{
+		Snapshot: res.Snapshot.ID.String(), Volume: o.name, Size: res.Size,
+		ReadBytes: res.ReadBytes, ZeroBytes: res.ZeroBytes, NewBytes: res.NewBytes, StoredBytes: res.StoredBytes,
+		Chunks: res.Chunks, NewChunks: res.NewChunks, Seconds: res.Duration.Seconds(),
+		MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(), Stages: stageMap(res.Stages),
+	}
+	if g.json {
+		return g.printJSON(out)
+	}
+	fmt.Fprintf(g.env.stdout, "snapshot %s of %s: %s in %.1fs (%.0f MB/s); read %s, zeros %s, new %s, stored %s\n",
+		res.Snapshot.ID.Short(), o.name, humanBytes(res.Size), out.Seconds, out.MBPerSecond,
+		humanBytes(res.ReadBytes), humanBytes(res.ZeroBytes), humanBytes(res.NewBytes), humanBytes(res.StoredBytes))
+	return nil
+}
+
+func stageMap(s mover.Stages) map[string]string {
+	m := map[string]string{}
+	add := func(k string, d interface{ Seconds() float64 }) {
+		if d.Seconds() > 0 {
+			m[k] = fmt.Sprintf("%.3fs", d.Seconds())
+		}
+	}
+	add("read", s.Read)
+	add("zero_check", s.ZeroCheck)
+	add("cut", s.Cut)
+	add("hash", s.Hash)
+	add("compress_encrypt", s.Pack)
+	add("upload", s.Upload)
+	add("download", s.Download)
+	add("decrypt_verify", s.Decode)
+	add("write", s.Write)
+	return m
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	env          *environment
+	repo         string
+	passwordFile string
+	keyFile      string
+	json         bool
+	quiet        bool
+}
+
+func (g *globalOptions) register(root *cobra.Command) {
+	f := root.PersistentFlags()
+	f.StringVarP(&g.repo, "repo", "r", "", "repository location: a directory or s3://BUCKET/PREFIX (default $MOVER_REPOSITORY)")
+	f.StringVar(&g.passwordFile, "password-file", "", "read the repository password from this file (default $MOVER_PASSWORD)")
+	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
+	f.BoolVar(&g.json, "json", false, "print the result as one JSON object on stdout and progress as JSON lines on stderr")
+	f.BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
+}
+
+func (g *globalOptions) location() (string, error) {
+	loc := g.repo
+	if loc == "" {
+		loc = g.env.getenv("MOVER_REPOSITORY")
+	}
+	if loc == "" {
+		return "", usagef("no repository: give --repo or set MOVER_REPOSITORY")
+	}
+	return loc, nil
+}
+
+// secret returns the repository password from --key-file, --password-file,
+// $MOVER_PASSWORD or, on a terminal, a prompt.
+func (g *globalOptions) secret(prompt string, confirm bool) ([]byte, error) {
+	switch {
+	case g.keyFile != "" && g.passwordFile != "":
+		return nil, usagef("--key-file and --password-file exclude each other")
+	case g.keyFile != "":
+		b, err := os.ReadFile(g.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading key file: %w", err)
+		}
+		if len(b) == 0 {
+			return nil, fmt.Errorf("key file %s is empty", g.keyFile)
+		}
+		return b, nil
+	case g.passwordFile != "":
+		return readPasswordFile(g.passwordFile)
+	}
+	if pw := g.env.getenv("MOVER_PASSWORD"); pw != "" {
+		return []byte(pw), nil
+	}
+	return g.prompt(prompt, confirm)
+}
+
+func readPasswordFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading password file: %w", err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) == 0 {
+		return nil, fmt.Errorf("password file %s is empty", path)
+	}
+	return b, nil
+}
+
+func (g *globalOptions) prompt(prompt string, confirm bool) ([]byte, error) {
+	f, ok := g.env.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, errors.New("no password: set MOVER_PASSWORD, or give --password-file or --key-file")
+	}
+	fmt.Fprint(g.env.stderr, prompt)
+	pw, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(g.env.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reading password: %w", err)
+	}
+	if len(pw) == 0 {
+		return nil, errors.New("empty password")
+	}
+	if confirm {
+		fmt.Fprint(g.env.stderr, "enter it again: ")
+		again, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(g.env.stderr)
+		if err != nil {
+			return nil, fmt.Errorf("reading password: %w", err)
+		}
+		if !bytes.Equal(pw, again) {
+			return nil, errors.New("passwords do not match")
+		}
+	}
+	return pw, nil
+}
+
+// backendOptions are the storage flags of commands that open a repository.
+type backendOptions struct {
+	connections int
+}
+
+func (b *backendOptions) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&b.connections, "connections", 0, "parallel backend requests (default 2 for a directory)")
+}
+
+// openBackend opens the storage behind loc. A directory repository must
+// exist unless create is set.
+func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendOptions, create bool) (backend.Backend, error) {
+	if strings.Contains(loc, "://") {
+		scheme, _, _ := strings.Cut(loc, "://")
+		return nil, fmt.Errorf("repository %s: unsupported scheme %q (want a directory or s3://)", loc, scheme)
+	}
+	if create {
+		be, err := fs.Create(loc)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", loc, err)
+		}
+		return be, nil
+	}
+	if _, err := os.Stat(loc); err != nil {
+		return nil, fmt.Errorf("repository %s does not exist (run mover init first)", loc)
+	}
+	be, err := fs.Open(loc)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", loc, err)
+	}
+	return be, nil
+}
+
+// openRepo opens the repository named by the flags.
+func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts repo.Options) (*repo.Repository, error) {
+	loc, err := g.location()
+	if err != nil {
+		return nil, err
+	}
+	be, err := g.openBackend(ctx, loc, bo, false)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := g.secret("repository password: ", false)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, opts)
+	if err != nil {
+		be.Close()
+		if errors.Is(err, repo.ErrNotRepository) {
+			return nil, fmt.Errorf("%s: %w", loc, err)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+func closeRepo(r *repo.Repository) {
+	r.Close()
+	r.Backend().Close()
+}
+
+// printJSON writes v as one JSON object on stdout.
+func (g *globalOptions) printJSON(v any) error {
+	enc := json.NewEncoder(g.env.stdout)
+	return enc.Encode(v)
+}
+
+// parseSize parses "4GiB", "512MiB", "1.5G", "4096" (bytes).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			// Prefer the longest suffix: check TB before B etc.
+			if rest := strings.TrimSuffix(t, u.suffix); rest != "" && strings.IndexFunc(rest[len(rest)-1:], func(r rune) bool { return r >= '0' && r <= '9' || r == '.' }) == 0 {
+				t, mult = rest, u.mult
+				break
+			}
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v*mult > 1<<62 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 4096, 512MiB, 4GiB)", s)
+	}
+	return int64(v * mult), nil
+}
+
+// humanBytes formats n for people.
+func humanBytes(n int64) string {
+	f := float64(n)
+	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
+		if f < 1024 || u == "TiB" {
+			if u == "B" {
+				return fmt.Sprintf("%d B", n)
+			}
+			return fmt.Sprintf("%.1f %s", f, u)
+		}
+		f /= 1024
+	}
+	return ""
+}
+
+// warnf prints a one-line warning.
+func warnf(w io.Writer, format string, args ...any) {
+	fmt.Fprintf(w, "mover: warning: "+format+"\n", args...)
+}

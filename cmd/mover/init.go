@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/repo"
+	"github.com/spf13/cobra"
+)
+
+type initOptions struct {
+	backend   backendOptions
+	chunker   string
+	minSize   string
+	avgSize   string
+	maxSize   string
+	fixedSize string
+	segment   string
+	zeroBlock string
+	packSize  string
+}
+
+func newInitCommand(ctx context.Context, g *globalOptions) *cobra.Command {
+	var o initOptions
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a repository",
+		Long: `Create a repository. Everything that decides chunk boundaries is fixed here,
+for the life of the repository: the splitter (cdc or fixed), its sizes, the
+segment size and the zero-block size. A random, secret polynomial is drawn for
+content-defined chunking.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runInit(ctx, g, &o) },
+	}
+	f := cmd.Flags()
+	o.backend.register(cmd)
+	f.StringVar(&o.chunker, "chunker", "cdc", "splitter: cdc (content-defined) or fixed")
+	f.StringVar(&o.minSize, "min-size", "256KiB", "smallest cdc chunk")
+	f.StringVar(&o.avgSize, "avg-size", "1MiB", "average cdc chunk (a power of two)")
+	f.StringVar(&o.maxSize, "max-size", "4MiB", "largest cdc chunk")
+	f.StringVar(&o.fixedSize, "fixed-size", "1MiB", "chunk size of the fixed splitter")
+	f.StringVar(&o.segment, "segment-size", "64MiB", "forced cut distance: segments are cut in parallel")
+	f.StringVar(&o.zeroBlock, "zero-block", "64KiB", "zero-run granularity: all-zero aligned blocks become holes")
+	f.StringVar(&o.packSize, "pack-size", "16MiB", "target size of pack files")
+	return cmd
+}
+
+func (o *initOptions) params() (chunk.Params, int, error) {
+	var p chunk.Params
+	sizes := map[string]*string{"min-size": &o.minSize, "avg-size": &o.avgSize, "max-size": &o.maxSize, "fixed-size": &o.fixedSize, "segment-size": &o.segment, "zero-block": &o.zeroBlock, "pack-size": &o.packSize}
+	v := map[string]int64{}
+	for name, s := range sizes {
+		n, err := parseSize(*s)
+		if err != nil {
+			return p, 0, usagef("--%s: %v", name, err)
+		}
+		v[name] = n
+	}
+	switch o.chunker {
+	case "cdc":
+		pol, err := chunk.NewPolynomial()
+		if err != nil {
+			return p, 0, err
+		}
+		p = chunk.DefaultParams(pol)
+		p.MinSize, p.AvgSize, p.MaxSize = int(v["min-size"]), int(v["avg-size"]), int(v["max-size"])
+	case "fixed":
+		p = chunk.Params{Splitter: chunk.Fixed, FixedSize: int(v["fixed-size"])}
+	default:
+		return p, 0, usagef("--chunker %q: want cdc or fixed", o.chunker)
+	}
+	p.SegmentSize, p.ZeroBlock = v["segment-size"], int(v["zero-block"])
+	if err := p.Validate(); err != nil {
+		return p, 0, usageError{err}
+	}
+	return p, int(v["pack-size"]), nil
+}
+
+func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
+	loc, err := g.location()
+	if err != nil {
+		return err
+	}
+	p, packSize, err := o.params()
+	if err != nil {
+		return err
+	}
+	pw, err := g.secret("new repository password: ", true)
+	if err != nil {
+		return err
+	}
+	be, err := g.openBackend(ctx, loc, o.backend, true)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	r, err := repo.Init(ctx, be, pw, repo.InitOptions{Chunking: &p, PackSize: packSize})
+	if err != nil {
+		return fmt.Errorf("%s: %w", loc, err)
+	}
+	defer r.Close()
+	if g.json {
+		return g.printJSON(map[string]any{"repository": loc, "id": r.RepoID(), "config": r.Config()})
+	}
+	fmt.Fprintf(g.env.stdout, "created repository %s at %s\n", r.RepoID().Short(), loc)
+	return nil
+}

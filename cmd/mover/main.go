@@ -1,0 +1,112 @@
+// Command mover exports block volumes into a deduplicated, encrypted
+// repository and imports them back. See `mover --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the operation failed
+	exitUsage = 2 // the command line was wrong
+)
+
+// usageError marks errors in the command line, which get a usage hint.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit code. Every failure is
+// one line on stderr.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := &environment{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	root := newRootCommand(ctx, env)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	var ue usageError
+	if errors.As(err, &ue) || isFlagError(err) {
+		fmt.Fprintf(stderr, "mover: %s (see '%s --help')\n", msg, cmd.CommandPath())
+		return exitUsage
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		msg = "interrupted; the repository is consistent and a rerun reuses what was uploaded"
+	}
+	fmt.Fprintf(stderr, "mover: %s\n", msg)
+	return exitError
+}
+
+// isFlagError recognises cobra's and pflag's own command-line errors.
+func isFlagError(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "unknown command", "accepts ", "requires at least", "required flag", "if any flags in the group", "bad flag syntax"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// environment is what commands may touch of the outside world.
+type environment struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func newRootCommand(ctx context.Context, env *environment) *cobra.Command {
+	g := &globalOptions{env: env}
+	root := &cobra.Command{
+		Use:   "mover",
+		Short: "Move block volumes into a deduplicated, encrypted repository and back",
+		Long: `mover exports block devices (or image files) into a repository on a local
+filesystem or S3, deduplicated across every volume, compressed and encrypted,
+and imports snapshots back onto devices.
+
+The repository and its password come from flags or the environment:
+  MOVER_REPOSITORY   repository location (a directory, or s3://BUCKET/PREFIX)
+  MOVER_PASSWORD     repository password (or --password-file, --key-file)`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	g.register(root)
+	root.AddCommand(
+		newInitCommand(ctx, g),
+		newExportCommand(ctx, g),
+		newImportCommand(ctx, g),
+		newSnapshotsCommand(ctx, g),
+		newCheckCommand(ctx, g),
+		newKeyCommand(ctx, g),
+		newGenerateCommand(ctx, g),
+	)
+	return root
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/blockmover/blockmover/repo"
+	"github.com/spf13/cobra"
+)
+
+type snapshotsOptions struct {
+	backend backendOptions
+	volume  string
+}
+
+func newSnapshotsCommand(ctx context.Context, g *globalOptions) *cobra.Command {
+	var o snapshotsOptions
+	cmd := &cobra.Command{
+		Use:   "snapshots",
+		Short: "List snapshots, oldest first",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return runSnapshots(ctx, g, &o) },
+	}
+	o.backend.register(cmd)
+	cmd.Flags().StringVar(&o.volume, "name", "", "only snapshots of this volume")
+	return cmd
+}
+
+// snapshotJSON is one entry of `mover snapshots --json`.
+type snapshotJSON struct {
+	ID       string             `json:"id"`
+	Volume   string             `json:"volume"`
+	Time     string             `json:"time"`
+	Size     int64              `json:"size"`
+	Source   string             `json:"source,omitempty"`
+	Hostname string             `json:"hostname,omitempty"`
+	Tags     map[string]string  `json:"tags,omitempty"`
+	Parent   string             `json:"parent,omitempty"`
+	Stats    repo.SnapshotStats `json:"stats"`
+}
+
+func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) error {
+	r, err := g.openRepo(ctx, o.backend, repo.Options{})
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	snaps, err := r.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	out := []snapshotJSON{}
+	for _, s := range snaps {
+		if o.volume != "" && s.Volume != o.volume {
+			continue
+		}
+		j := snapshotJSON{ID: s.ID.String(), Volume: s.Volume, Time: s.Time.Format("2006-01-02T15:04:05Z07:00"), Size: s.Size,
+			Source: s.Source, Hostname: s.Hostname, Tags: s.Tags, Stats: s.Stats}
+		if s.Parent != nil {
+			j.Parent = s.Parent.String()
+		}
+		out = append(out, j)
+	}
+	if g.json {
+		return g.printJSON(out)
+	}
+	tw := tabwriter.NewWriter(g.env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tVOLUME\tSIZE\tSTORED\tTAGS")
+	for _, s := range out {
+		var tags []string
+		for k, v := range s.Tags {
+			tags = append(tags, k+"="+v)
+		}
+		sort.Strings(tags)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Time, s.Volume, humanBytes(s.Size), humanBytes(s.Stats.StoredBytes), strings.Join(tags, ","))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,453 @@
+// Package mover moves volumes between block devices and a repository: Export
+// cuts, hashes, compresses, encrypts and uploads a volume as a snapshot;
+// Import writes a snapshot back. Both are pipelines of stages joined by
+// bounded channels, with memory bounded by their options, never by the
+// volume's size.
+package mover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/repo"
+	"golang.org/x/sync/errgroup"
+)
+
+// Store is what the pipelines need of a repository. *repo.Repository
+// satisfies it.
+type Store interface {
+	Config() repo.Config
+	NewHasher() *repo.Hasher
+	Reserve(id repo.ID) bool
+	NewPacker(target int) *repo.Packer
+	SavePack(ctx context.Context, p *repo.Pack) error
+	ReleasePack(p *repo.Pack)
+	SavePage(ctx context.Context, entries []repo.Entry) (repo.ID, error)
+	Flush(ctx context.Context) error
+	SaveSnapshot(ctx context.Context, s *repo.Snapshot) error
+	WrittenBytes() int64
+	Lookup(id repo.ID) (repo.BlobRef, bool)
+	ReadPack(ctx context.Context, id repo.ID, offset, length int64) ([]byte, error)
+	NewBlobOpener() *repo.BlobOpener
+	LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error)
+}
+
+// ExportOptions describe an export. The zero value of every tuning field
+// picks a default; none of them changes where chunks are cut.
+type ExportOptions struct {
+	Volume string            // required: the volume's name in the repository
+	Source string            // recorded in the snapshot (e.g. the device path)
+	Tags   map[string]string // recorded in the snapshot
+
+	// Workers cut, hash, compress and encrypt (default GOMAXPROCS).
+	Workers int
+	// Uploads is the number of packs uploaded in parallel (default 2).
+	Uploads int
+	// PackSize overrides the repository's pack size (bytes).
+	PackSize int
+	// ReadSize is the size of one read from the source (default 4 MiB).
+	ReadSize int
+	// Progress, if set, is called about every ProgressInterval and once at
+	// the end, from one goroutine.
+	Progress         func(Progress)
+	ProgressInterval time.Duration
+}
+
+// Progress is a running count of an export or import.
+type Progress struct {
+	Size        int64 `json:"size"`
+	DoneBytes   int64 `json:"done_bytes"` // volume bytes fully processed
+	ReadBytes   int64 `json:"read_bytes"`
+	ZeroBytes   int64 `json:"zero_bytes"`
+	NewBytes    int64 `json:"new_bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
+	// WrittenBytes: import only.
+	WrittenBytes int64         `json:"written_bytes,omitempty"`
+	Elapsed      time.Duration `json:"-"`
+}
+
+// Stages times the pipeline's steps, summed over workers (CPU-bound steps)
+// or over parallel requests (uploads, downloads). Stage time divided by
+// wall time shows which stage bounds the throughput.
+type Stages struct {
+	Read      time.Duration `json:"read"`
+	ZeroCheck time.Duration `json:"zero_check"`
+	Cut       time.Duration `json:"cut"`
+	Hash      time.Duration `json:"hash"`
+	Pack      time.Duration `json:"compress_encrypt"`
+	Upload    time.Duration `json:"upload"`
+	Download  time.Duration `json:"download,omitempty"`
+	Decode    time.Duration `json:"decrypt_verify,omitempty"`
+	Write     time.Duration `json:"write,omitempty"`
+}
+
+// ExportResult describes a finished export.
+type ExportResult struct {
+	Snapshot *repo.Snapshot
+	Size     int64
+	// ReadBytes were read from the source; ZeroBytes are holes (never
+	// stored); NewBytes are plaintext bytes the repository did not hold;
+	// StoredBytes were written to the backend (packs, index, snapshot).
+	ReadBytes, ZeroBytes, NewBytes, StoredBytes int64
+	Chunks, NewChunks                           int64
+	Duration                                    time.Duration
+	Stages                                      Stages
+}
+
+// newChunk is a chunk the repository lacks, on its way to a packer. Data
+// comes from the buffer pool and goes back to it once packed.
+type newChunk struct {
+	id   repo.ID
+	data []byte
+}
+
+// bufPool hands out chunk buffers of one size.
+type bufPool struct {
+	size int
+	p    sync.Pool
+}
+
+func (b *bufPool) get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return (*v)[:b.size]
+	}
+	return make([]byte, b.size)
+}
+
+func (b *bufPool) put(s []byte) {
+	if cap(s) < b.size {
+		return
+	}
+	s = s[:b.size]
+	b.p.Put(&s)
+}
+
+type exporter struct {
+	st    Store
+	src   Source
+	opts  ExportOptions
+	p     chunk.Params
+	bufs  bufPool
+	size  int64
+	start time.Time
+
+	doneBytes, readBytes, zeroBytes, newBytes atomic.Int64
+	chunks, newChunks                         atomic.Int64
+
+	mu       sync.Mutex
+	stages   Stages
+	pages    []repo.ID
+	snapshot *repo.Snapshot
+	written0 int64 // st.WrittenBytes at the start
+}
+
+// Export reads src and stores it as a new snapshot of opts.Volume in st.
+//
+// The source is cut into segments that workers cut in parallel; holes are
+// never hashed or stored, chunks the repository holds cost a hash, new
+// chunks are compressed, sealed and packed by a packer per worker, and
+// packs are uploaded in parallel. The snapshot is written last, after every
+// pack and index file it needs, so an interrupted export leaves the
+// repository valid (and its packs reusable by the next run once indexed).
+//
+// If src has a method CheckUnchanged() error, it is called after reading:
+// a source that changed size fails the export. Export is safe to run
+// concurrently with other exports into the same repository.
+func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*ExportResult, error) {
+	if opts.Volume == "" {
+		return nil, errors.New("export: a volume name is required")
+	}
+	cfg := st.Config()
+	e := &exporter{st: st, src: src, opts: opts, p: cfg.Chunking, size: src.Size(), start: time.Now()}
+	if e.size <= 0 {
+		return nil, fmt.Errorf("export: source is empty (size %d)", e.size)
+	}
+	if e.opts.Workers <= 0 {
+		e.opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if e.opts.Uploads <= 0 {
+		e.opts.Uploads = 2
+	}
+	if e.opts.ProgressInterval <= 0 {
+		e.opts.ProgressInterval = time.Second
+	}
+	e.bufs.size = e.p.MaxChunk()
+	e.written0 = st.WrittenBytes()
+	e.pages = make([]repo.ID, e.p.Segments(e.size))
+
+	g, gctx := errgroup.WithContext(ctx)
+	segs := make(chan int64)
+	chunks := make(chan newChunk, 2*e.opts.Workers)
+	packs := make(chan *repo.Pack, 1)
+
+	g.Go(func() error {
+		defer close(segs)
+		for i := range int64(len(e.pages)) {
+			select {
+			case segs <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var cutters, packers sync.WaitGroup
+	for range e.opts.Workers {
+		cutters.Add(1)
+		g.Go(func() error {
+			defer cutters.Done()
+			return e.cutSegments(gctx, segs, chunks)
+		})
+	}
+	g.Go(func() error {
+		cutters.Wait()
+		close(chunks)
+		return nil
+	})
+	for range e.opts.Workers {
+		packers.Add(1)
+		g.Go(func() error {
+			defer packers.Done()
+			return e.pack(gctx, chunks, packs)
+		})
+	}
+	g.Go(func() error {
+		packers.Wait()
+		close(packs)
+		return nil
+	})
+	for range e.opts.Uploads {
+		g.Go(func() error { return e.upload(gctx, packs) })
+	}
+	stopProgress := e.progress(ctx)
+	err := g.Wait()
+	if err == nil {
+		err = e.finish(ctx)
+	}
+	stopProgress()
+	if err != nil {
+		return nil, err
+	}
+	return e.result(), nil
+}
+
+// cutSegments cuts the segments it receives, hashes each chunk, and passes
+// the chunks the repository lacks to the packers. It saves each segment's
+// page once the segment is cut.
+func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<- newChunk) error {
+	c, err := chunk.NewCutter(e.p, chunk.Options{ReadSize: e.opts.ReadSize, Alloc: e.bufs.get})
+	if err != nil {
+		return err
+	}
+	h := e.st.NewHasher()
+	var hashTime time.Duration
+	defer func() {
+		s := c.Stats()
+		e.mu.Lock()
+		e.stages.Read += s.ReadTime
+		e.stages.ZeroCheck += s.ZeroTime
+		e.stages.Cut += s.CutTime
+		e.stages.Hash += hashTime
+		e.mu.Unlock()
+	}()
+	var entries []repo.Entry
+	for seg := range segs {
+		start, end := e.p.SegmentRange(e.size, seg)
+		entries = entries[:0]
+		before := c.Stats()
+		err := c.Cut(ctx, e.src, start, end, func(pc chunk.Piece) error {
+			if pc.Hole {
+				entries = append(entries, repo.Entry{Length: pc.Length, Hole: true})
+				return nil
+			}
+			t := time.Now()
+			id := h.Sum(pc.Data)
+			hashTime += time.Since(t)
+			entries = append(entries, repo.Entry{Length: pc.Length, ID: id})
+			e.chunks.Add(1)
+			if !e.st.Reserve(id) {
+				e.bufs.put(pc.Data)
+				return nil
+			}
+			e.newChunks.Add(1)
+			e.newBytes.Add(pc.Length)
+			select {
+			case out <- newChunk{id: id, data: pc.Data}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("export: segment %d: %w", seg, err)
+		}
+		after := c.Stats()
+		e.readBytes.Add(after.ReadBytes - before.ReadBytes)
+		e.zeroBytes.Add(after.HoleBytes - before.HoleBytes)
+		pid, err := e.st.SavePage(ctx, entries)
+		if err != nil {
+			return fmt.Errorf("export: saving page %d: %w", seg, err)
+		}
+		e.pages[seg] = pid // each worker writes distinct elements
+		e.doneBytes.Add(end - start)
+	}
+	return nil
+}
+
+// pack compresses, seals and packs new chunks; full packs go to upload.
+func (e *exporter) pack(ctx context.Context, in <-chan newChunk, out chan<- *repo.Pack) error {
+	pk := e.st.NewPacker(e.opts.PackSize)
+	var busy time.Duration
+	defer func() {
+		e.mu.Lock()
+		e.stages.Pack += busy
+		e.mu.Unlock()
+	}()
+	send := func(p *repo.Pack) error {
+		if p == nil {
+			return nil
+		}
+		select {
+		case out <- p:
+			return nil
+		case <-ctx.Done():
+			e.st.ReleasePack(p)
+			return ctx.Err()
+		}
+	}
+	for c := range in {
+		t := time.Now()
+		_, err := pk.Add(repo.BlobData, c.id, c.data)
+		e.bufs.put(c.data)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		var full *repo.Pack
+		if pk.Full() {
+			full, err = pk.Finish()
+		}
+		busy += time.Since(t)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := send(full); err != nil {
+			return err
+		}
+	}
+	last, err := pk.Finish()
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return send(last)
+}
+
+func (e *exporter) upload(ctx context.Context, in <-chan *repo.Pack) error {
+	var busy time.Duration
+	defer func() {
+		e.mu.Lock()
+		e.stages.Upload += busy
+		e.mu.Unlock()
+	}()
+	for p := range in {
+		t := time.Now()
+		err := e.st.SavePack(ctx, p)
+		e.st.ReleasePack(p)
+		busy += time.Since(t)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	return nil
+}
+
+// finish makes everything durable and writes the snapshot.
+func (e *exporter) finish(ctx context.Context) error {
+	if cu, ok := e.src.(interface{ CheckUnchanged() error }); ok {
+		if err := cu.CheckUnchanged(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	if err := e.st.Flush(ctx); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	host, _ := os.Hostname()
+	s := &repo.Snapshot{
+		Volume:      e.opts.Volume,
+		Source:      e.opts.Source,
+		Hostname:    host,
+		Time:        time.Now().UTC(),
+		Tags:        e.opts.Tags,
+		Size:        e.size,
+		SegmentSize: e.p.SegmentSize,
+		Pages:       e.pages,
+	}
+	s.Stats = repo.SnapshotStats{
+		ReadBytes: e.readBytes.Load(), ZeroBytes: e.zeroBytes.Load(), NewBytes: e.newBytes.Load(),
+		StoredBytes: e.st.WrittenBytes() - e.written0, Chunks: e.chunks.Load(), NewChunks: e.newChunks.Load(),
+		Seconds: time.Since(e.start).Seconds(),
+	}
+	if err := e.st.SaveSnapshot(ctx, s); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	e.snapshot = s
+	return nil
+}
+
+func (e *exporter) current() Progress {
+	return Progress{
+		Size: e.size, DoneBytes: e.doneBytes.Load(), ReadBytes: e.readBytes.Load(),
+		ZeroBytes: e.zeroBytes.Load(), NewBytes: e.newBytes.Load(),
+		StoredBytes: e.st.WrittenBytes() - e.written0, Elapsed: time.Since(e.start),
+	}
+}
+
+// progress starts the progress reporter and returns a function that stops
+// it after one last report.
+func (e *exporter) progress(ctx context.Context) func() {
+	return runProgress(ctx, e.opts.Progress, e.opts.ProgressInterval, e.current)
+}
+
+func runProgress(ctx context.Context, fn func(Progress), every time.Duration, cur func() Progress) func() {
+	if fn == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				fn(cur())
+			case <-stop:
+				fn(cur())
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+	}
+}
+
+func (e *exporter) result() *ExportResult {
+	s := e.snapshot
+	return &ExportResult{
+		Snapshot: s, Size: e.size,
+		ReadBytes: s.Stats.ReadBytes, ZeroBytes: s.Stats.ZeroBytes, NewBytes: s.Stats.NewBytes,
+		StoredBytes: s.Stats.StoredBytes, Chunks: s.Stats.Chunks, NewChunks: s.Stats.NewChunks,
+		Duration: time.Since(e.start), Stages: e.stages,
+	}
+}

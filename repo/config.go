@@ -1,0 +1,95 @@
+package repo
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blockmover/blockmover/chunk"
+)
+
+// FormatVersion is the repository format this code reads and writes.
+// A repository with a higher version is refused with ErrNewerFormat.
+const FormatVersion = 1
+
+// ErrNewerFormat: the repository was written by a newer mover.
+var ErrNewerFormat = errors.New("repository format is newer than this mover supports")
+
+// BlobType tells what a blob holds. It is bound into each blob's seal.
+type BlobType uint8
+
+const (
+	// BlobData is a chunk of volume data.
+	BlobData BlobType = 1
+	// BlobPage is a manifest page: the chunk list of one segment.
+	BlobPage BlobType = 2
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case BlobData:
+		return "data"
+	case BlobPage:
+		return "page"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+// Config is the sealed part of the repository config: everything that must
+// be the same for every writer. It is fixed at init.
+type Config struct {
+	// Chunking decides chunk boundaries; see chunk.Params.
+	Chunking chunk.Params `json:"chunking"`
+	// PackSize is the default target size of a pack file in bytes.
+	PackSize int `json:"pack_size"`
+	// Created is when the repository was initialised.
+	Created time.Time `json:"created"`
+}
+
+// Pack size bounds: a pack holds at least one maximal chunk and stays small
+// enough to hold in memory while it is written.
+const (
+	MinPackSize     = 1 << 20
+	MaxPackSize     = 512 << 20
+	DefaultPackSize = 16 << 20
+)
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if err := c.Chunking.Validate(); err != nil {
+		return err
+	}
+	if c.PackSize < MinPackSize || c.PackSize > MaxPackSize {
+		return fmt.Errorf("pack size %d out of range [%d, %d]", c.PackSize, MinPackSize, MaxPackSize)
+	}
+	return nil
+}
+
+// configFile is the stored config object: a readable version and ID, and
+// the sealed Config. The version is readable without a key so that an old
+// mover can refuse a newer repository before asking for a password.
+type configFile struct {
+	Version int    `json:"version"`
+	ID      ID     `json:"id"`
+	Sealed  []byte `json:"sealed"`
+}
+
+func configAAD(version int, id ID) []byte {
+	return fmt.Appendf(nil, "%s %d %s", aadConfig, version, id)
+}
+
+// parseConfigFile decodes the stored config object and checks its version.
+func parseConfigFile(b []byte) (*configFile, error) {
+	var cf configFile
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if cf.Version > FormatVersion {
+		return nil, fmt.Errorf("%w: repository format version %d, this mover reads up to version %d; upgrade mover", ErrNewerFormat, cf.Version, FormatVersion)
+	}
+	if cf.Version < 1 {
+		return nil, fmt.Errorf("config: invalid format version %d", cf.Version)
+	}
+	return &cf, nil
+}

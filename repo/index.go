@@ -1,0 +1,300 @@
+package repo
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// BlobRef locates a blob: its pack, its place in it and the pack's key.
+type BlobRef struct {
+	Type       BlobType
+	ID         ID
+	Pack       ID
+	PackKey    [keySize]byte
+	Offset     uint32
+	Length     uint32
+	RawLength  uint32
+	Compressed bool
+}
+
+// indexEntry is the in-memory form of one index record: 48 bytes.
+type indexEntry struct {
+	id   ID
+	pack uint32 // into index.packs
+	off  uint32
+	len  uint32
+	raw  uint32 // raw length | rawCompressed | rawPage
+}
+
+const (
+	rawCompressed = 1 << 31
+	rawPage       = 1 << 30
+	rawMask       = rawPage - 1
+)
+
+type packRef struct {
+	id  ID
+	key [keySize]byte
+}
+
+// index maps blob IDs to their packs. Most entries live in one sorted slice
+// with a fan-out table on the first two bytes (48 bytes per entry plus
+// 256 KiB); entries added since the last merge live in a map that is merged
+// in when it grows past a fraction of the slice, so memory stays within a
+// small factor of 48 bytes per blob. All methods are safe for concurrent use.
+type index struct {
+	mu      sync.RWMutex
+	packs   []packRef
+	packIdx map[ID]uint32
+	main    []indexEntry
+	fan     []uint32 // len 65537: main[fan[k]:fan[k+1]] start with k
+	recent  map[ID]indexEntry
+	pending map[ID]struct{}
+}
+
+func newIndex() *index {
+	return &index{
+		packIdx: make(map[ID]uint32),
+		fan:     make([]uint32, 65537),
+		recent:  make(map[ID]indexEntry),
+		pending: make(map[ID]struct{}),
+	}
+}
+
+func prefix16(id ID) int { return int(id[0])<<8 | int(id[1]) }
+
+func (x *index) find(id ID) (indexEntry, bool) {
+	k := prefix16(id)
+	lo, hi := x.fan[k], x.fan[k+1]
+	s := x.main[lo:hi]
+	i, ok := slices.BinarySearchFunc(s, id, func(e indexEntry, id ID) int { return bytes.Compare(e.id[:], id[:]) })
+	if ok {
+		return s[i], true
+	}
+	e, ok := x.recent[id]
+	return e, ok
+}
+
+func (x *index) ref(e indexEntry) BlobRef {
+	p := x.packs[e.pack]
+	t := BlobData
+	if e.raw&rawPage != 0 {
+		t = BlobPage
+	}
+	return BlobRef{Type: t, ID: e.id, Pack: p.id, PackKey: p.key, Offset: e.off, Length: e.len, RawLength: e.raw & rawMask, Compressed: e.raw&rawCompressed != 0}
+}
+
+// Lookup returns where blob id is stored.
+func (x *index) Lookup(id ID) (BlobRef, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, ok := x.find(id)
+	if !ok {
+		return BlobRef{}, false
+	}
+	return x.ref(e), true
+}
+
+// Has reports whether blob id is stored.
+func (x *index) Has(id ID) bool {
+	x.mu.RLock()
+	_, ok := x.find(id)
+	x.mu.RUnlock()
+	return ok
+}
+
+// Reserve reports whether the caller should store blob id: it is neither
+// indexed nor reserved by another writer of this process. A reservation
+// ends when a pack holding the blob is added.
+func (x *index) Reserve(id ID) bool {
+	x.mu.RLock()
+	_, ok := x.find(id)
+	x.mu.RUnlock()
+	if ok {
+		return false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.find(id); ok {
+		return false
+	}
+	if _, ok := x.pending[id]; ok {
+		return false
+	}
+	x.pending[id] = struct{}{}
+	return true
+}
+
+// Len returns the number of indexed blobs.
+func (x *index) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.main) + len(x.recent)
+}
+
+// add indexes the blobs of a pack; a blob already indexed keeps its first
+// location.
+func (x *index) add(pack ID, key [keySize]byte, blobs []PackedBlob) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	pi, ok := x.packIdx[pack]
+	if !ok {
+		pi = uint32(len(x.packs))
+		x.packs = append(x.packs, packRef{id: pack, key: key})
+		x.packIdx[pack] = pi
+	}
+	for _, b := range blobs {
+		delete(x.pending, b.ID)
+		if _, ok := x.find(b.ID); ok {
+			continue
+		}
+		x.recent[b.ID] = entryOf(pi, b)
+	}
+	if len(x.recent) > max(1<<16, len(x.main)/4) {
+		x.merge()
+	}
+}
+
+func entryOf(pack uint32, b PackedBlob) indexEntry {
+	raw := b.RawLength
+	if b.Compressed {
+		raw |= rawCompressed
+	}
+	if b.Type == BlobPage {
+		raw |= rawPage
+	}
+	return indexEntry{id: b.ID, pack: pack, off: b.Offset, len: b.Length, raw: raw}
+}
+
+// merge folds recent into main. Caller holds mu.
+func (x *index) merge() {
+	if len(x.recent) == 0 {
+		return
+	}
+	add := make([]indexEntry, 0, len(x.recent))
+	for _, e := range x.recent {
+		add = append(add, e)
+	}
+	cmp := func(a, b indexEntry) int { return bytes.Compare(a.id[:], b.id[:]) }
+	slices.SortFunc(add, cmp)
+	merged := make([]indexEntry, 0, len(x.main)+len(add))
+	i, j := 0, 0
+	for i < len(x.main) && j < len(add) {
+		if cmp(x.main[i], add[j]) <= 0 {
+			merged = append(merged, x.main[i])
+			i++
+		} else {
+			merged = append(merged, add[j])
+			j++
+		}
+	}
+	merged = append(merged, x.main[i:]...)
+	merged = append(merged, add[j:]...)
+	x.main = merged
+	clear(x.recent)
+	clear(x.fan)
+	for _, e := range x.main {
+		x.fan[prefix16(e.id)+1]++
+	}
+	for k := 1; k < len(x.fan); k++ {
+		x.fan[k] += x.fan[k-1]
+	}
+}
+
+// each calls fn for every indexed blob, in no particular order, under a
+// read lock: fn must not call back into the index.
+func (x *index) each(fn func(BlobRef) error) error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, e := range x.main {
+		if err := fn(x.ref(e)); err != nil {
+			return err
+		}
+	}
+	for _, e := range x.recent {
+		if err := fn(x.ref(e)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// indexPack is one pack's record in an index file.
+type indexPack struct {
+	ID    ID
+	Key   [keySize]byte
+	Blobs []PackedBlob
+}
+
+const indexVersion = 1
+
+// encodeIndex returns the plaintext of an index file.
+func encodeIndex(packs []indexPack) []byte {
+	n := 0
+	for _, p := range packs {
+		n += 64 + binary.MaxVarintLen32 + len(p.Blobs)*(blobRecordMax+binary.MaxVarintLen32)
+	}
+	b := make([]byte, 0, 1+binary.MaxVarintLen32+n)
+	b = append(b, indexVersion)
+	b = binary.AppendUvarint(b, uint64(len(packs)))
+	for _, p := range packs {
+		b = append(b, p.ID[:]...)
+		b = append(b, p.Key[:]...)
+		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
+		for _, bl := range p.Blobs {
+			b = append(b, byte(bl.Type))
+			b = append(b, bl.ID[:]...)
+			b = binary.AppendUvarint(b, uint64(bl.Offset))
+			b = binary.AppendUvarint(b, uint64(bl.Length))
+			b = binary.AppendUvarint(b, uint64(bl.RawLength))
+			var flags byte
+			if bl.Compressed {
+				flags = 1
+			}
+			b = append(b, flags)
+		}
+	}
+	return b
+}
+
+// decodeIndex parses the plaintext of an index file.
+func decodeIndex(b []byte) ([]indexPack, error) {
+	d := decoder{b: b}
+	if v := d.byte("index version"); d.err == nil && v != indexVersion {
+		return nil, fmt.Errorf("%w: index version %d", errFormat, v)
+	}
+	np := d.uvarint(uint64(len(b)/65), "pack count")
+	packs := make([]indexPack, 0, np)
+	for i := uint64(0); i < np && d.err == nil; i++ {
+		var p indexPack
+		p.ID = d.id("pack ID")
+		copy(p.Key[:], d.bytes(keySize, "pack key"))
+		nb := d.uvarint(uint64(len(d.b)/(1+32+4)), "blob count")
+		p.Blobs = make([]PackedBlob, 0, nb)
+		for j := uint64(0); j < nb && d.err == nil; j++ {
+			var bl PackedBlob
+			bl.Type = BlobType(d.byte("blob type"))
+			bl.ID = d.id("blob ID")
+			bl.Offset = uint32(d.uvarint(MaxPackSize, "blob offset"))
+			bl.Length = uint32(d.uvarint(maxBlob+maxBlob/8+Overhead, "blob length"))
+			bl.RawLength = uint32(d.uvarint(maxBlob, "blob raw length"))
+			flags := d.byte("blob flags")
+			bl.Compressed = flags&1 != 0
+			if d.err == nil && (bl.Type != BlobData && bl.Type != BlobPage || flags > 1 || bl.Length < Overhead) {
+				d.fail("blob record")
+			}
+			p.Blobs = append(p.Blobs, bl)
+		}
+		packs = append(packs, p)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("index (trailing bytes)")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return packs, nil
+}

@@ -1,0 +1,772 @@
+// Package repo is blockmover's repository: an encrypted, deduplicating
+// store of chunks, manifest pages and snapshots on a backend.Backend. The
+// format is specified in FORMAT.md beside this file.
+//
+// Nothing stored is ever rewritten in place, so many writers (exports in
+// several Jobs) may share one repository without a lock: each writes its own
+// packs, index files and snapshots, all named by random or content IDs.
+package repo
+
+import (
+	"cmp"
+	"context"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+)
+
+// Object key prefixes in the backend.
+const (
+	configKey      = "config"
+	keysPrefix     = "keys/"
+	indexPrefix    = "index/"
+	snapshotPrefix = "snapshots/"
+	dataPrefix     = "data/"
+)
+
+// PackKey returns the backend key of a pack.
+func PackKey(id ID) string { s := id.String(); return dataPrefix + s[:2] + "/" + s }
+
+// Errors reported when opening.
+var (
+	// ErrNotRepository: there is no repository config at the location.
+	ErrNotRepository = errors.New("no repository here (run mover init first)")
+	// ErrRepositoryExists: init found a repository already.
+	ErrRepositoryExists = errors.New("a repository already exists here")
+)
+
+// Compression levels for new blobs.
+const (
+	CompressFastest = "fastest"
+	CompressDefault = "default"
+	CompressBetter  = "better"
+)
+
+func zstdLevel(name string) (zstd.EncoderLevel, error) {
+	switch name {
+	case "", CompressFastest:
+		return zstd.SpeedFastest, nil
+	case CompressDefault:
+		return zstd.SpeedDefault, nil
+	case CompressBetter:
+		return zstd.SpeedBetterCompression, nil
+	}
+	return 0, fmt.Errorf("unknown compression %q (want %s, %s or %s)", name, CompressFastest, CompressDefault, CompressBetter)
+}
+
+// Options tune an open repository without changing its format.
+type Options struct {
+	// Compression: CompressFastest (default), CompressDefault or
+	// CompressBetter.
+	Compression string
+	// Workers bounds concurrent compression (default GOMAXPROCS).
+	Workers int
+	// NoIndex skips loading the index at Open (for Check and repair,
+	// which read index files themselves and report damage).
+	NoIndex bool
+}
+
+// InitOptions are the choices fixed at init.
+type InitOptions struct {
+	Options
+	// Chunking; zero value: chunk.DefaultParams with a random polynomial.
+	Chunking *chunk.Params
+	// PackSize; zero: DefaultPackSize.
+	PackSize int
+	// KDF for the first key file; zero: DefaultKDF().
+	KDF KDFParams
+}
+
+// Repository is an open repository. Its methods are safe for concurrent use
+// unless a method says otherwise.
+type Repository struct {
+	be    backend.Backend
+	id    ID
+	cfg   Config
+	key   masterKey
+	keyID string // the key file that opened the repository
+	aead  cipher.AEAD
+	enc   *zstd.Encoder
+	dec   *zstd.Decoder
+	idx   *index
+
+	bufs    sync.Pool    // pack buffers
+	written atomic.Int64 // bytes Put to the backend
+
+	mu          sync.Mutex
+	unindexed   []indexPack // saved packs not yet in an index file
+	pagePacker  *Packer
+	pageHasher  *Hasher
+	indexWrites int
+}
+
+// Init creates a repository on be, sealed under password.
+func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOptions) (*Repository, error) {
+	if _, err := be.Stat(ctx, configKey); err == nil {
+		return nil, ErrRepositoryExists
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	cfg := Config{PackSize: opts.PackSize, Created: time.Now().UTC().Truncate(time.Second)}
+	if cfg.PackSize == 0 {
+		cfg.PackSize = DefaultPackSize
+	}
+	if opts.Chunking != nil {
+		cfg.Chunking = *opts.Chunking
+	} else {
+		pol, err := chunk.NewPolynomial()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Chunking = chunk.DefaultParams(pol)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	kdf := opts.KDF
+	if kdf == (KDFParams{}) {
+		kdf = DefaultKDF()
+	}
+	mk, err := newMasterKey()
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, cfg: cfg, key: mk, idx: newIndex()}
+	if err := r.setup(opts.Options); err != nil {
+		return nil, err
+	}
+	kf, err := newKeyFile(mk, password, kdf)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	r.keyID = fileID(kf).String()
+	if err := be.Put(ctx, keysPrefix+r.keyID, kf); err != nil {
+		return nil, fmt.Errorf("init: writing key: %w", err)
+	}
+	var rid ID
+	copy(rid[:], newRandom(32))
+	r.id = rid
+	plain, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cf := configFile{Version: FormatVersion, ID: rid, Sealed: seal(r.aead, nil, plain, configAAD(FormatVersion, rid))}
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	// The config is written last: a crash before it leaves no repository
+	// (a stray key file is harmless and init can run again).
+	if err := be.Put(ctx, configKey, b); err != nil {
+		if errors.Is(err, backend.ErrExists) {
+			return nil, ErrRepositoryExists
+		}
+		return nil, fmt.Errorf("init: writing config: %w", err)
+	}
+	return r, nil
+}
+
+// Open opens the repository on be with password, and loads its index.
+func Open(ctx context.Context, be backend.Backend, password []byte, opts Options) (*Repository, error) {
+	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, ErrNotRepository
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cf, err := parseConfigFile(b)
+	if err != nil {
+		return nil, err
+	}
+	mk, keyID, err := unlockAny(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, id: cf.ID, key: mk, keyID: keyID, idx: newIndex()}
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	plain, err := open(r.aead, nil, cf.Sealed, configAAD(cf.Version, cf.ID))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := json.Unmarshal(plain, &r.cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := r.cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !opts.NoIndex {
+		if err := r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func unlockAny(ctx context.Context, be backend.Backend, password []byte) (masterKey, string, error) {
+	var names []string
+	err := be.List(ctx, keysPrefix, func(oi backend.ObjectInfo) error {
+		names = append(names, strings.TrimPrefix(oi.Key, keysPrefix))
+		return nil
+	})
+	if err != nil {
+		return masterKey{}, "", fmt.Errorf("listing keys: %w", err)
+	}
+	if len(names) == 0 {
+		return masterKey{}, "", errors.New("repository has no key files")
+	}
+	slices.Sort(names)
+	var errs []error
+	for _, name := range names {
+		b, err := backend.ReadAll(ctx, be, keysPrefix+name, 0, -1)
+		if err != nil {
+			return masterKey{}, "", fmt.Errorf("reading key %s: %w", short(name), err)
+		}
+		kf, err := parseKeyFile(b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+			continue
+		}
+		mk, err := kf.unlock(password)
+		if err == nil {
+			return mk, name, nil
+		}
+		if !errors.Is(err, ErrWrongPassword) {
+			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+		}
+	}
+	if len(errs) > 0 {
+		return masterKey{}, "", fmt.Errorf("%w (%w)", ErrWrongPassword, errors.Join(errs...))
+	}
+	return masterKey{}, "", ErrWrongPassword
+}
+
+func short(name string) string {
+	if len(name) > 8 {
+		return name[:8]
+	}
+	return name
+}
+
+func (r *Repository) setup(opts Options) error {
+	aead, err := newAEAD(r.key.Enc[:])
+	if err != nil {
+		return err
+	}
+	r.aead = aead
+	level, err := zstdLevel(opts.Compression)
+	if err != nil {
+		return err
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	// One encoder serves every worker: EncodeAll is safe for concurrent
+	// use up to the concurrency. CRC is off (GCM authenticates) and the
+	// window is bounded by the largest blob.
+	r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
+		zstd.WithEncoderConcurrency(workers), zstd.WithWindowSize(8<<20), zstd.WithZeroFrames(true))
+	if err != nil {
+		return err
+	}
+	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(workers),
+		zstd.WithDecoderMaxMemory(maxBlob), zstd.WithDecoderMaxWindow(maxBlob))
+	if err != nil {
+		return err
+	}
+	r.pageHasher = newHasher(r.key.ID[:])
+	return nil
+}
+
+// Close releases the repository's resources. It does not flush: call Flush
+// first to keep what was written.
+func (r *Repository) Close() error {
+	if r.enc != nil {
+		r.enc.Close()
+	}
+	if r.dec != nil {
+		r.dec.Close()
+	}
+	return nil
+}
+
+// Backend returns the backend the repository lives on.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Config returns the repository's fixed config.
+func (r *Repository) Config() Config { return r.cfg }
+
+// RepoID returns the repository's random ID.
+func (r *Repository) RepoID() ID { return r.id }
+
+// NewHasher returns a chunk ID hasher for one goroutine.
+func (r *Repository) NewHasher() *Hasher { return newHasher(r.key.ID[:]) }
+
+// Lookup returns where blob id is stored.
+func (r *Repository) Lookup(id ID) (BlobRef, bool) { return r.idx.Lookup(id) }
+
+// Has reports whether blob id is stored.
+func (r *Repository) Has(id ID) bool { return r.idx.Has(id) }
+
+// Reserve reports whether the caller should store blob id: true when it is
+// neither stored nor being stored by another writer in this process, in
+// which case the caller must store it (or fail the export).
+func (r *Repository) Reserve(id ID) bool { return r.idx.Reserve(id) }
+
+// WrittenBytes returns how many bytes this Repository has written to the
+// backend since it was opened (packs, index files, snapshots, keys).
+func (r *Repository) WrittenBytes() int64 { return r.written.Load() }
+
+// put writes an object and counts its bytes.
+func (r *Repository) put(ctx context.Context, key string, data []byte) error {
+	err := r.be.Put(ctx, key, data)
+	if err == nil {
+		r.written.Add(int64(len(data)))
+	}
+	return err
+}
+
+// IndexLen returns the number of indexed blobs.
+func (r *Repository) IndexLen() int { return r.idx.Len() }
+
+func newRandom(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return b
+}
+
+// packBuffer returns an empty buffer for a pack of about target bytes.
+func (r *Repository) packBuffer(target int) []byte {
+	if b, ok := r.bufs.Get().(*[]byte); ok && cap(*b) >= target {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, target+maxBlob/8+chunk.MaxChunkSize/16)
+}
+
+// ReleasePack returns a saved pack's buffer for reuse. The caller must not
+// touch p.Data afterwards.
+func (r *Repository) ReleasePack(p *Pack) {
+	if p == nil || p.Data == nil {
+		return
+	}
+	b := p.Data[:0]
+	p.Data = nil
+	r.bufs.Put(&b)
+}
+
+// SavePack uploads a finished pack and indexes its blobs. The blobs become
+// durable (survive a crash) once an index file covering them is written by
+// Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs.
+func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
+	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
+		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
+	}
+	r.idx.add(p.ID, p.Key, p.Blobs)
+	r.mu.Lock()
+	r.unindexed = append(r.unindexed, indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs})
+	n := len(r.unindexed)
+	r.mu.Unlock()
+	if n >= IndexCheckpoint {
+		return r.flushIndex(ctx)
+	}
+	return nil
+}
+
+// IndexCheckpoint is how many saved packs trigger an index file.
+const IndexCheckpoint = 32
+
+// flushIndex writes an index file for the saved packs not yet in one.
+func (r *Repository) flushIndex(ctx context.Context) error {
+	r.mu.Lock()
+	packs := r.unindexed
+	r.unindexed = nil
+	r.mu.Unlock()
+	if len(packs) == 0 {
+		return nil
+	}
+	data := seal(r.aead, nil, encodeIndex(packs), []byte(aadIndex))
+	if err := r.put(ctx, indexPrefix+fileID(data).String(), data); err != nil && !errors.Is(err, backend.ErrExists) {
+		r.mu.Lock()
+		r.unindexed = append(packs, r.unindexed...)
+		r.mu.Unlock()
+		return fmt.Errorf("writing index: %w", err)
+	}
+	r.mu.Lock()
+	r.indexWrites++
+	r.mu.Unlock()
+	return nil
+}
+
+// SavePage stores a manifest page (if the repository lacks it) and returns
+// its ID. Pages are packed together by one shared packer.
+func (r *Repository) SavePage(ctx context.Context, entries []Entry) (ID, error) {
+	plain := EncodePage(entries)
+	r.mu.Lock()
+	id := r.pageHasher.pageID(plain)
+	r.mu.Unlock()
+	if !r.idx.Reserve(id) {
+		return id, nil
+	}
+	r.mu.Lock()
+	if r.pagePacker == nil {
+		r.pagePacker = r.NewPacker(0)
+	}
+	pp := r.pagePacker
+	_, err := pp.Add(BlobPage, id, plain)
+	var full *Pack
+	if err == nil && pp.Full() {
+		full, err = pp.Finish()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return id, err
+	}
+	if full != nil {
+		defer r.ReleasePack(full)
+		if err := r.SavePack(ctx, full); err != nil {
+			return id, err
+		}
+	}
+	return id, nil
+}
+
+// Flush saves the pending page pack and writes an index file for every
+// saved pack: after Flush, everything saved is durable.
+func (r *Repository) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	var p *Pack
+	var err error
+	if r.pagePacker != nil {
+		p, err = r.pagePacker.Finish()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		defer r.ReleasePack(p)
+		if err := r.SavePack(ctx, p); err != nil {
+			return err
+		}
+	}
+	return r.flushIndex(ctx)
+}
+
+// LoadIndex reads every index file into memory.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var names []string
+	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
+		names = append(names, oi.Key)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("listing index: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, name := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, name)
+			if err != nil {
+				return err
+			}
+			for _, p := range packs {
+				r.idx.add(p.ID, p.Key, p.Blobs)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	r.idx.mu.Lock()
+	r.idx.merge()
+	r.idx.mu.Unlock()
+	return nil
+}
+
+func (r *Repository) readIndexFile(ctx context.Context, key string) ([]indexPack, error) {
+	data, err := backend.ReadAll(ctx, r.be, key, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if want := strings.TrimPrefix(key, indexPrefix); fileID(data).String() != want {
+		return nil, fmt.Errorf("index file %s: %w: content does not match its name", key, ErrAuth)
+	}
+	plain, err := open(r.aead, nil, data, []byte(aadIndex))
+	if err != nil {
+		return nil, fmt.Errorf("index file %s: %w", key, err)
+	}
+	packs, err := decodeIndex(plain)
+	if err != nil {
+		return nil, fmt.Errorf("index file %s: %w", key, err)
+	}
+	return packs, nil
+}
+
+// SaveSnapshot writes the snapshot object and sets s.ID. Call Flush first:
+// a snapshot must only name pages and chunks that are durable.
+func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	plain, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	data := seal(r.aead, nil, r.enc.EncodeAll(plain, nil), []byte(aadSnapshot))
+	id := fileID(data)
+	if err := r.put(ctx, snapshotPrefix+id.String(), data); err != nil {
+		return fmt.Errorf("saving snapshot: %w", err)
+	}
+	s.ID = id
+	return nil
+}
+
+// LoadSnapshot reads snapshot id.
+func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
+	key := snapshotPrefix + id.String()
+	data, err := backend.ReadAll(ctx, r.be, key, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
+	}
+	if fileID(data) != id {
+		return nil, fmt.Errorf("snapshot %s: %w: content does not match its name", id.Short(), ErrAuth)
+	}
+	z, err := open(r.aead, nil, data, []byte(aadSnapshot))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+	}
+	plain, err := r.dec.DecodeAll(z, nil)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w: %w", id.Short(), errFormat, err)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(plain, &s); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w: %w", id.Short(), errFormat, err)
+	}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id.Short(), err)
+	}
+	s.ID = id
+	return &s, nil
+}
+
+// SnapshotIDs lists the IDs of all snapshots.
+func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
+	var ids []ID
+	err := r.be.List(ctx, snapshotPrefix, func(oi backend.ObjectInfo) error {
+		id, err := ParseID(strings.TrimPrefix(oi.Key, snapshotPrefix))
+		if err != nil {
+			return nil // not ours; check reports it
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing snapshots: %w", err)
+	}
+	return ids, nil
+}
+
+// Snapshots loads every snapshot, oldest first.
+func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snaps := make([]*Snapshot, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			s, err := r.LoadSnapshot(gctx, id)
+			snaps[i] = s
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(snaps, func(a, b *Snapshot) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID.String(), b.ID.String())
+	})
+	return snaps, nil
+}
+
+// ErrSnapshotNotFound is wrapped when FindSnapshot finds no match.
+var ErrSnapshotNotFound = errors.New("snapshot not found")
+
+// FindSnapshot resolves a snapshot reference: a full ID, a unique ID
+// prefix, "latest" (the newest snapshot) or "latest:VOLUME" (the newest of
+// that volume).
+func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	if ref == "" {
+		return nil, errors.New("empty snapshot reference")
+	}
+	if ref == "latest" || strings.HasPrefix(ref, "latest:") {
+		vol, byVol := strings.CutPrefix(ref, "latest:")
+		snaps, err := r.Snapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(snaps) - 1; i >= 0; i-- {
+			if !byVol || snaps[i].Volume == vol {
+				return snaps[i], nil
+			}
+		}
+		if byVol {
+			return nil, fmt.Errorf("%w: no snapshot of volume %q", ErrSnapshotNotFound, vol)
+		}
+		return nil, fmt.Errorf("%w: the repository has no snapshots", ErrSnapshotNotFound)
+	}
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var match []ID
+	for _, id := range ids {
+		if strings.HasPrefix(id.String(), strings.ToLower(ref)) {
+			match = append(match, id)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("%w: %q", ErrSnapshotNotFound, ref)
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot prefix %q is ambiguous (%d matches)", ref, len(match))
+}
+
+// ReadPack reads length bytes of pack id at offset.
+func (r *Repository) ReadPack(ctx context.Context, id ID, offset, length int64) ([]byte, error) {
+	b, err := backend.ReadAll(ctx, r.be, PackKey(id), offset, length)
+	if err != nil {
+		return nil, fmt.Errorf("reading pack %s: %w", id.Short(), err)
+	}
+	return b, nil
+}
+
+// BlobError reports a blob that could not be read back intact.
+type BlobError struct {
+	ID   ID
+	Pack ID
+	Err  error
+}
+
+func (e *BlobError) Error() string {
+	return fmt.Sprintf("blob %s in pack %s: %v", e.ID.Short(), e.Pack, e.Err)
+}
+
+func (e *BlobError) Unwrap() error { return e.Err }
+
+// ErrIDMismatch: a blob decrypted but its content does not hash to its ID.
+var ErrIDMismatch = errors.New("content does not match its ID")
+
+// BlobOpener decrypts, decompresses and verifies blobs. It is not safe for
+// concurrent use: make one per goroutine with NewBlobOpener.
+type BlobOpener struct {
+	r       *Repository
+	h       *Hasher
+	scratch []byte
+}
+
+// NewBlobOpener returns a BlobOpener.
+func (r *Repository) NewBlobOpener() *BlobOpener {
+	return &BlobOpener{r: r, h: r.NewHasher()}
+}
+
+// Open authenticates the sealed bytes of ref, decompresses them into dst
+// (appending; dst may be nil) and checks that they hash to ref.ID. Any
+// failure is a *BlobError.
+func (o *BlobOpener) Open(ref BlobRef, sealed, dst []byte) ([]byte, error) {
+	fail := func(err error) ([]byte, error) { return nil, &BlobError{ID: ref.ID, Pack: ref.Pack, Err: err} }
+	if len(sealed) != int(ref.Length) {
+		return fail(fmt.Errorf("%w: %d sealed bytes, want %d", errFormat, len(sealed), ref.Length))
+	}
+	aead, err := newAEAD(ref.PackKey[:])
+	if err != nil {
+		return fail(err)
+	}
+	aad := blobAAD(ref.Type, ref.ID)
+	base := len(dst)
+	var plain []byte
+	if ref.Compressed {
+		o.scratch, err = open(aead, o.scratch[:0], sealed, aad)
+		if err != nil {
+			return fail(err)
+		}
+		plain, err = o.r.dec.DecodeAll(o.scratch, dst)
+		if err != nil {
+			return fail(fmt.Errorf("%w: zstd: %w", errFormat, err))
+		}
+	} else if plain, err = open(aead, dst, sealed, aad); err != nil {
+		return fail(err)
+	}
+	got := plain[base:]
+	if len(got) != int(ref.RawLength) {
+		return fail(fmt.Errorf("%w: %d bytes, want %d", errFormat, len(got), ref.RawLength))
+	}
+	var id ID
+	if ref.Type == BlobPage {
+		id = o.h.pageID(got)
+	} else {
+		id = o.h.Sum(got)
+	}
+	if id != ref.ID {
+		return fail(ErrIDMismatch)
+	}
+	return plain, nil
+}
+
+// LoadBlob reads and verifies blob id, appending it to dst.
+func (r *Repository) LoadBlob(ctx context.Context, o *BlobOpener, id ID, dst []byte) ([]byte, error) {
+	ref, ok := r.Lookup(id)
+	if !ok {
+		return nil, &BlobError{ID: id, Err: ErrBlobMissing}
+	}
+	sealed, err := r.ReadPack(ctx, ref.Pack, int64(ref.Offset), int64(ref.Length))
+	if err != nil {
+		return nil, &BlobError{ID: id, Pack: ref.Pack, Err: err}
+	}
+	return o.Open(ref, sealed, dst)
+}
+
+// ErrBlobMissing: no index entry names the blob.
+var ErrBlobMissing = errors.New("blob is not in the index")
+
+// LoadPage reads page i of s.
+func (r *Repository) LoadPage(ctx context.Context, o *BlobOpener, s *Snapshot, i int) ([]Entry, error) {
+	plain, err := r.LoadBlob(ctx, o, s.Pages[i], nil)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s page %d: %w", s.ID.Short(), i, err)
+	}
+	start, end := s.PageRange(i)
+	entries, err := DecodePage(plain, end-start)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s page %d: %w", s.ID.Short(), i, err)
+	}
+	return entries, nil
+}
