@@ -233,6 +233,7 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 	}
 	slices.Sort(names)
 	var errs []error
+	tried := 0
 	for _, name := range names {
 		b, err := backend.ReadAll(ctx, be, keysPrefix+name, 0, -1)
 		if err != nil {
@@ -243,6 +244,7 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
 			continue
 		}
+		tried++
 		mk, err := kf.unlock(password)
 		if err == nil {
 			return mk, name, nil
@@ -250,6 +252,9 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 		if !errors.Is(err, ErrWrongPassword) {
 			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
 		}
+	}
+	if tried == 0 {
+		return masterKey{}, "", fmt.Errorf("no usable key file: %w", errors.Join(errs...))
 	}
 	if len(errs) > 0 {
 		return masterKey{}, "", fmt.Errorf("%w (%w)", ErrWrongPassword, errors.Join(errs...))
