@@ -68,14 +68,24 @@ func (s Spec) Layout() ([]Class, error) {
 	}
 	rng := rand.New(rand.NewPCG(s.Seed, 0x5eed))
 	rng.Shuffle(len(classes), func(i, j int) { classes[i], classes[j] = classes[j], classes[i] })
-	// A duplicate needs earlier data to copy: the first region never is.
-	if len(classes) > 0 && classes[0] == Duplicate {
-		for i := range classes {
-			if classes[i] == Random || classes[i] == File {
-				classes[0], classes[i] = classes[i], classes[0]
-				break
-			}
+	// A duplicate needs earlier data to copy: swap a duplicate that comes
+	// before any data with the next data region, or make it random data
+	// when the volume has none.
+	isData := func(c Class) bool { return c == Random || c == File }
+	for i, c := range classes {
+		if isData(c) {
+			break
 		}
+		if c != Duplicate {
+			continue
+		}
+		j := slices.IndexFunc(classes[i:], isData)
+		if j < 0 {
+			classes[i] = Random
+		} else {
+			classes[i], classes[i+j] = classes[i+j], classes[i]
+		}
+		break
 	}
 	return classes, nil
 }
@@ -87,33 +97,99 @@ func (s Spec) region() int64 {
 	return 4 << 20
 }
 
-// LoadCorpus reads regular files under dir, in path order, until max bytes:
-// real file data for File regions. (Go's own source tree, about 2.6×
-// compressible with zstd, is a convenient corpus.)
-func LoadCorpus(dir string, max int64) ([]byte, error) {
-	var out []byte
-	errFull := errors.New("full")
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+// Corpus streams real file data for File regions: the regular files under
+// some directories, taken in turn from each directory (so their mix is even
+// along the volume), in path order, wrapping around at the end. A Corpus is
+// not safe for concurrent use.
+type Corpus struct {
+	lists [][]string // per directory, sorted paths
+	next  []int      // next file per directory
+	turn  int
+	buf   []byte
+	total int64
+}
+
+// NewCorpus lists the regular files under dirs. Directories that do not
+// exist are skipped; at least one file must be found.
+func NewCorpus(dirs ...string) (*Corpus, error) {
+	c := &Corpus{}
+	for _, dir := range dirs {
+		var files []string
+		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil && fi.Size() > 0 {
+					files = append(files, path)
+					c.total += fi.Size()
+				}
+			}
 			return nil
+		})
+		if len(files) > 0 {
+			slices.Sort(files)
+			c.lists = append(c.lists, files)
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil
-		}
-		out = append(out, b[:min(int64(len(b)), max-int64(len(out)))]...)
-		if int64(len(out)) >= max {
-			return errFull
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFull) {
-		return nil, err
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("corpus %s holds no readable files", dir)
+	if len(c.lists) == 0 {
+		return nil, fmt.Errorf("corpus %v holds no readable files", dirs)
 	}
-	return out, nil
+	c.next = make([]int, len(c.lists))
+	return c, nil
+}
+
+// DefaultCorpusDirs are real files found on any Debian machine with Go:
+// source code (about 4× compressible with zstd), shared data and binaries
+// (about 2×).
+func DefaultCorpusDirs(goroot string) []string {
+	return []string{filepath.Join(goroot, "src"), "/usr/share", "/usr/lib", "/usr/bin", filepath.Join(goroot, "pkg")}
+}
+
+// Size returns the corpus's size in bytes before it wraps around.
+func (c *Corpus) Size() int64 { return c.total }
+
+// Read fills p with the next corpus bytes; it never returns an error once
+// a file was found, since the corpus wraps around.
+func (c *Corpus) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if len(c.buf) == 0 {
+			c.load()
+			if len(c.buf) == 0 {
+				return n, io.ErrNoProgress
+			}
+		}
+		k := copy(p[n:], c.buf)
+		c.buf = c.buf[k:]
+		n += k
+	}
+	return n, nil
+}
+
+func (c *Corpus) exhausted() bool {
+	for d, files := range c.lists {
+		if c.next[d] < len(files) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Corpus) load() {
+	for tries := 0; tries < 2*len(c.lists) && len(c.buf) == 0; tries++ {
+		d := c.turn % len(c.lists)
+		c.turn++
+		files := c.lists[d]
+		if c.next[d] >= len(files) {
+			if c.exhausted() {
+				clear(c.next) // every directory used up: wrap around
+			}
+			continue
+		}
+		b, err := os.ReadFile(files[c.next[d]])
+		c.next[d]++
+		if err == nil {
+			c.buf = b
+		}
+	}
 }
 
 // Volume is what Generate writes to: a file or block device.
@@ -123,23 +199,22 @@ type Volume interface {
 }
 
 // Generate writes the volume of spec to v, region by region. File regions
-// take consecutive slices of corpus (wrapping around); duplicate regions
-// copy earlier bytes of v from an unaligned offset. Zero regions are
+// take consecutive bytes of corpus; a duplicate region is an earlier random
+// or file region rotated by an odd number of bytes. Zero regions are
 // punched as holes in regular files and written as zeros otherwise, so the
 // result is the same on a reused device. It returns the layout.
-func Generate(ctx context.Context, v Volume, spec Spec, corpus []byte) ([]Class, error) {
+func Generate(ctx context.Context, v Volume, spec Spec, corpus io.Reader) ([]Class, error) {
 	classes, err := spec.Layout()
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(classes, File) && len(corpus) == 0 {
+	if slices.Contains(classes, File) && corpus == nil {
 		return nil, errors.New("a volume with file data needs a corpus")
 	}
 	r := spec.region()
 	buf := make([]byte, r)
 	zeros := make([]byte, r)
 	rng := rand.New(rand.NewPCG(spec.Seed, 0xb10c))
-	var corpusPos int64
 	f, _ := v.(*os.File)
 	for i, c := range classes {
 		if err := ctx.Err(); err != nil {
@@ -157,19 +232,27 @@ func Generate(ctx context.Context, v Volume, spec Spec, corpus []byte) ([]Class,
 				b[j] = byte(rng.Uint32())
 			}
 		case File:
-			for j := 0; j < len(b); {
-				k := copy(b[j:], corpus[corpusPos:])
-				j += k
-				corpusPos = (corpusPos + int64(k)) % int64(len(corpus))
+			if _, err := io.ReadFull(corpus, b); err != nil {
+				return nil, fmt.Errorf("reading the corpus: %w", err)
 			}
 		case Duplicate:
-			src := rng.Int64N(max(1, off-n))
-			src += 1 + rng.Int64N(4095) // never 4 KiB aligned
-			src = min(src, off-n)
-			if src < 0 {
-				src = 0
+			// A rotated copy of an earlier data region: the same bytes at
+			// an unaligned shift.
+			var data []int
+			for j := range i {
+				if classes[j] == Random || classes[j] == File {
+					data = append(data, j)
+				}
 			}
-			if _, err := v.ReadAt(b, src); err != nil {
+			j := data[rng.IntN(len(data))]
+			shift := int64(0)
+			if n > 2 {
+				shift = min(n-1, (1+rng.Int64N(n-2))|1) // odd: never block-aligned
+			}
+			if _, err := v.ReadAt(b[:n-shift], int64(j)*r+shift); err != nil {
+				return nil, fmt.Errorf("reading back for a duplicate: %w", err)
+			}
+			if _, err := v.ReadAt(b[n-shift:], int64(j)*r); err != nil {
 				return nil, fmt.Errorf("reading back for a duplicate: %w", err)
 			}
 		case Zero:

@@ -214,7 +214,10 @@ func (c *Cutter) stretch(pos, end int64, fn func(Piece) error) (int64, error) {
 		c.stats.DataBytes += int64(len(data))
 		c.stats.Chunks++
 		account()
-		return fn(Piece{Offset: off, Length: int64(len(data)), Data: data})
+		err := fn(Piece{Offset: off, Length: int64(len(data)), Data: data})
+		// The callback's time is the caller's, not the cutter's.
+		t0 = time.Now()
+		return err
 	}
 	if c.p.Splitter == Fixed {
 		fs := int64(c.p.FixedSize)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
@@ -82,21 +81,13 @@ func loopDevice(t testing.TB, size int64) string {
 	return dev
 }
 
-var (
-	corpusOnce sync.Once
-	corpus     []byte
-	corpusErr  error
-)
-
-// fileCorpus is real file data: Go's source tree, about 2.6× compressible.
-func fileCorpus(t testing.TB) []byte {
-	corpusOnce.Do(func() {
-		corpus, corpusErr = bench.LoadCorpus(filepath.Join(runtime.GOROOT(), "src"), 96<<20)
-	})
-	if corpusErr != nil {
-		t.Fatal(corpusErr)
+// fileCorpus is real file data: Go's source tree and binaries.
+func fileCorpus(t testing.TB) *bench.Corpus {
+	c, err := bench.NewCorpus(filepath.Join(runtime.GOROOT(), "src"), filepath.Join(runtime.GOROOT(), "pkg"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return corpus
+	return c
 }
 
 // fillVolume writes a synthetic volume to path.

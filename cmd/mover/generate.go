@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/blockmover/blockmover/bench"
@@ -15,7 +16,7 @@ type generateOptions struct {
 	zero      float64
 	file      float64
 	duplicate float64
-	corpus    string
+	corpus    []string
 }
 
 func newGenerateCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -36,7 +37,7 @@ the same bytes. The file is created; an existing file is refused.`,
 	f.Float64Var(&o.zero, "zero", 0.4, "fraction of zeros")
 	f.Float64Var(&o.file, "file", 0.3, "fraction of real file data")
 	f.Float64Var(&o.duplicate, "duplicate", 0.1, "fraction of duplicated data (the rest is random)")
-	f.StringVar(&o.corpus, "corpus", "", "directory of real files for file data (default: Go's source tree)")
+	f.StringArrayVar(&o.corpus, "corpus", nil, "directory of real files for file data, repeatable (default: Go's tree, /usr/share, /usr/lib, /usr/bin)")
 	return cmd
 }
 
@@ -52,13 +53,13 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 	if _, err := spec.Layout(); err != nil {
 		return usageError{err}
 	}
-	var corpus []byte
+	var corpus *bench.Corpus
 	if o.file > 0 {
-		dir := o.corpus
-		if dir == "" {
-			dir = goSourceTree()
+		dirs := o.corpus
+		if len(dirs) == 0 {
+			dirs = bench.DefaultCorpusDirs(goRoot())
 		}
-		if corpus, err = bench.LoadCorpus(dir, 128<<20); err != nil {
+		if corpus, err = bench.NewCorpus(dirs...); err != nil {
 			return err
 		}
 	}
@@ -70,7 +71,11 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 		f.Close()
 		return err
 	}
-	if _, err := bench.Generate(ctx, f, spec, corpus); err != nil {
+	var rd io.Reader
+	if corpus != nil {
+		rd = corpus
+	}
+	if _, err := bench.Generate(ctx, f, spec, rd); err != nil {
 		f.Close()
 		os.Remove(path)
 		return err

@@ -2,18 +2,17 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 )
 
-// goSourceTree returns $GOROOT/src: real source files, about 2.6×
-// compressible, present wherever mover was built.
-func goSourceTree() string {
+// goRoot returns the Go installation's root: real source files and
+// binaries, present wherever mover was built.
+func goRoot() string {
 	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
 		if root := strings.TrimSpace(string(out)); root != "" {
-			return filepath.Join(root, "src")
+			return root
 		}
 	}
-	return filepath.Join(runtime.GOROOT(), "src")
+	return runtime.GOROOT()
 }

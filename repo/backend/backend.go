@@ -17,6 +17,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -80,32 +81,32 @@ type Backend interface {
 }
 
 // ReadAll is Get followed by reading everything: a convenience for the small
-// objects (config, keys, index files, snapshots) that fit in memory.
+// objects (config, keys, index files, snapshots) that fit in memory, and for
+// pack ranges. With length >= 0 it allocates exactly length bytes once, and a
+// body shorter than length is io.ErrUnexpectedEOF, a longer one an error.
 func ReadAll(ctx context.Context, be Backend, key string, offset, length int64) ([]byte, error) {
 	rc, err := be.Get(ctx, key, offset, length)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	var buf []byte
-	if length > 0 {
-		buf = make([]byte, 0, length)
+	if length < 0 {
+		return io.ReadAll(rc)
 	}
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rc.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(rc, buf); err != nil {
 		if err == io.EOF {
-			break
+			err = io.ErrUnexpectedEOF
 		}
-		if err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
-	if length > 0 && int64(len(buf)) != length {
-		return nil, io.ErrUnexpectedEOF
+	// The body must end where asked: probe for one byte more.
+	var probe [1]byte
+	switch n, err := io.ReadFull(rc, probe[:]); {
+	case n > 0:
+		return nil, fmt.Errorf("backend: get %q: body longer than the %d bytes asked for", key, length)
+	case err != io.EOF:
+		return nil, err
 	}
 	return buf, nil
 }

@@ -176,6 +176,10 @@ func (r *retryBackend) do(ctx context.Context, op Op, key string, f func(attempt
 		}
 		err := f(attempt)
 		if !retryable(ctx, err) {
+			if cerr := ctx.Err(); err != nil && cerr != nil && !errors.Is(err, cerr) {
+				// The context ended during the attempt: say so.
+				return fmt.Errorf("backend: %s %q: %w (last error: %w)", op, key, cerr, err)
+			}
 			return err
 		}
 		last = err

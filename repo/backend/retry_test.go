@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -320,5 +321,28 @@ func TestRetryGetBodyErrorSurfaces(t *testing.T) {
 	var te *backend.TransientError
 	if !errors.As(err, &te) || !te.Body {
 		t.Errorf("reading the body: %v, want a body TransientError", err)
+	}
+}
+
+// cancelling is a real backend whose Stat cancels the caller's context and
+// then fails with an unrelated error, as a connection torn down by the
+// cancellation might.
+type cancelling struct {
+	backend.Backend
+	cancel context.CancelFunc
+}
+
+func (b cancelling) Stat(context.Context, string) (backend.ObjectInfo, error) {
+	b.cancel()
+	return backend.ObjectInfo{}, errors.New("connection closed")
+}
+
+func TestRetryContextEndsDuringAttempt(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r := backend.NewRetry(cancelling{mem.New(), cancel}, fastRetry(1))
+	_, err := r.Stat(ctx, "k")
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "connection closed") {
+		t.Errorf("Stat: %v, want Canceled and the attempt's error", err)
 	}
 }
