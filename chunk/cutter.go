@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/restic/chunker"
 )
 
 // Piece is one entry of a chunk list: a run of the volume's bytes that is
@@ -85,7 +84,7 @@ type Cutter struct {
 	p     Params
 	alloc func() []byte
 	zeros []byte // ZeroBlock zero bytes to compare against
-	ch    *chunker.Chunker
+	rabin *rabin
 	win   window
 	stats Stats
 	spare []byte // a buffer from alloc that the last stretch did not use
@@ -113,7 +112,7 @@ func NewCutter(p Params, opts Options) (*Cutter, error) {
 	c.win.buf = make([]byte, rs)
 	c.win.c = c
 	if p.Splitter == CDC {
-		c.ch = chunker.NewWithBoundaries(nil, chunker.Pol(p.Polynomial), uint(p.MinSize), uint(p.MaxSize))
+		c.rabin = newRabin(p)
 	}
 	return c, nil
 }
@@ -239,33 +238,55 @@ func (c *Cutter) stretch(pos, end int64, fn func(Piece) error) (int64, error) {
 			}
 		}
 	}
-	c.ch.ResetWithBoundaries(sr, chunker.Pol(c.p.Polynomial), uint(c.p.MinSize), uint(c.p.MaxSize))
-	c.ch.SetAverageBits(log2(c.p.AvgSize))
+	// Content-defined: hash the window's bytes in place and copy each
+	// chunk out once.
+	g := int64(c.p.ZeroBlock)
+	var st rabinState
+	c.rabin.reset(&st)
+	buf := c.buffer()[:0]
+	start := pos
 	for {
-		buf := c.buffer()
-		ck, err := c.ch.Next(buf)
-		if err == io.EOF {
-			c.spare = buf
-			account()
-			return sr.pos, nil
+		if pos >= sr.end {
+			break
 		}
+		zero, err := sr.blockZero(pos)
 		if err != nil {
 			return 0, err
 		}
-		if err := emit(pos+int64(ck.Start), ck.Data); err != nil {
+		if zero {
+			break
+		}
+		be := min((pos/g+1)*g, sr.end)
+		b, err := sr.bytes(pos, be)
+		if err != nil {
 			return 0, err
 		}
+		for len(b) > 0 {
+			n, cut := c.rabin.scan(&st, b)
+			buf = append(buf, b[:n]...)
+			b = b[n:]
+			pos += int64(n)
+			if cut {
+				if err := emit(start, buf); err != nil {
+					return 0, err
+				}
+				c.rabin.reset(&st)
+				buf = c.buffer()[:0]
+				start = pos
+			}
+		}
 	}
+	if len(buf) > 0 {
+		if err := emit(start, buf); err != nil {
+			return 0, err
+		}
+	} else {
+		c.spare = buf
+	}
+	account()
+	return pos, nil
 }
 
-func log2(n int) int {
-	b := 0
-	for n > 1 {
-		n >>= 1
-		b++
-	}
-	return b
-}
 
 // window is the cutter's read buffer over the source, and the io.Reader of
 // one stretch that the splitter consumes.

@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/restic/chunker"
 )
 
 // testPol is a fixed irreducible polynomial so results are reproducible.
@@ -371,3 +374,43 @@ func BenchmarkCutRandom(b *testing.B) {
 }
 
 func BenchmarkCutZeros(b *testing.B) { benchCut(b, make([]byte, 512<<20)) }
+
+// TestRabinMatchesResticChunker: the cutter's content-defined splitter cuts
+// exactly where restic/chunker's Chunker cuts, for several size settings
+// and both random and low-entropy data.
+func TestRabinMatchesResticChunker(t *testing.T) {
+	sizes := [][3]int{{64 << 10, 256 << 10, 1 << 20}, {256 << 10, 1 << 20, 4 << 20}, {512 << 10, 1 << 20, 8 << 20}, {4 << 10, 8 << 10, 16 << 10}}
+	for i, sz := range sizes {
+		p := DefaultParams(testPol)
+		p.MinSize, p.AvgSize, p.MaxSize = sz[0], sz[1], sz[2]
+		p.SegmentSize = 256 << 20
+		vol := genVolume(uint64(100+i), 40<<20)
+		// No zero blocks, so the whole volume is one stretch.
+		for j := range vol {
+			if vol[j] == 0 {
+				vol[j] = byte(j) | 1
+			}
+		}
+		var want []int64
+		ch := chunker.NewWithBoundaries(bytes.NewReader(vol), chunker.Pol(testPol), uint(p.MinSize), uint(p.MaxSize))
+		ch.SetAverageBits(bits.Len(uint(p.AvgSize)) - 1)
+		buf := make([]byte, p.MaxSize)
+		for {
+			c, err := ch.Next(buf)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, int64(c.Start+c.Length))
+		}
+		var got []int64
+		for _, pc := range cutAll(t, p, bytes.NewReader(vol), int64(len(vol))) {
+			got = append(got, pc.End())
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("sizes %v: %d cuts differ from restic/chunker's %d", sz, len(got), len(want))
+		}
+	}
+}
