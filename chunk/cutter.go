@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
 )
 
 // Piece is one entry of a chunk list: a run of the volume's bytes that is
@@ -286,7 +285,6 @@ func (c *Cutter) stretch(pos, end int64, fn func(Piece) error) (int64, error) {
 	account()
 	return pos, nil
 }
-
 
 // window is the cutter's read buffer over the source, and the io.Reader of
 // one stretch that the splitter consumes.

@@ -56,7 +56,7 @@ func TestRoundTripLoopDevices(t *testing.T) {
 		t.Skip("1 GiB round trip skipped in -short mode")
 	}
 	const size = 1 << 30
-	spec := bench.Spec{Size: size, Seed: 1, Zero: 0.25, File: 0.25, Duplicate: 0.25}
+	spec := bench.Spec{Size: size, Seed: 1, Zero: 0.25, File: 0.25, Duplicate: 0.25, RegionSize: 16 << 20}
 	src := loopDevice(t, size)
 	fillVolume(t, src, spec)
 	dst := loopDevice(t, size)
@@ -68,8 +68,10 @@ func TestRoundTripLoopDevices(t *testing.T) {
 	if res.ZeroBytes < size/5 {
 		t.Errorf("only %d zero bytes found in a volume with 25%% zeros", res.ZeroBytes)
 	}
-	if res.NewBytes > size*6/10 {
-		t.Errorf("new bytes %d: duplicates were not deduplicated", res.NewBytes)
+	// Half the volume is unique data; the duplicated quarter may add only
+	// the chunks that cross region edges and rotation points.
+	if limit := int64(size/2 + size/4*3/10); res.NewBytes > limit {
+		t.Errorf("new bytes %d > %d: duplicates were not deduplicated", res.NewBytes, limit)
 	}
 
 	r2 := openRepo(t, dir)
