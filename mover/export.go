@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,11 +55,27 @@ type ExportOptions struct {
 	PackSize int
 	// ReadSize is the size of one read from the source (default 4 MiB).
 	ReadSize int
+	// Base makes the export incremental: an earlier snapshot of the volume
+	// in the same repository. Its unchanged chunks are reused.
+	Base *repo.Snapshot
+	// Changes lists the byte ranges that may differ from Base (changed-block
+	// tracking). Only they are read, with the chunks around them; every
+	// other entry of Base is reused without reading. Without Changes, an
+	// export with a Base reads everything and stores only new chunks.
+	Changes ChangeList
+	// VerifyUnchanged is the fraction (0..1) of reused chunks that are read
+	// again and checked against their IDs: a wrong change list then fails
+	// the export instead of silently making a wrong snapshot.
+	VerifyUnchanged float64
+
 	// Progress, if set, is called about every ProgressInterval and once at
 	// the end, from one goroutine.
 	Progress         func(Progress)
 	ProgressInterval time.Duration
 }
+
+// ErrChangeListWrong: a chunk the change list called unchanged differs.
+var ErrChangeListWrong = errors.New("change list is wrong")
 
 // Progress is a running count of an export or import.
 type Progress struct {
@@ -138,7 +155,9 @@ type exporter struct {
 	size  int64
 	start time.Time
 
-	doneBytes, readBytes, zeroBytes, newBytes atomic.Int64
+	changes []span // sorted, merged; nil without a change list
+
+	doneBytes, readBytes, zeroBytes, newBytes, reusedBytes, verifiedBytes atomic.Int64
 	chunks, newChunks                         atomic.Int64
 
 	mu       sync.Mutex
@@ -180,6 +199,31 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 	}
 	e.bufs.size = e.p.MaxChunk()
 	e.written0 = st.WrittenBytes()
+	if opts.Changes != nil || opts.VerifyUnchanged != 0 {
+		if opts.Base == nil {
+			return nil, errors.New("export: a change list needs a base snapshot")
+		}
+	}
+	if opts.VerifyUnchanged < 0 || opts.VerifyUnchanged > 1 {
+		return nil, fmt.Errorf("export: verify fraction %g is not within 0..1", opts.VerifyUnchanged)
+	}
+	if b := opts.Base; b != nil {
+		if b.SegmentSize != e.p.SegmentSize {
+			return nil, fmt.Errorf("export: base snapshot %s has segments of %d bytes, the repository %d: it is from another repository", b.ID.Short(), b.SegmentSize, e.p.SegmentSize)
+		}
+		if opts.Changes != nil {
+			e.changes = make([]span, 0, len(opts.Changes))
+			for _, c := range opts.Changes {
+				if c.Offset < 0 || c.Length <= 0 || c.End() > e.size {
+					return nil, fmt.Errorf("export: %w: [%d, +%d) on a source of %d bytes", ErrInvalidExtent, c.Offset, c.Length, e.size)
+				}
+				if n := len(e.changes); n > 0 && c.Offset < e.changes[n-1].end {
+					return nil, fmt.Errorf("export: %w: change list not sorted and merged at offset %d", ErrInvalidExtent, c.Offset)
+				}
+				e.changes = append(e.changes, span{c.Offset, c.End()})
+			}
+		}
+	}
 	e.pages = make([]repo.ID, e.p.Segments(e.size))
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -238,23 +282,58 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 	return e.result(), nil
 }
 
-// cutSegments cuts the segments it receives, hashes each chunk, and passes
-// the chunks the repository lacks to the packers. It saves each segment's
-// page once the segment is cut.
+// worker is one cutting goroutine's state: it cuts segments, hashes
+// chunks and hands new ones to the packers.
+type worker struct {
+	e        *exporter
+	cutter   *chunk.Cutter
+	hasher   *repo.Hasher
+	opener   *repo.BlobOpener
+	out      chan<- newChunk
+	hashTime time.Duration
+}
+
+// add hashes a piece and passes it on if the repository lacks it; it
+// returns the piece's chunk-list entry.
+func (w *worker) add(ctx context.Context, pc chunk.Piece) (repo.Entry, error) {
+	if pc.Hole {
+		return repo.Entry{Length: pc.Length, Hole: true}, nil
+	}
+	e := w.e
+	t := time.Now()
+	id := w.hasher.Sum(pc.Data)
+	w.hashTime += time.Since(t)
+	e.chunks.Add(1)
+	if !e.st.Reserve(id) {
+		e.bufs.put(pc.Data)
+		return repo.Entry{Length: pc.Length, ID: id}, nil
+	}
+	e.newChunks.Add(1)
+	e.newBytes.Add(pc.Length)
+	select {
+	case w.out <- newChunk{id: id, data: pc.Data}:
+		return repo.Entry{Length: pc.Length, ID: id}, nil
+	case <-ctx.Done():
+		return repo.Entry{}, ctx.Err()
+	}
+}
+
+// cutSegments processes the segments it receives: each is cut whole, cut
+// only around its changes, or (unchanged) taken from the base snapshot.
+// It saves each segment's page once the segment is done.
 func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<- newChunk) error {
-	c, err := chunk.NewCutter(e.p, chunk.Options{ReadSize: e.opts.ReadSize, Alloc: e.bufs.get})
+	c, err := chunk.NewCutter(e.p, chunk.Options{ReadSize: e.readSize(), Alloc: e.bufs.get})
 	if err != nil {
 		return err
 	}
-	h := e.st.NewHasher()
-	var hashTime time.Duration
+	w := &worker{e: e, cutter: c, hasher: e.st.NewHasher(), opener: e.st.NewBlobOpener(), out: out}
 	defer func() {
 		s := c.Stats()
 		e.mu.Lock()
 		e.stages.Read += s.ReadTime
 		e.stages.ZeroCheck += s.ZeroTime
 		e.stages.Cut += s.CutTime
-		e.stages.Hash += hashTime
+		e.stages.Hash += w.hashTime
 		e.mu.Unlock()
 	}()
 	var entries []repo.Entry
@@ -262,29 +341,30 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 		start, end := e.p.SegmentRange(e.size, seg)
 		entries = entries[:0]
 		before := c.Stats()
-		err := c.Cut(ctx, e.src, start, end, func(pc chunk.Piece) error {
-			if pc.Hole {
-				entries = append(entries, repo.Entry{Length: pc.Length, Hole: true})
-				return nil
+		var err error
+		switch {
+		case e.changes != nil && baseUsable(e.opts.Base, e.p, e.size, seg):
+			spans := e.segmentChanges(start, end)
+			if len(spans) == 0 {
+				if e.opts.VerifyUnchanged > 0 {
+					if err := w.verifyPage(ctx, seg); err != nil {
+						return fmt.Errorf("export: segment %d: %w", seg, err)
+					}
+				} else {
+					e.reusedBytes.Add(end - start)
+				}
+				e.pages[seg] = e.opts.Base.Pages[seg]
+				e.doneBytes.Add(end - start)
+				continue
 			}
-			t := time.Now()
-			id := h.Sum(pc.Data)
-			hashTime += time.Since(t)
-			entries = append(entries, repo.Entry{Length: pc.Length, ID: id})
-			e.chunks.Add(1)
-			if !e.st.Reserve(id) {
-				e.bufs.put(pc.Data)
-				return nil
-			}
-			e.newChunks.Add(1)
-			e.newBytes.Add(pc.Length)
-			select {
-			case out <- newChunk{id: id, data: pc.Data}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
+			entries, err = e.incrementalSegment(ctx, w, seg, spans, entries)
+		default:
+			err = c.Cut(ctx, e.src, start, end, func(pc chunk.Piece) error {
+				en, err := w.add(ctx, pc)
+				entries = append(entries, en)
+				return err
+			})
+		}
 		if err != nil {
 			return fmt.Errorf("export: segment %d: %w", seg, err)
 		}
@@ -299,6 +379,28 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 		e.doneBytes.Add(end - start)
 	}
 	return nil
+}
+
+// segmentChanges returns the changes within [start, end), clipped.
+func (e *exporter) segmentChanges(start, end int64) []span {
+	i := sort.Search(len(e.changes), func(i int) bool { return e.changes[i].end > start })
+	var out []span
+	for ; i < len(e.changes) && e.changes[i].start < end; i++ {
+		out = append(out, span{max(e.changes[i].start, start), min(e.changes[i].end, end)})
+	}
+	return out
+}
+
+// readSize is the cutter's read size: large for whole segments, small when
+// only changes are read, so that reads end close to where cutting resyncs.
+func (e *exporter) readSize() int {
+	if e.opts.ReadSize > 0 {
+		return e.opts.ReadSize
+	}
+	if e.changes != nil {
+		return 128 << 10
+	}
+	return 4 << 20
 }
 
 // pack compresses, seals and packs new chunks; full packs go to upload.
@@ -387,6 +489,10 @@ func (e *exporter) finish(ctx context.Context) error {
 		Size:        e.size,
 		SegmentSize: e.p.SegmentSize,
 		Pages:       e.pages,
+	}
+	if e.opts.Base != nil {
+		id := e.opts.Base.ID
+		s.Parent = &id
 	}
 	s.Stats = repo.SnapshotStats{
 		ReadBytes: e.readBytes.Load(), ZeroBytes: e.zeroBytes.Load(), NewBytes: e.newBytes.Load(),

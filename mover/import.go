@@ -1,12 +1,15 @@
 package mover
 
 import (
+	"bytes"
 	"cmp"
+	"errors"
 	"context"
 	"fmt"
 	"io"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +39,16 @@ type ImportOptions struct {
 	// holes are not written. A Target with a method Fresh() bool that
 	// returns true (a new or empty file) is taken as zeroed too.
 	TargetZeroed bool
+	// AssumeBase: the target already holds this snapshot (of the same
+	// repository), e.g. a replica restored earlier. Only entries that differ
+	// between it and the snapshot are written; unchanged segments are not
+	// even planned.
+	AssumeBase *repo.Snapshot
+	// VerifyTarget reads the target and writes only what differs from the
+	// snapshot: each chunk's range is hashed and compared with the chunk's
+	// ID, each hole checked for zeros. For a target whose content is not
+	// known for certain. The target must implement io.ReaderAt.
+	VerifyTarget bool
 	// Window is how many volume bytes are planned at once (default 1 GiB);
 	// it bounds the plan's memory.
 	Window int64
@@ -55,8 +68,10 @@ type ImportResult struct {
 	Size     int64
 	// WrittenBytes of chunk data were written; ZeroedBytes were made zero
 	// (or skipped on a zeroed target); FetchedBytes were read from the
-	// backend.
+	// backend; SkippedBytes were already right on the target (AssumeBase,
+	// VerifyTarget); VerifiedBytes of the target were read to check.
 	WrittenBytes, ZeroedBytes, FetchedBytes int64
+	SkippedBytes, VerifiedBytes             int64
 	Chunks                                  int64
 	Duration                                time.Duration
 	Stages                                  Stages
@@ -85,7 +100,7 @@ type importer struct {
 	opts  ImportOptions
 	start time.Time
 
-	written, zeroed, fetched, chunks atomic.Int64
+	written, zeroed, fetched, chunks, skipped, verified atomic.Int64
 
 	mu     sync.Mutex
 	stages Stages
@@ -121,6 +136,14 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 	if f, ok := dst.(interface{ Fresh() bool }); ok && f.Fresh() {
 		o.TargetZeroed = true
 	}
+	if o.VerifyTarget {
+		if _, ok := dst.(io.ReaderAt); !ok {
+			return nil, errors.New("import: verifying the target needs a readable target")
+		}
+	}
+	if b := o.AssumeBase; b != nil && b.SegmentSize != snap.SegmentSize {
+		return nil, fmt.Errorf("import: base snapshot %s has segments of %d bytes, snapshot %s of %d: not from the same repository", b.ID.Short(), b.SegmentSize, snap.ID.Short(), snap.SegmentSize)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make(chan any, o.Downloads)
 	g.Go(func() error {
@@ -144,13 +167,14 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 	return &ImportResult{
 		Snapshot: snap, Size: snap.Size,
 		WrittenBytes: im.written.Load(), ZeroedBytes: im.zeroed.Load(), FetchedBytes: im.fetched.Load(),
+		SkippedBytes: im.skipped.Load(), VerifiedBytes: im.verified.Load(),
 		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages,
 	}, nil
 }
 
 func (im *importer) current() Progress {
 	return Progress{
-		Size: im.snap.Size, DoneBytes: im.written.Load() + im.zeroed.Load(),
+		Size: im.snap.Size, DoneBytes: im.written.Load() + im.zeroed.Load() + im.skipped.Load(),
 		ReadBytes: im.fetched.Load(), WrittenBytes: im.written.Load(), Elapsed: time.Since(im.start),
 	}
 }
@@ -171,35 +195,56 @@ func (im *importer) plan(ctx context.Context, jobs chan<- any) error {
 	for first := 0; first < len(im.snap.Pages); first += pagesPerWindow {
 		byID := map[repo.ID]*want{}
 		var zeros []zeroRun
+		var checks []check
 		for i := first; i < min(first+pagesPerWindow, len(im.snap.Pages)); i++ {
+			start, end := im.snap.PageRange(i)
+			base := im.basePage(i)
+			if base != nil && *base == im.snap.Pages[i] {
+				im.skipped.Add(end - start)
+				continue
+			}
 			entries, err := im.st.LoadPage(ctx, o, im.snap, i)
 			if err != nil {
 				return err
 			}
-			off, _ := im.snap.PageRange(i)
+			var same map[basePiece]bool
+			var holes []zeroRun // the base's holes in this page, merged
+			if base != nil {
+				be, err := im.st.LoadPage(ctx, o, im.opts.AssumeBase, i)
+				if err != nil {
+					return fmt.Errorf("base snapshot: %w", err)
+				}
+				same = map[basePiece]bool{}
+				off := start
+				for _, e := range be {
+					same[basePiece{off, e}] = true
+					if e.Hole {
+						holes = addZero(holes, off, e.Length)
+					}
+					off += e.Length
+				}
+			}
+			off := start
 			for _, e := range entries {
-				if e.Hole {
-					if n := len(zeros); n > 0 && zeros[n-1].off+zeros[n-1].n == off {
-						zeros[n-1].n += e.Length
-					} else {
-						zeros = append(zeros, zeroRun{off, e.Length})
+				switch {
+				case same[basePiece{off, e}] || e.Hole && inHoles(holes, off, e.Length):
+					im.skipped.Add(e.Length)
+				case im.opts.VerifyTarget:
+					checks = append(checks, check{off: off, e: e})
+				case e.Hole:
+					zeros = addZero(zeros, off, e.Length)
+				default:
+					if err := im.want(byID, e, off); err != nil {
+						return err
 					}
-				} else {
-					w := byID[e.ID]
-					if w == nil {
-						ref, ok := im.st.Lookup(e.ID)
-						if !ok {
-							return fmt.Errorf("snapshot %s needs chunk %s at offset %d, which is not in the repository (run mover check)", im.snap.ID.Short(), e.ID.Short(), off)
-						}
-						if int64(ref.RawLength) != e.Length {
-							return fmt.Errorf("snapshot %s: chunk %s at offset %d is %d bytes in the index, %d in the snapshot", im.snap.ID.Short(), e.ID.Short(), off, ref.RawLength, e.Length)
-						}
-						w = &want{ref: ref}
-						byID[e.ID] = w
-					}
-					w.offs = append(w.offs, off)
 				}
 				off += e.Length
+			}
+		}
+		if len(checks) > 0 {
+			var err error
+			if zeros, err = im.verify(ctx, checks, byID, zeros); err != nil {
+				return err
 			}
 		}
 		for _, z := range zeros {
@@ -214,6 +259,115 @@ func (im *importer) plan(ctx context.Context, jobs chan<- any) error {
 		}
 	}
 	return nil
+}
+
+// inHoles reports whether [off, off+n) lies within one of the sorted,
+// merged holes.
+func inHoles(holes []zeroRun, off, n int64) bool {
+	i := sort.Search(len(holes), func(i int) bool { return holes[i].off+holes[i].n > off })
+	return i < len(holes) && holes[i].off <= off && off+n <= holes[i].off+holes[i].n
+}
+
+func addZero(zeros []zeroRun, off, n int64) []zeroRun {
+	if k := len(zeros); k > 0 && zeros[k-1].off+zeros[k-1].n == off {
+		zeros[k-1].n += n
+		return zeros
+	}
+	return append(zeros, zeroRun{off, n})
+}
+
+// want adds chunk e at off to the blobs to fetch.
+func (im *importer) want(byID map[repo.ID]*want, e repo.Entry, off int64) error {
+	w := byID[e.ID]
+	if w == nil {
+		ref, ok := im.st.Lookup(e.ID)
+		if !ok {
+			return fmt.Errorf("snapshot %s needs chunk %s at offset %d, which is not in the repository (run mover check)", im.snap.ID.Short(), e.ID.Short(), off)
+		}
+		if int64(ref.RawLength) != e.Length {
+			return fmt.Errorf("snapshot %s: chunk %s at offset %d is %d bytes in the index, %d in the snapshot", im.snap.ID.Short(), e.ID.Short(), off, ref.RawLength, e.Length)
+		}
+		w = &want{ref: ref}
+		byID[e.ID] = w
+	}
+	w.offs = append(w.offs, off)
+	return nil
+}
+
+// basePage returns the ID of the AssumeBase page that covers exactly page
+// i of the snapshot, or nil.
+func (im *importer) basePage(i int) *repo.ID {
+	b := im.opts.AssumeBase
+	if b == nil || i >= len(b.Pages) {
+		return nil
+	}
+	bs, be := b.PageRange(i)
+	s, e := im.snap.PageRange(i)
+	if bs != s || be != e {
+		return nil
+	}
+	return &b.Pages[i]
+}
+
+// check is a snapshot entry whose range on the target is to be compared.
+type check struct {
+	off int64
+	e   repo.Entry
+	ok  bool
+}
+
+// verify reads the target ranges of checks in parallel and turns those that
+// differ into zero runs and wanted blobs.
+func (im *importer) verify(ctx context.Context, checks []check, byID map[repo.ID]*want, zeros []zeroRun) ([]zeroRun, error) {
+	ra := im.dst.(io.ReaderAt)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(im.opts.Downloads)
+	for i := range checks {
+		g.Go(func() error {
+			c := &checks[i]
+			buf := make([]byte, min(c.e.Length, 4<<20))
+			h := im.st.NewHasher()
+			if c.e.Hole {
+				c.ok = true
+				for off := c.off; off < c.off+c.e.Length && c.ok; off += int64(len(buf)) {
+					b := buf[:min(int64(len(buf)), c.off+c.e.Length-off)]
+					if _, err := ra.ReadAt(b, off); err != nil {
+						return fmt.Errorf("reading target at %d: %w", off, err)
+					}
+					c.ok = isZero(b)
+				}
+			} else {
+				if _, err := ra.ReadAt(buf, c.off); err != nil {
+					return fmt.Errorf("reading target at %d: %w", c.off, err)
+				}
+				c.ok = h.Sum(buf) == c.e.ID
+			}
+			im.verified.Add(c.e.Length)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, c := range checks {
+		switch {
+		case c.ok:
+			im.skipped.Add(c.e.Length)
+		case c.e.Hole:
+			zeros = addZero(zeros, c.off, c.e.Length)
+		default:
+			if err := im.want(byID, c.e, c.off); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return zeros, nil
+}
+
+// isZero reports whether b is all zeros: its first byte is zero and every
+// byte equals the one before it (one memcmp, no zero buffer needed).
+func isZero(b []byte) bool {
+	return len(b) == 0 || b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1])
 }
 
 // coalesce groups wanted blobs into ranged reads, pack by pack.
