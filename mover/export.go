@@ -158,7 +158,7 @@ type exporter struct {
 	changes []span // sorted, merged; nil without a change list
 
 	doneBytes, readBytes, zeroBytes, newBytes, reusedBytes, verifiedBytes atomic.Int64
-	chunks, newChunks                         atomic.Int64
+	chunks, newChunks                                                     atomic.Int64
 
 	mu       sync.Mutex
 	stages   Stages

@@ -3,8 +3,8 @@ package mover
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
