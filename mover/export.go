@@ -113,9 +113,11 @@ type ExportResult struct {
 	// stored); NewBytes are plaintext bytes the repository did not hold;
 	// StoredBytes were written to the backend (packs, index, snapshot).
 	ReadBytes, ZeroBytes, NewBytes, StoredBytes int64
-	Chunks, NewChunks                           int64
-	Duration                                    time.Duration
-	Stages                                      Stages
+	// ReusedBytes were taken from the base snapshot without reading.
+	ReusedBytes       int64
+	Chunks, NewChunks int64
+	Duration          time.Duration
+	Stages            Stages
 }
 
 // newChunk is a chunk the repository lacks, on its way to a packer. Data
@@ -554,6 +556,7 @@ func (e *exporter) result() *ExportResult {
 		Snapshot: s, Size: e.size,
 		ReadBytes: s.Stats.ReadBytes, ZeroBytes: s.Stats.ZeroBytes, NewBytes: s.Stats.NewBytes,
 		StoredBytes: s.Stats.StoredBytes, Chunks: s.Stats.Chunks, NewChunks: s.Stats.NewChunks,
-		Duration: time.Since(e.start), Stages: e.stages,
+		ReusedBytes: e.reusedBytes.Load(),
+		Duration:    time.Since(e.start), Stages: e.stages,
 	}
 }

@@ -19,6 +19,8 @@ type exportOptions struct {
 	packSize    string
 	compression string
 	keepCache   bool
+	base        string
+	verify      float64
 }
 
 func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -38,6 +40,8 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	f.StringVar(&o.packSize, "pack-size", "", "target pack size for this export (default: the repository's)")
 	f.StringVar(&o.compression, "compression", repo.CompressFastest, "zstd level: fastest, default or better")
 	f.BoolVar(&o.keepCache, "keep-cache", false, "leave read pages in the page cache (default: drop them, so a pod's memory limit is not filled)")
+	f.StringVar(&o.base, "base", "", "make the export incremental: a snapshot of the volume (ID, prefix, latest or latest:VOLUME) whose unchanged chunks are reused")
+	f.Float64Var(&o.verify, "verify-unchanged", 0, "with --changes: re-read this fraction (0..1) of the chunks the change list calls unchanged, and fail if any differ")
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("name")
 	return cmd
@@ -52,6 +56,8 @@ type exportJSON struct {
 	ZeroBytes   int64             `json:"zero_bytes"`
 	NewBytes    int64             `json:"new_bytes"`
 	StoredBytes int64             `json:"stored_bytes"`
+	ReusedBytes int64             `json:"reused_bytes,omitempty"`
+	Parent      string            `json:"parent,omitempty"`
 	Chunks      int64             `json:"chunks"`
 	NewChunks   int64             `json:"new_chunks"`
 	Seconds     float64           `json:"seconds"`
@@ -91,6 +97,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			return usagef("--pack-size %s: want %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
 		}
 	}
+	if o.verify < 0 || o.verify > 1 {
+		return usagef("--verify-unchanged %g: want a fraction from 0 to 1", o.verify)
+	}
 	src, err := mover.OpenSource(o.source, !o.keepCache)
 	if err != nil {
 		return err
@@ -104,8 +113,17 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		return err
 	}
 	defer closeRepo(r)
+	var base *repo.Snapshot
+	if o.base != "" {
+		if base, err = r.FindSnapshot(ctx, o.base); err != nil {
+			return fmt.Errorf("--base: %w", err)
+		}
+		if base.Volume != o.name {
+			warnf(g.env.stderr, "base snapshot %s is of volume %q, not %q", base.ID.Short(), base.Volume, o.name)
+		}
+	}
 	res, err := mover.Export(ctx, src, r, mover.ExportOptions{
-		Volume: o.name, Source: o.source, Tags: tags,
+		Volume: o.name, Source: o.source, Tags: tags, Base: base, VerifyUnchanged: o.verify,
 		Workers: o.workers, Uploads: o.backend.connections, PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
 	})
@@ -115,8 +133,12 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	out := exportJSON{
 		Snapshot: res.Snapshot.ID.String(), Volume: o.name, Size: res.Size,
 		ReadBytes: res.ReadBytes, ZeroBytes: res.ZeroBytes, NewBytes: res.NewBytes, StoredBytes: res.StoredBytes,
-		Chunks: res.Chunks, NewChunks: res.NewChunks, Seconds: res.Duration.Seconds(),
+		ReusedBytes: res.ReusedBytes,
+		Chunks:      res.Chunks, NewChunks: res.NewChunks, Seconds: res.Duration.Seconds(),
 		MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(), Stages: stageMap(res.Stages),
+	}
+	if base != nil {
+		out.Parent = base.ID.String()
 	}
 	if g.json {
 		return g.printJSON(out)

@@ -15,6 +15,8 @@ type importOptions struct {
 	target       string
 	targetZeroed bool
 	create       bool
+	assumeBase   string
+	verifyTarget bool
 }
 
 func newImportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -37,6 +39,9 @@ if missing and sized to the snapshot.`,
 	f.StringVar(&o.target, "target", "", "block device or file to write (required)")
 	f.BoolVar(&o.targetZeroed, "target-zeroed", false, "the target already reads as zeros: skip zeroing holes")
 	f.BoolVar(&o.create, "create", true, "create the target file if it does not exist")
+	f.StringVar(&o.assumeBase, "assume-base", "", "the target already holds this snapshot: write only what differs")
+	f.BoolVar(&o.verifyTarget, "verify-target", false, "read the target and write only what differs from the snapshot")
+	cmd.MarkFlagsMutuallyExclusive("assume-base", "verify-target")
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagRequired("target")
 	return cmd
@@ -50,6 +55,7 @@ type importJSON struct {
 	WrittenBytes int64             `json:"written_bytes"`
 	ZeroedBytes  int64             `json:"zeroed_bytes"`
 	FetchedBytes int64             `json:"fetched_bytes"`
+	SkippedBytes int64             `json:"skipped_bytes,omitempty"`
 	Seconds      float64           `json:"seconds"`
 	MBPerSecond  float64           `json:"mb_per_s"`
 	Stages       map[string]string `json:"stages"`
@@ -65,6 +71,12 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	if err != nil {
 		return err
 	}
+	var base *repo.Snapshot
+	if o.assumeBase != "" {
+		if base, err = r.FindSnapshot(ctx, o.assumeBase); err != nil {
+			return fmt.Errorf("--assume-base: %w", err)
+		}
+	}
 	dst, err := mover.OpenTarget(o.target, snap.Size, mover.TargetOptions{Create: o.create})
 	if err != nil {
 		return err
@@ -72,6 +84,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	defer dst.Close()
 	res, err := mover.Import(ctx, r, snap, dst, mover.ImportOptions{
 		TargetZeroed: o.targetZeroed, Downloads: o.backend.connections,
+		AssumeBase: base, VerifyTarget: o.verifyTarget,
 		Progress: g.progressFunc("import"),
 	})
 	if err != nil {
@@ -83,7 +96,8 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	out := importJSON{
 		Snapshot: snap.ID.String(), Volume: snap.Volume, Size: res.Size,
 		WrittenBytes: res.WrittenBytes, ZeroedBytes: res.ZeroedBytes, FetchedBytes: res.FetchedBytes,
-		Seconds: res.Duration.Seconds(), MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(),
+		SkippedBytes: res.SkippedBytes,
+		Seconds:      res.Duration.Seconds(), MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(),
 		Stages: stageMap(res.Stages),
 	}
 	if g.json {
