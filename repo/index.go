@@ -53,29 +53,48 @@ type index struct {
 	fan     []uint32 // len 65537: main[fan[k]:fan[k+1]] start with k
 	recent  map[ID]indexEntry
 	pending map[ID]struct{}
+	// condemned packs are unreferenced and due for deletion by gc: their
+	// blobs can still be read, but writers must not deduplicate against
+	// them (see FORMAT.md, "Garbage collection").
+	condemned map[uint32]bool
 }
 
 func newIndex() *index {
 	return &index{
-		packIdx: make(map[ID]uint32),
-		fan:     make([]uint32, 65537),
-		recent:  make(map[ID]indexEntry),
-		pending: make(map[ID]struct{}),
+		packIdx:   make(map[ID]uint32),
+		fan:       make([]uint32, 65537),
+		recent:    make(map[ID]indexEntry),
+		pending:   make(map[ID]struct{}),
+		condemned: make(map[uint32]bool),
 	}
 }
 
 func prefix16(id ID) int { return int(id[0])<<8 | int(id[1]) }
 
 func (x *index) find(id ID) (indexEntry, bool) {
+	e, _, ok := x.findPos(id)
+	return e, ok
+}
+
+// findPos returns the entry for id and its position in main, or -1 when it
+// is in recent.
+func (x *index) findPos(id ID) (indexEntry, int, bool) {
 	k := prefix16(id)
 	lo, hi := x.fan[k], x.fan[k+1]
 	s := x.main[lo:hi]
 	i, ok := slices.BinarySearchFunc(s, id, func(e indexEntry, id ID) int { return bytes.Compare(e.id[:], id[:]) })
 	if ok {
-		return s[i], true
+		return s[i], int(lo) + i, true
 	}
 	e, ok := x.recent[id]
-	return e, ok
+	return e, -1, ok
+}
+
+// usable reports whether a writer may deduplicate against id: it is
+// indexed in a pack that is not condemned.
+func (x *index) usable(id ID) bool {
+	e, ok := x.find(id)
+	return ok && !x.condemned[e.pack]
 }
 
 func (x *index) ref(e indexEntry) BlobRef {
@@ -98,10 +117,11 @@ func (x *index) Lookup(id ID) (BlobRef, bool) {
 	return x.ref(e), true
 }
 
-// Has reports whether blob id is stored.
+// Has reports whether blob id is stored in a pack that is not condemned,
+// so that a writer may reference it.
 func (x *index) Has(id ID) bool {
 	x.mu.RLock()
-	_, ok := x.find(id)
+	ok := x.usable(id)
 	x.mu.RUnlock()
 	return ok
 }
@@ -111,14 +131,14 @@ func (x *index) Has(id ID) bool {
 // ends when a pack holding the blob is added.
 func (x *index) Reserve(id ID) bool {
 	x.mu.RLock()
-	_, ok := x.find(id)
+	ok := x.usable(id)
 	x.mu.RUnlock()
 	if ok {
 		return false
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, ok := x.find(id); ok {
+	if x.usable(id) {
 		return false
 	}
 	if _, ok := x.pending[id]; ok {
@@ -140,21 +160,62 @@ func (x *index) Len() int {
 func (x *index) add(pack ID, key [keySize]byte, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	pi := x.packNum(pack, key)
+	for _, b := range blobs {
+		delete(x.pending, b.ID)
+		x.put(pi, b, false)
+	}
+	if len(x.recent) > max(1<<16, len(x.main)/4) {
+		x.merge()
+	}
+}
+
+// put indexes blob b of pack pi. A blob already indexed keeps its location
+// unless that location is condemned (then a live copy is preferred) or
+// force is set. Caller holds mu.
+func (x *index) put(pi uint32, b PackedBlob, force bool) {
+	e, pos, ok := x.findPos(b.ID)
+	switch {
+	case !ok:
+		x.recent[b.ID] = entryOf(pi, b)
+	case force || x.condemned[e.pack] && !x.condemned[pi]:
+		if pos >= 0 {
+			x.main[pos] = entryOf(pi, b)
+		} else {
+			x.recent[b.ID] = entryOf(pi, b)
+		}
+	}
+}
+
+// relocate makes the blobs of pack (just written by a repack) their
+// preferred location.
+func (x *index) relocate(pack ID, key [keySize]byte, blobs []PackedBlob) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	pi := x.packNum(pack, key)
+	for _, b := range blobs {
+		x.put(pi, b, true)
+	}
+}
+
+func (x *index) packNum(pack ID, key [keySize]byte) uint32 {
 	pi, ok := x.packIdx[pack]
 	if !ok {
 		pi = uint32(len(x.packs))
 		x.packs = append(x.packs, packRef{id: pack, key: key})
 		x.packIdx[pack] = pi
 	}
-	for _, b := range blobs {
-		delete(x.pending, b.ID)
-		if _, ok := x.find(b.ID); ok {
-			continue
+	return pi
+}
+
+// condemn marks packs as condemned. Unknown packs are ignored.
+func (x *index) condemn(packs []ID) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, p := range packs {
+		if pi, ok := x.packIdx[p]; ok {
+			x.condemned[pi] = true
 		}
-		x.recent[b.ID] = entryOf(pi, b)
-	}
-	if len(x.recent) > max(1<<16, len(x.main)/4) {
-		x.merge()
 	}
 }
 

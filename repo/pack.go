@@ -83,11 +83,6 @@ func (p *Packer) start() error {
 // the seal by opening it again, and appends it. Add does not retain plain.
 // It returns the number of bytes the blob takes in the pack.
 func (p *Packer) Add(t BlobType, id ID, plain []byte) (int, error) {
-	if p.aead == nil {
-		if err := p.start(); err != nil {
-			return 0, err
-		}
-	}
 	if len(plain) > maxBlob {
 		return 0, fmt.Errorf("blob %s of %d bytes is larger than %d", id.Short(), len(plain), maxBlob)
 	}
@@ -96,6 +91,18 @@ func (p *Packer) Add(t BlobType, id ID, plain []byte) (int, error) {
 		p.zbuf = p.r.enc.EncodeAll(plain, p.zbuf[:0])
 		if len(p.zbuf) <= len(plain)-len(plain)>>minSavingShift {
 			payload, compressed = p.zbuf, true
+		}
+	}
+	return p.addPayload(t, id, payload, compressed, len(plain))
+}
+
+// addPayload seals a payload that is already compressed (or raw) as
+// decided, checks the seal and appends it. Repacking uses it to move a
+// blob without compressing it again.
+func (p *Packer) addPayload(t BlobType, id ID, payload []byte, compressed bool, rawLen int) (int, error) {
+	if p.aead == nil {
+		if err := p.start(); err != nil {
+			return 0, err
 		}
 	}
 	aad := blobAAD(t, id)
@@ -107,7 +114,7 @@ func (p *Packer) Add(t BlobType, id ID, plain []byte) (int, error) {
 		return 0, fmt.Errorf("blob %s did not decrypt to what was sealed (memory or CPU fault?)", id.Short())
 	}
 	n := len(p.buf) - off
-	p.blobs = append(p.blobs, PackedBlob{Type: t, ID: id, Offset: uint32(off), Length: uint32(n), RawLength: uint32(len(plain)), Compressed: compressed})
+	p.blobs = append(p.blobs, PackedBlob{Type: t, ID: id, Offset: uint32(off), Length: uint32(n), RawLength: uint32(rawLen), Compressed: compressed})
 	p.stored += int64(n)
 	return n, nil
 }

@@ -106,11 +106,11 @@ type Repository struct {
 	bufs    sync.Pool    // pack buffers
 	written atomic.Int64 // bytes Put to the backend
 
-	mu          sync.Mutex
-	unindexed   []indexPack // saved packs not yet in an index file
-	pagePacker  *Packer
-	pageHasher  *Hasher
-	indexWrites int
+	mu         sync.Mutex
+	unindexed  []indexPack // saved packs not yet in an index file
+	pagePacker *Packer
+	pageHasher *Hasher
+	indexNames []string // index files this Repository wrote
 }
 
 // Init creates a repository on be, sealed under password.
@@ -212,6 +212,10 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	}
 	if !opts.NoIndex {
 		if err := r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, err
+		}
+		if err := r.loadCondemned(ctx); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -409,16 +413,24 @@ func (r *Repository) flushIndex(ctx context.Context) error {
 		return nil
 	}
 	data := seal(r.aead, nil, encodeIndex(packs), []byte(aadIndex))
-	if err := r.put(ctx, indexPrefix+fileID(data).String(), data); err != nil && !errors.Is(err, backend.ErrExists) {
+	key := indexPrefix + fileID(data).String()
+	if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
 		r.mu.Lock()
 		r.unindexed = append(packs, r.unindexed...)
 		r.mu.Unlock()
 		return fmt.Errorf("writing index: %w", err)
 	}
 	r.mu.Lock()
-	r.indexWrites++
+	r.indexNames = append(r.indexNames, key)
 	r.mu.Unlock()
 	return nil
+}
+
+// writtenIndexFiles returns the index files this Repository wrote.
+func (r *Repository) writtenIndexFiles() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.indexNames)
 }
 
 // SavePage stores a manifest page (if the repository lacks it) and returns

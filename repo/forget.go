@@ -1,0 +1,89 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blockmover/blockmover/repo/backend"
+)
+
+// Policy says which snapshots of a volume to keep, as restic's forget does:
+// the Last newest, and the newest snapshot of each of the Daily, Weekly
+// (ISO weeks) and Monthly most recent days, weeks and months that have
+// snapshots. A snapshot kept by any rule is kept.
+type Policy struct {
+	Last, Daily, Weekly, Monthly int
+}
+
+// Empty reports whether the policy keeps nothing, which forget refuses.
+func (p Policy) Empty() bool { return p.Last <= 0 && p.Daily <= 0 && p.Weekly <= 0 && p.Monthly <= 0 }
+
+// Decision is what a policy decided for one snapshot.
+type Decision struct {
+	Snapshot *Snapshot
+	Keep     bool
+	Reasons  []string // the rules that keep it
+}
+
+// Apply decides for snaps (all of one volume, any order) and returns the
+// decisions newest first.
+func (p Policy) Apply(snaps []*Snapshot) []Decision {
+	sorted := append([]*Snapshot(nil), snaps...)
+	// Newest first; ties by ID so the result is deterministic.
+	for i := 1; i < len(sorted); i++ {
+		for j := i; j > 0 && newer(sorted[j], sorted[j-1]); j-- {
+			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
+		}
+	}
+	type rule struct {
+		name   string
+		left   int
+		bucket func(time.Time) string
+		last   string
+	}
+	rules := []*rule{
+		{"last", p.Last, func(t time.Time) string { return "" }, "-"},
+		{"daily", p.Daily, func(t time.Time) string { return t.Format("2006-01-02") }, ""},
+		{"weekly", p.Weekly, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-%02d", y, w) }, ""},
+		{"monthly", p.Monthly, func(t time.Time) string { return t.Format("2006-01") }, ""},
+	}
+	out := make([]Decision, 0, len(sorted))
+	for _, s := range sorted {
+		d := Decision{Snapshot: s}
+		t := s.Time.UTC()
+		for _, r := range rules {
+			if r.left <= 0 {
+				continue
+			}
+			b := r.bucket(t)
+			if r.name == "last" || b != r.last {
+				d.Keep = true
+				d.Reasons = append(d.Reasons, r.name)
+				r.left--
+				r.last = b
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func newer(a, b *Snapshot) bool {
+	if !a.Time.Equal(b.Time) {
+		return a.Time.After(b.Time)
+	}
+	return a.ID.String() > b.ID.String()
+}
+
+// DeleteSnapshot removes a snapshot object. Its data stays until gc.
+func (r *Repository) DeleteSnapshot(ctx context.Context, id ID) error {
+	if err := r.be.Delete(ctx, snapshotPrefix+id.String()); err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("%w: %s", ErrSnapshotNotFound, id.Short())
+		}
+		return fmt.Errorf("deleting snapshot %s: %w", id.Short(), err)
+	}
+	return nil
+}
