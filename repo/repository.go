@@ -694,6 +694,9 @@ type BlobError struct {
 }
 
 func (e *BlobError) Error() string {
+	if e.Pack.IsZero() {
+		return fmt.Sprintf("blob %s: %v", e.ID.Short(), e.Err)
+	}
 	return fmt.Sprintf("blob %s in pack %s: %v", e.ID.Short(), e.Pack, e.Err)
 }
 

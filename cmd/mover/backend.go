@@ -43,4 +43,3 @@ func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendO
 	}
 	return be, nil
 }
-

@@ -71,6 +71,9 @@ func (o *initOptions) params() (chunk.Params, int, error) {
 		return p, 0, usagef("--chunker %q: want cdc or fixed", o.chunker)
 	}
 	p.SegmentSize, p.ZeroBlock = v["segment-size"], int(v["zero-block"])
+	if ps := v["pack-size"]; ps < repo.MinPackSize || ps > repo.MaxPackSize {
+		return p, 0, usagef("--pack-size %s: the pack size must be from %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
+	}
 	if err := p.Validate(); err != nil {
 		return p, 0, usageError{err}
 	}

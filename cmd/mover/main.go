@@ -107,6 +107,9 @@ The repository and its password come from flags or the environment:
 		newCheckCommand(ctx, g),
 		newKeyCommand(ctx, g),
 		newGenerateCommand(ctx, g),
+		newForgetCommand(ctx, g),
+		newGCCommand(ctx, g),
+		newRepairCommand(ctx, g),
 	)
 	return root
 }

@@ -68,7 +68,9 @@ func newCLI(t *testing.T) (*cli, string) {
 	return &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "pw", "MOVER_REPOSITORY": filepath.Join(dir, "repo")}}, dir
 }
 
-func makeImage(t *testing.T, path string, size int64) {
+func makeImage(t *testing.T, path string, size int64) { t.Helper(); makeImageSeed(t, path, size, 4) }
+
+func makeImageSeed(t *testing.T, path string, size int64, seed uint64) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -76,7 +78,7 @@ func makeImage(t *testing.T, path string, size int64) {
 	}
 	defer f.Close()
 	f.Truncate(size)
-	if _, err := bench.Generate(context.Background(), f, bench.Spec{Size: size, Seed: 4, Zero: 0.3, Duplicate: 0.2, RegionSize: 1 << 20}, nil); err != nil {
+	if _, err := bench.Generate(context.Background(), f, bench.Spec{Size: size, Seed: seed, Zero: 0.3, Duplicate: 0.2, RegionSize: 1 << 20}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -177,6 +179,19 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"generate"}, "accepts 1 arg"},
 		{[]string{"generate", "--zero", "0.9", "--file", "0.9", filepath.Join(dir, "g.img")}, "add up"},
 		{[]string{"snapshots", "--key-file", img, "--password-file", img}, "exclude each other"},
+		{[]string{"forget"}, "nothing to do"},
+		{[]string{"forget", "--keep-last", "-1"}, "negative"},
+		{[]string{"forget", "abc", "--keep-last", "1"}, "not both"},
+		{[]string{"forget", "--keep-daily", "x"}, "invalid argument"},
+		{[]string{"gc", "--grace", "soon"}, "invalid argument"},
+		{[]string{"gc", "--grace", "-1h"}, "negative"},
+		{[]string{"gc", "--repack-threshold", "2"}, "--repack-threshold"},
+		{[]string{"gc", "extra"}, "unknown command"},
+		{[]string{"repair"}, "subcommand"},
+		{[]string{"repair", "everything"}, "unknown command"},
+		{[]string{"export", "--source", img, "--name", "x", "--verify-unchanged", "2"}, "--verify-unchanged"},
+		{[]string{"import", "--snapshot", "latest", "--target", img, "--assume-base", "a", "--verify-target"}, "none of the others"},
+		{[]string{"init", "--pack-size", "0"}, "pack size"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

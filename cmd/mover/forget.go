@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/blockmover/blockmover/repo"
+	"github.com/spf13/cobra"
+)
+
+type forgetOptions struct {
+	backend backendOptions
+	volume  string
+	policy  repo.Policy
+	dryRun  bool
+}
+
+func newForgetCommand(ctx context.Context, g *globalOptions) *cobra.Command {
+	var o forgetOptions
+	cmd := &cobra.Command{
+		Use:   "forget [SNAPSHOT…] | --keep-last N [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--name VOLUME]",
+		Short: "Remove snapshots by ID or by a retention policy (data goes at the next gc)",
+		Long: `Remove snapshots, either the ones named, or per volume all that a retention
+policy does not keep: the newest --keep-last, and the newest snapshot of each
+of the --keep-daily, --keep-weekly and --keep-monthly most recent days, ISO
+weeks and months that have snapshots. Chunks are freed by mover gc.`,
+		RunE: func(cmd *cobra.Command, args []string) error { return runForget(ctx, g, &o, args) },
+	}
+	f := cmd.Flags()
+	o.backend.register(cmd)
+	f.StringVar(&o.volume, "name", "", "apply the policy to this volume only")
+	f.IntVar(&o.policy.Last, "keep-last", 0, "keep the N newest snapshots")
+	f.IntVar(&o.policy.Daily, "keep-daily", 0, "keep the newest snapshot of each of the last N days with snapshots")
+	f.IntVar(&o.policy.Weekly, "keep-weekly", 0, "keep the newest snapshot of each of the last N weeks with snapshots")
+	f.IntVar(&o.policy.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last N months with snapshots")
+	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "only print what would be removed")
+	return cmd
+}
+
+type forgetJSON struct {
+	Removed []string `json:"removed"`
+	Kept    []string `json:"kept"`
+	DryRun  bool     `json:"dry_run,omitempty"`
+}
+
+func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []string) error {
+	p := o.policy
+	if p.Last < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 {
+		return usagef("--keep-* values must not be negative")
+	}
+	if len(args) > 0 && (!p.Empty() || o.volume != "") {
+		return usagef("give snapshot IDs or a policy, not both")
+	}
+	if len(args) == 0 && p.Empty() {
+		return usagef("nothing to do: give snapshot IDs or at least one --keep-* rule")
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	var remove []*repo.Snapshot
+	out := forgetJSON{Removed: []string{}, Kept: []string{}, DryRun: o.dryRun}
+	if len(args) > 0 {
+		for _, a := range args {
+			s, err := r.FindSnapshot(ctx, a)
+			if err != nil {
+				return err
+			}
+			remove = append(remove, s)
+		}
+	} else {
+		snaps, err := r.Snapshots(ctx)
+		if err != nil {
+			return err
+		}
+		byVol := map[string][]*repo.Snapshot{}
+		for _, s := range snaps {
+			if o.volume == "" || s.Volume == o.volume {
+				byVol[s.Volume] = append(byVol[s.Volume], s)
+			}
+		}
+		vols := make([]string, 0, len(byVol))
+		for v := range byVol {
+			vols = append(vols, v)
+		}
+		sort.Strings(vols)
+		for _, v := range vols {
+			for _, d := range p.Apply(byVol[v]) {
+				if d.Keep {
+					out.Kept = append(out.Kept, d.Snapshot.ID.String())
+					if !g.json && !g.quiet {
+						fmt.Fprintf(g.env.stdout, "keep   %s %s %s (%s)\n", d.Snapshot.ID.Short(), d.Snapshot.Time.Format("2006-01-02 15:04"), v, strings.Join(d.Reasons, ", "))
+					}
+				} else {
+					remove = append(remove, d.Snapshot)
+				}
+			}
+		}
+	}
+	for _, s := range remove {
+		if !o.dryRun {
+			if err := r.DeleteSnapshot(ctx, s.ID); err != nil {
+				return err
+			}
+		}
+		out.Removed = append(out.Removed, s.ID.String())
+		if !g.json && !g.quiet {
+			verb := "remove"
+			if o.dryRun {
+				verb = "would remove"
+			}
+			fmt.Fprintf(g.env.stdout, "%s %s %s %s\n", verb, s.ID.Short(), s.Time.Format("2006-01-02 15:04"), s.Volume)
+		}
+	}
+	if g.json {
+		return g.printJSON(out)
+	}
+	return nil
+}

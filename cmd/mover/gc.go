@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/blockmover/blockmover/repo"
+	"github.com/spf13/cobra"
+)
+
+type gcOptions struct {
+	backend backendOptions
+	grace   time.Duration
+	repack  float64
+	dryRun  bool
+}
+
+func newGCCommand(ctx context.Context, g *globalOptions) *cobra.Command {
+	var o gcOptions
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Delete data no snapshot needs, safely beside running exports",
+		Long: `Mark every chunk that any snapshot needs, repack packs that are mostly garbage,
+and delete packs that were unreferenced at two gc runs at least --grace apart
+(by the storage's clock). Exports and imports may run meanwhile, as long as
+none takes longer than --grace. --grace 0 deletes at once: only when nothing
+else uses the repository.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runGC(ctx, g, &o) },
+	}
+	o.backend.register(cmd)
+	f := cmd.Flags()
+	f.DurationVar(&o.grace, "grace", repo.DefaultGrace, "minimum age of a condemned pack before it is deleted; longer than any export")
+	f.Float64Var(&o.repack, "repack-threshold", 0.1, "repack packs whose garbage is at least this fraction")
+	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "report what would be done, change nothing")
+	return cmd
+}
+
+func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
+	if o.grace < 0 {
+		return usagef("--grace %v: must not be negative", o.grace)
+	}
+	if o.repack <= 0 || o.repack > 1 {
+		return usagef("--repack-threshold %g: want a fraction above 0 and at most 1", o.repack)
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	opts := repo.GCOptions{Grace: o.grace, RepackThreshold: o.repack, DryRun: o.dryRun}
+	if !g.json && !g.quiet {
+		opts.Log = func(s string) { fmt.Fprintln(g.env.stderr, "gc:", s) }
+	}
+	res, err := r.GC(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return g.printJSON(res)
+	}
+	verb := "deleted"
+	if o.dryRun {
+		verb = "would delete"
+	}
+	fmt.Fprintf(g.env.stdout, "%d snapshots, %d live blobs (%s) in %d packs; %s %d packs (%s), repacked %d, %d condemned packs wait for the grace period\n",
+		res.Snapshots, res.LiveBlobs, humanBytes(res.LiveBytes), res.Packs, verb, res.Deleted, humanBytes(res.DeletedBytes), res.Repacked, res.Waiting)
+	return nil
+}
