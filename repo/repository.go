@@ -352,6 +352,14 @@ func (r *Repository) put(ctx context.Context, key string, data []byte) error {
 	return err
 }
 
+// IndexedBytes returns the stored bytes of all indexed blobs: what a
+// crashed export's rerun will not upload again.
+func (r *Repository) IndexedBytes() int64 {
+	var n int64
+	r.idx.each(func(b BlobRef) error { n += int64(b.Length); return nil })
+	return n
+}
+
 // IndexLen returns the number of indexed blobs.
 func (r *Repository) IndexLen() int { return r.idx.Len() }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/repo"
@@ -19,6 +21,7 @@ type initOptions struct {
 	segment   string
 	zeroBlock string
 	packSize  string
+	pol       string
 }
 
 func newInitCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -43,6 +46,8 @@ content-defined chunking.`,
 	f.StringVar(&o.segment, "segment-size", "64MiB", "forced cut distance: segments are cut in parallel")
 	f.StringVar(&o.zeroBlock, "zero-block", "64KiB", "zero-run granularity: all-zero aligned blocks become holes")
 	f.StringVar(&o.packSize, "pack-size", "16MiB", "target size of pack files")
+	f.StringVar(&o.pol, "polynomial", "", "cdc Rabin polynomial in hex instead of a random one (for reproducible tests and benchmarks; it makes chunk boundaries predictable)")
+	f.MarkHidden("polynomial")
 	return cmd
 }
 
@@ -62,6 +67,11 @@ func (o *initOptions) params() (chunk.Params, int, error) {
 		pol, err := chunk.NewPolynomial()
 		if err != nil {
 			return p, 0, err
+		}
+		if o.pol != "" {
+			if pol, err = strconv.ParseUint(strings.TrimPrefix(o.pol, "0x"), 16, 64); err != nil {
+				return p, 0, usagef("--polynomial %q: want hex digits", o.pol)
+			}
 		}
 		p = chunk.DefaultParams(pol)
 		p.MinSize, p.AvgSize, p.MaxSize = int(v["min-size"]), int(v["avg-size"]), int(v["max-size"])
