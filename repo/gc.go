@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"slices"
 	"strings"
@@ -144,9 +145,15 @@ type gc struct {
 
 	indexFiles []string // read at the start, replaced at the end
 	packs      map[ID]*gcPack
-	marked     []bool // by position in r.idx.main
+	marked     bitmap // by position in the index's sorted array
 	states     []gcStateInfo
 }
+
+// bitmap is one bit per index position.
+type bitmap []uint64
+
+func (b bitmap) get(i int) bool { return b[i>>6]&(1<<(i&63)) != 0 }
+func (b bitmap) set(i int)      { b[i>>6] |= 1 << (i & 63) }
 
 type gcStateInfo struct {
 	key       string
@@ -306,14 +313,14 @@ func (r *Repository) loadCondemned(ctx context.Context) error {
 // chunks they list.
 func (g *gc) mark(ctx context.Context) error {
 	r := g.r
-	g.marked = make([]bool, len(r.idx.main))
+	g.marked = make(bitmap, (r.idx.n+63)/64)
 	markID := func(id ID) (bool, error) {
 		_, pos, ok := r.idx.findPos(id)
 		if !ok || pos < 0 {
 			return false, fmt.Errorf("blob %s is not in the index", id.Short())
 		}
-		was := g.marked[pos]
-		g.marked[pos] = true
+		was := g.marked.get(pos)
+		g.marked.set(pos)
 		return was, nil
 	}
 	ids, err := r.SnapshotIDs(ctx)
@@ -349,10 +356,8 @@ func (g *gc) mark(ctx context.Context) error {
 			}
 		}
 	}
-	for _, m := range g.marked {
-		if m {
-			g.res.LiveBlobs++
-		}
+	for _, w := range g.marked {
+		g.res.LiveBlobs += bits.OnesCount64(w)
 	}
 	g.logf("marked %d live blobs in %d snapshots", g.res.LiveBlobs, g.res.Snapshots)
 	return nil
@@ -378,7 +383,7 @@ func (g *gc) account(ctx context.Context) error {
 			for _, b := range p.Blobs {
 				gp.total += int64(b.Length)
 				e, pos, ok := r.idx.findPos(b.ID)
-				if ok && pos >= 0 && g.marked[pos] && r.idx.packs[e.pack].id == p.ID {
+				if ok && pos >= 0 && g.marked.get(pos) && r.idx.packs[e.pack].id == p.ID {
 					gp.live += int64(b.Length)
 					g.res.LiveBytes += int64(b.Length)
 				}
@@ -466,7 +471,7 @@ func (g *gc) repack(ctx context.Context, packs []ID) error {
 		}
 		for _, b := range blobs {
 			e, pos, ok := r.idx.findPos(b.ID)
-			if !ok || pos < 0 || !g.marked[pos] || r.idx.packs[e.pack].id != id {
+			if !ok || pos < 0 || !g.marked.get(pos) || r.idx.packs[e.pack].id != id {
 				continue
 			}
 			ref := BlobRef{Type: b.Type, ID: b.ID, Pack: id, PackKey: key, Offset: b.Offset, Length: b.Length, RawLength: b.RawLength, Compressed: b.Compressed}

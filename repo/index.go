@@ -40,17 +40,19 @@ type packRef struct {
 	key [keySize]byte
 }
 
-// index maps blob IDs to their packs. Most entries live in one sorted slice
-// with a fan-out table on the first two bytes (48 bytes per entry plus
-// 256 KiB); entries added since the last merge live in a map that is merged
-// in when it grows past a fraction of the slice, so memory stays within a
-// small factor of 48 bytes per blob. All methods are safe for concurrent use.
+// index maps blob IDs to their packs. Most entries live in one sorted array
+// of fixed-size blocks with a fan-out table on the first two bytes (48
+// bytes per entry plus 256 KiB); entries added since the last merge live in
+// a map that is merged in when it grows past an eighth of the array. The
+// merge streams block by block, freeing each old block as it is consumed,
+// so memory never doubles. All methods are safe for concurrent use.
 type index struct {
 	mu      sync.RWMutex
 	packs   []packRef
 	packIdx map[ID]uint32
-	main    []indexEntry
-	fan     []uint32 // len 65537: main[fan[k]:fan[k+1]] start with k
+	main    [][]indexEntry // blocks of blockLen entries, all full but the last
+	n       int            // entries in main
+	fan     []uint32       // len 65537: positions [fan[k], fan[k+1]) start with k
 	recent  map[ID]indexEntry
 	pending map[ID]struct{}
 	// condemned packs are unreferenced and due for deletion by gc: their
@@ -71,6 +73,12 @@ func newIndex() *index {
 
 func prefix16(id ID) int { return int(id[0])<<8 | int(id[1]) }
 
+const blockShift = 16
+const blockLen = 1 << blockShift
+
+// at returns the entry at position pos of main.
+func (x *index) at(pos int) *indexEntry { return &x.main[pos>>blockShift][pos&(blockLen-1)] }
+
 func (x *index) find(id ID) (indexEntry, bool) {
 	e, _, ok := x.findPos(id)
 	return e, ok
@@ -80,11 +88,17 @@ func (x *index) find(id ID) (indexEntry, bool) {
 // is in recent.
 func (x *index) findPos(id ID) (indexEntry, int, bool) {
 	k := prefix16(id)
-	lo, hi := x.fan[k], x.fan[k+1]
-	s := x.main[lo:hi]
-	i, ok := slices.BinarySearchFunc(s, id, func(e indexEntry, id ID) int { return bytes.Compare(e.id[:], id[:]) })
-	if ok {
-		return s[i], int(lo) + i, true
+	lo, hi := int(x.fan[k]), int(x.fan[k+1])
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch c := bytes.Compare(x.at(m).id[:], id[:]); {
+		case c == 0:
+			return *x.at(m), m, true
+		case c < 0:
+			lo = m + 1
+		default:
+			hi = m
+		}
 	}
 	e, ok := x.recent[id]
 	return e, -1, ok
@@ -152,7 +166,7 @@ func (x *index) Reserve(id ID) bool {
 func (x *index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.main) + len(x.recent)
+	return x.n + len(x.recent)
 }
 
 // add indexes the blobs of a pack; a blob already indexed keeps its first
@@ -165,7 +179,7 @@ func (x *index) add(pack ID, key [keySize]byte, blobs []PackedBlob) {
 		delete(x.pending, b.ID)
 		x.put(pi, b, false)
 	}
-	if len(x.recent) > max(1<<16, len(x.main)/4) {
+	if len(x.recent) > max(1<<16, x.n/8) {
 		x.merge()
 	}
 }
@@ -180,7 +194,7 @@ func (x *index) put(pi uint32, b PackedBlob, force bool) {
 		x.recent[b.ID] = entryOf(pi, b)
 	case force || x.condemned[e.pack] && !x.condemned[pi]:
 		if pos >= 0 {
-			x.main[pos] = entryOf(pi, b)
+			*x.at(pos) = entryOf(pi, b)
 		} else {
 			x.recent[b.ID] = entryOf(pi, b)
 		}
@@ -241,24 +255,41 @@ func (x *index) merge() {
 	}
 	cmp := func(a, b indexEntry) int { return bytes.Compare(a.id[:], b.id[:]) }
 	slices.SortFunc(add, cmp)
-	merged := make([]indexEntry, 0, len(x.main)+len(add))
+	old, n := x.main, x.n
+	x.main = make([][]indexEntry, 0, (n+len(add))/blockLen+1)
+	x.n = 0
+	cur := make([]indexEntry, 0, blockLen)
+	emit := func(e indexEntry) {
+		cur = append(cur, e)
+		if len(cur) == blockLen {
+			x.main = append(x.main, cur)
+			cur = make([]indexEntry, 0, blockLen)
+		}
+		x.n++
+	}
 	i, j := 0, 0
-	for i < len(x.main) && j < len(add) {
-		if cmp(x.main[i], add[j]) <= 0 {
-			merged = append(merged, x.main[i])
+	for i < n || j < len(add) {
+		if j == len(add) || i < n && cmp(old[i>>blockShift][i&(blockLen-1)], add[j]) <= 0 {
+			emit(old[i>>blockShift][i&(blockLen-1)])
 			i++
+			if i&(blockLen-1) == 0 {
+				old[(i-1)>>blockShift] = nil // consumed: let it go
+			}
 		} else {
-			merged = append(merged, add[j])
+			emit(add[j])
 			j++
 		}
 	}
-	merged = append(merged, x.main[i:]...)
-	merged = append(merged, add[j:]...)
-	x.main = merged
-	clear(x.recent)
+	if len(cur) > 0 {
+		x.main = append(x.main, cur)
+	}
+	// A fresh map: clear would keep the old one's buckets allocated.
+	x.recent = make(map[ID]indexEntry)
 	clear(x.fan)
-	for _, e := range x.main {
-		x.fan[prefix16(e.id)+1]++
+	for _, b := range x.main {
+		for _, e := range b {
+			x.fan[prefix16(e.id)+1]++
+		}
 	}
 	for k := 1; k < len(x.fan); k++ {
 		x.fan[k] += x.fan[k-1]
@@ -270,9 +301,11 @@ func (x *index) merge() {
 func (x *index) each(fn func(BlobRef) error) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, e := range x.main {
-		if err := fn(x.ref(e)); err != nil {
-			return err
+	for _, b := range x.main {
+		for _, e := range b {
+			if err := fn(x.ref(e)); err != nil {
+				return err
+			}
 		}
 	}
 	for _, e := range x.recent {
