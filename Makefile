@@ -57,8 +57,9 @@ fuzz:
 bench: build
 	$(GO) test -run XXX -bench . -benchtime 3x ./chunk ./repo ./mover
 
+# Long runs: 50 SIGKILL points in exports, and the concurrency test.
 soak:
-	$(GO) test -timeout 3h -run Soak -v ./...
+	BLOCKMOVER_SOAK=1 $(GO) test -timeout 3h -count 1 -run 'Crash|Concurrent|Soak' -v ./...
 
 clean:
 	rm -rf bin out
