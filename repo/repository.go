@@ -197,10 +197,11 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 		return nil, err
 	}
 	r := &Repository{be: be, id: cf.ID, key: mk, keyID: keyID, idx: newIndex()}
-	if err := r.setup(opts); err != nil {
+	aead, err := newAEAD(mk.Enc[:])
+	if err != nil {
 		return nil, err
 	}
-	plain, err := open(r.aead, nil, cf.Sealed, configAAD(cf.Version, cf.ID))
+	plain, err := open(aead, nil, cf.Sealed, configAAD(cf.Version, cf.ID))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -209,6 +210,10 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	}
 	if err := r.cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	// The codecs are sized by the config: set up after reading it.
+	if err := r.setup(opts); err != nil {
+		return nil, err
 	}
 	if !opts.NoIndex {
 		if err := r.LoadIndex(ctx); err != nil {
@@ -291,7 +296,7 @@ func (r *Repository) setup(opts Options) error {
 	// use up to the concurrency. CRC is off (GCM authenticates) and the
 	// window is bounded by the largest blob.
 	r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
-		zstd.WithEncoderConcurrency(workers), zstd.WithWindowSize(8<<20), zstd.WithZeroFrames(true))
+		zstd.WithEncoderConcurrency(workers), zstd.WithWindowSize(zstdWindow(r.cfg.Chunking.MaxChunk())), zstd.WithZeroFrames(true))
 	if err != nil {
 		return err
 	}
@@ -302,6 +307,16 @@ func (r *Repository) setup(opts Options) error {
 	}
 	r.pageHasher = newHasher(r.key.ID[:])
 	return nil
+}
+
+// zstdWindow is the smallest power of two window that holds a whole blob:
+// every blob is compressed on its own, so a larger window only costs memory.
+func zstdWindow(maxChunk int) int {
+	w := zstd.MinWindowSize
+	for w < maxChunk && w < zstd.MaxWindowSize {
+		w <<= 1
+	}
+	return w
 }
 
 // Close releases the repository's resources. It does not flush: call Flush
@@ -373,10 +388,13 @@ func newRandom(n int) []byte {
 
 // packBuffer returns an empty buffer for a pack of about target bytes.
 func (r *Repository) packBuffer(target int) []byte {
-	if b, ok := r.bufs.Get().(*[]byte); ok && cap(*b) >= target {
+	// A pack is finished once it reaches target, so it overshoots by at
+	// most one sealed chunk, plus its header (about 60 bytes a blob).
+	want := target + r.cfg.Chunking.MaxChunk() + Overhead + 64<<10
+	if b, ok := r.bufs.Get().(*[]byte); ok && cap(*b) >= want {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, target+maxBlob/8+chunk.MaxChunkSize/16)
+	return make([]byte, 0, want)
 }
 
 // ReleasePack returns a saved pack's buffer for reuse. The caller must not
