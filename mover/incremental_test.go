@@ -335,3 +335,44 @@ func TestIncrementalImport(t *testing.T) {
 		})
 	}
 }
+
+// TestAllocatedExport: with an allocation map, a full export reads only
+// the allocated extents and still yields the chunk list of a plain export.
+func TestAllocatedExport(t *testing.T) {
+	ctx := context.Background()
+	const size = 32 << 20
+	r := rand.New(rand.NewPCG(21, 22))
+	img := make([]byte, size)
+	var ext []mover.Extent
+	for range 12 {
+		off := r.Int64N(size - 300_000)
+		n := 1 + r.Int64N(300_000)
+		fillRand(r, img[off:off+n])
+		ext = append(ext, mover.Extent{Offset: off, Length: n})
+	}
+	list, err := mover.NewChangeList(ext, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, _ := testRepo(t, smallParams)
+	plain, err := mover.Export(ctx, &memSource{b: img}, rp, mover.ExportOptions{Volume: "plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &memSource{b: img}
+	alloc, err := mover.Export(ctx, mover.WithAllocated(src, list), rp, mover.ExportOptions{Volume: "alloc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pagesEqual(plain.Snapshot, alloc.Snapshot) {
+		t.Fatal("export with an allocation map differs from a plain export")
+	}
+	var allocated int64
+	for _, e := range list {
+		allocated += e.Length
+	}
+	// Reads round out to zero blocks at each extent's edges.
+	if limit := allocated + int64(len(list))*2*(16<<10); src.read.Load() > limit {
+		t.Fatalf("read %d bytes with %d allocated", src.read.Load(), allocated)
+	}
+}
