@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // PackedBlob describes one blob inside a pack.
@@ -87,13 +88,41 @@ func (p *Packer) Add(t BlobType, id ID, plain []byte) (int, error) {
 		return 0, fmt.Errorf("blob %s of %d bytes is larger than %d", id.Short(), len(plain), maxBlob)
 	}
 	payload, compressed := plain, false
-	if len(plain) > 0 {
+	if len(plain) > 0 && !incompressible(plain) {
 		p.zbuf = p.r.enc.EncodeAll(plain, p.zbuf[:0])
 		if len(p.zbuf) <= len(plain)-len(plain)>>minSavingShift {
 			payload, compressed = p.zbuf, true
 		}
 	}
 	return p.addPayload(t, id, payload, compressed, len(plain))
+}
+
+// incompressible reports whether b looks like random data (encrypted,
+// already compressed): three 4 KiB samples whose byte entropy is near 8
+// bits per byte. zstd would spend more time on such a chunk than on any
+// other step and save nothing; a chunk that is merely mixed still goes to
+// zstd, which stores it raw if it does not shrink.
+func incompressible(b []byte) bool {
+	const sample = 4 << 10
+	if len(b) < 4*sample {
+		return false
+	}
+	var hist [256]uint32
+	for _, off := range []int{0, len(b)/2 - sample/2, len(b) - sample} {
+		for _, c := range b[off : off+sample] {
+			hist[c]++
+		}
+	}
+	// Entropy in bits per byte: −Σ p·log2 p, with p = n/N.
+	const n = 3 * sample
+	var e float64
+	for _, c := range hist {
+		if c > 0 {
+			p := float64(c) / n
+			e -= p * math.Log2(p)
+		}
+	}
+	return e > 7.9
 }
 
 // addPayload seals a payload that is already compressed (or raw) as

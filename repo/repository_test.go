@@ -446,3 +446,25 @@ func TestChunkingFixedAtInit(t *testing.T) {
 		t.Fatalf("bad chunking: %v", err)
 	}
 }
+
+func TestIncompressible(t *testing.T) {
+	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), 4000)
+	zeros := make([]byte, 200_000)
+	mostly := append(randBytes(150_000), text[:50_000]...)
+	tests := []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"random", randBytes(1 << 20), true},
+		{"text", text, false},
+		{"zeros", zeros, false},
+		{"small random", randBytes(10_000), false}, // too small to judge: zstd decides
+		{"random then text", mostly, false},         // the last sample is text
+	}
+	for _, tc := range tests {
+		if got := incompressible(tc.b); got != tc.want {
+			t.Errorf("%s: incompressible = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

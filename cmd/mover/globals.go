@@ -24,6 +24,7 @@ type globalOptions struct {
 	keyFile      string
 	json         bool
 	quiet        bool
+	cpuProfile   string
 }
 
 func (g *globalOptions) register(root *cobra.Command) {
@@ -33,6 +34,8 @@ func (g *globalOptions) register(root *cobra.Command) {
 	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
 	f.BoolVar(&g.json, "json", false, "print the result as one JSON object on stdout and progress as JSON lines on stderr")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
+	f.StringVar(&g.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the command to this file")
+	f.MarkHidden("cpuprofile")
 }
 
 func (g *globalOptions) location() (string, error) {

@@ -39,7 +39,7 @@ content-defined chunking.`,
 	f := cmd.Flags()
 	o.backend.register(cmd)
 	f.StringVar(&o.chunker, "chunker", "cdc", "splitter: cdc (content-defined) or fixed")
-	f.StringVar(&o.minSize, "min-size", "256KiB", "smallest cdc chunk")
+	f.StringVar(&o.minSize, "min-size", "512KiB", "smallest cdc chunk")
 	f.StringVar(&o.avgSize, "avg-size", "1MiB", "average cdc chunk (a power of two)")
 	f.StringVar(&o.maxSize, "max-size", "4MiB", "largest cdc chunk")
 	f.StringVar(&o.fixedSize, "fixed-size", "1MiB", "chunk size of the fixed splitter")
