@@ -460,7 +460,7 @@ func TestIncompressible(t *testing.T) {
 		{"text", text, false},
 		{"zeros", zeros, false},
 		{"small random", randBytes(10_000), false}, // too small to judge: zstd decides
-		{"random then text", mostly, false},         // the last sample is text
+		{"random then text", mostly, false},        // the last sample is text
 	}
 	for _, tc := range tests {
 		if got := incompressible(tc.b); got != tc.want {
