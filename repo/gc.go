@@ -563,22 +563,7 @@ func (g *gc) compact(ctx context.Context, deleted map[ID]bool) error {
 		return nil
 	}
 	seen := map[ID]bool{}
-	var batch []indexPack
-	blobs := 0
-	var newFiles []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		data := seal(r.aead, nil, encodeIndex(batch), []byte(aadIndex))
-		key := indexPrefix + fileID(data).String()
-		if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
-			return fmt.Errorf("writing compacted index: %w", err)
-		}
-		newFiles = append(newFiles, key)
-		batch, blobs = nil, 0
-		return nil
-	}
+	w := &indexWriter{r: r}
 	for _, f := range old {
 		packs, err := r.readIndexFile(ctx, f)
 		if err != nil {
@@ -589,18 +574,15 @@ func (g *gc) compact(ctx context.Context, deleted map[ID]bool) error {
 				continue
 			}
 			seen[p.ID] = true
-			batch = append(batch, p)
-			blobs += len(p.Blobs)
-			if blobs >= compactBlobs {
-				if err := flush(); err != nil {
-					return err
-				}
+			if err := w.add(ctx, p); err != nil {
+				return err
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := w.flush(ctx); err != nil {
 		return err
 	}
+	newFiles := w.written
 	keep := map[string]bool{}
 	for _, f := range newFiles {
 		keep[f] = true
@@ -617,9 +599,6 @@ func (g *gc) compact(ctx context.Context, deleted map[ID]bool) error {
 	g.logf("compacted %d index files into %d", len(old), len(newFiles))
 	return nil
 }
-
-// compactBlobs is the number of blob entries per compacted index file.
-const compactBlobs = 200_000
 
 // pruneStates deletes gc states that a newer state old enough to act on
 // makes redundant: every gc run lists all packs unreferenced at that run.

@@ -339,16 +339,7 @@ func encodeIndex(packs []indexPack) []byte {
 		b = append(b, p.Key[:]...)
 		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
 		for _, bl := range p.Blobs {
-			b = append(b, byte(bl.Type))
-			b = append(b, bl.ID[:]...)
-			b = binary.AppendUvarint(b, uint64(bl.Offset))
-			b = binary.AppendUvarint(b, uint64(bl.Length))
-			b = binary.AppendUvarint(b, uint64(bl.RawLength))
-			var flags byte
-			if bl.Compressed {
-				flags = 1
-			}
-			b = append(b, flags)
+			b = appendBlobRecord(b, bl, true)
 		}
 	}
 	return b
@@ -369,17 +360,7 @@ func decodeIndex(b []byte) ([]indexPack, error) {
 		nb := d.uvarint(uint64(len(d.b)/(1+32+4)), "blob count")
 		p.Blobs = make([]PackedBlob, 0, nb)
 		for j := uint64(0); j < nb && d.err == nil; j++ {
-			var bl PackedBlob
-			bl.Type = BlobType(d.byte("blob type"))
-			bl.ID = d.id("blob ID")
-			bl.Offset = uint32(d.uvarint(MaxPackSize, "blob offset"))
-			bl.Length = uint32(d.uvarint(maxBlob+maxBlob/8+Overhead, "blob length"))
-			bl.RawLength = uint32(d.uvarint(maxBlob, "blob raw length"))
-			flags := d.byte("blob flags")
-			bl.Compressed = flags&1 != 0
-			if d.err == nil && (bl.Type != BlobData && bl.Type != BlobPage || flags > 1 || bl.Length < Overhead) {
-				d.fail("blob record")
-			}
+			bl := d.blobRecord(true)
 			p.Blobs = append(p.Blobs, bl)
 		}
 		packs = append(packs, p)

@@ -185,17 +185,45 @@ func encodePackHeader(key [keySize]byte, blobs []PackedBlob) []byte {
 	b = append(b, key[:]...)
 	b = binary.AppendUvarint(b, uint64(len(blobs)))
 	for _, bl := range blobs {
-		b = append(b, byte(bl.Type))
-		b = append(b, bl.ID[:]...)
-		b = binary.AppendUvarint(b, uint64(bl.Length))
-		b = binary.AppendUvarint(b, uint64(bl.RawLength))
-		var flags byte
-		if bl.Compressed {
-			flags = 1
-		}
-		b = append(b, flags)
+		b = appendBlobRecord(b, bl, false)
 	}
 	return b
+}
+
+// appendBlobRecord appends a blob's record: type, ID, [offset,] stored
+// length, raw length, flags. Pack headers leave the offset out (blobs
+// follow each other); index files carry it.
+func appendBlobRecord(b []byte, bl PackedBlob, withOffset bool) []byte {
+	b = append(b, byte(bl.Type))
+	b = append(b, bl.ID[:]...)
+	if withOffset {
+		b = binary.AppendUvarint(b, uint64(bl.Offset))
+	}
+	b = binary.AppendUvarint(b, uint64(bl.Length))
+	b = binary.AppendUvarint(b, uint64(bl.RawLength))
+	var flags byte
+	if bl.Compressed {
+		flags = 1
+	}
+	return append(b, flags)
+}
+
+// blobRecord reads a record written by appendBlobRecord.
+func (d *decoder) blobRecord(withOffset bool) PackedBlob {
+	var bl PackedBlob
+	bl.Type = BlobType(d.byte("blob type"))
+	bl.ID = d.id("blob ID")
+	if withOffset {
+		bl.Offset = uint32(d.uvarint(MaxPackSize, "blob offset"))
+	}
+	bl.Length = uint32(d.uvarint(maxBlob+maxBlob/8+Overhead, "blob length"))
+	bl.RawLength = uint32(d.uvarint(maxBlob, "blob raw length"))
+	flags := d.byte("blob flags")
+	bl.Compressed = flags&1 != 0
+	if d.err == nil && (bl.Type != BlobData && bl.Type != BlobPage || flags > 1 || bl.Length < Overhead) {
+		d.fail("blob record")
+	}
+	return bl
 }
 
 // errFormat is wrapped by every decoder error about malformed bytes.
@@ -266,16 +294,7 @@ func decodePackHeader(b []byte, headerOff int64) (key [keySize]byte, blobs []Pac
 	blobs = make([]PackedBlob, 0, n)
 	var off int64
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		var bl PackedBlob
-		bl.Type = BlobType(d.byte("blob type"))
-		bl.ID = d.id("blob ID")
-		bl.Length = uint32(d.uvarint(maxBlob+maxBlob/8+Overhead, "blob length"))
-		bl.RawLength = uint32(d.uvarint(maxBlob, "blob raw length"))
-		flags := d.byte("blob flags")
-		bl.Compressed = flags&1 != 0
-		if d.err == nil && (bl.Type != BlobData && bl.Type != BlobPage || flags > 1 || bl.Length < Overhead) {
-			d.fail("blob record")
-		}
+		bl := d.blobRecord(false)
 		bl.Offset = uint32(off)
 		off += int64(bl.Length)
 		blobs = append(blobs, bl)

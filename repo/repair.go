@@ -104,23 +104,7 @@ func (r *Repository) RepairIndex(ctx context.Context, workers int) (*RepairIndex
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var batch []indexPack
-	blobs := 0
-	written := map[string]bool{}
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		data := seal(r.aead, nil, encodeIndex(batch), []byte(aadIndex))
-		key := indexPrefix + fileID(data).String()
-		if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
-			return fmt.Errorf("writing index: %w", err)
-		}
-		written[key] = true
-		res.IndexFiles++
-		batch, blobs = nil, 0
-		return nil
-	}
+	w := &indexWriter{r: r}
 	for i, p := range results {
 		res.HeaderBytes += read[i]
 		if p == nil {
@@ -129,16 +113,17 @@ func (r *Repository) RepairIndex(ctx context.Context, workers int) (*RepairIndex
 		}
 		res.Packs++
 		res.Blobs += len(p.Blobs)
-		batch = append(batch, *p)
-		blobs += len(p.Blobs)
-		if blobs >= compactBlobs {
-			if err := flush(); err != nil {
-				return nil, err
-			}
+		if err := w.add(ctx, *p); err != nil {
+			return nil, err
 		}
 	}
-	if err := flush(); err != nil {
+	if err := w.flush(ctx); err != nil {
 		return nil, err
+	}
+	res.IndexFiles = len(w.written)
+	written := map[string]bool{}
+	for _, k := range w.written {
+		written[k] = true
 	}
 	for _, k := range old {
 		if written[k] {

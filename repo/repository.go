@@ -459,6 +459,43 @@ func (r *Repository) writtenIndexFiles() []string {
 	return slices.Clone(r.indexNames)
 }
 
+// indexWriter writes index files of about compactBlobs entries each, for
+// gc's compaction and the index repair. Not safe for concurrent use.
+type indexWriter struct {
+	r       *Repository
+	batch   []indexPack
+	blobs   int
+	written []string
+}
+
+// add queues a pack's record and writes a file when the batch is full.
+func (w *indexWriter) add(ctx context.Context, p indexPack) error {
+	w.batch = append(w.batch, p)
+	w.blobs += len(p.Blobs)
+	if w.blobs >= compactBlobs {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+// flush writes the queued records as one index file.
+func (w *indexWriter) flush(ctx context.Context) error {
+	if len(w.batch) == 0 {
+		return nil
+	}
+	data := seal(w.r.aead, nil, encodeIndex(w.batch), []byte(aadIndex))
+	key := indexPrefix + fileID(data).String()
+	if err := w.r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("writing index: %w", err)
+	}
+	w.written = append(w.written, key)
+	w.batch, w.blobs = nil, 0
+	return nil
+}
+
+// compactBlobs is the number of blob entries per rewritten index file.
+const compactBlobs = 200_000
+
 // SavePage stores a manifest page (if the repository lacks it) and returns
 // its ID. Pages are packed together by one shared packer.
 func (r *Repository) SavePage(ctx context.Context, entries []Entry) (ID, error) {
