@@ -535,7 +535,11 @@ func runProgress(ctx context.Context, fn func(Progress), every time.Duration, cu
 		for {
 			select {
 			case <-t.C:
-				fn(cur())
+				// Once everything is processed, only the final report
+				// remains (after flushing), so the last line is printed once.
+				if p := cur(); p.DoneBytes < p.Size {
+					fn(p)
+				}
 			case <-stop:
 				fn(cur())
 				return
