@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -36,6 +37,21 @@ func (m *memSource) ReadAt(p []byte, off int64) (int, error) {
 	m.read.Add(int64(n))
 	return n, nil
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) }
+
+// memTarget is a Target over a byte slice.
+type memTarget struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memTarget) Size() int64 { return int64(len(m.b)) }
+func (m *memTarget) WriteAt(p []byte, off int64) (int, error) {
+	return copy(m.b[off:], p), nil
+}
+func (m *memTarget) Zero(off, n int64) error { clear(m.b[off : off+n]); return nil }
+func (m *memTarget) Sync() error             { return nil }
 
 // change is one modification of a test image and the extent the change
 // list reports for it (which may be larger than what changed).

@@ -70,13 +70,29 @@ func (c Config) Validate() error {
 // the sealed Config. The version is readable without a key so that an old
 // mover can refuse a newer repository before asking for a password.
 type configFile struct {
-	Version int    `json:"version"`
-	ID      ID     `json:"id"`
-	Sealed  []byte `json:"sealed"`
+	Version int `json:"version"`
+	ID      ID  `json:"id"`
+	// ObjectLock is readable without a key, because the backend must know
+	// it before the repository is opened; the seal binds it, so a
+	// repository whose lock setting was removed does not open.
+	ObjectLock *ObjectLock `json:"object_lock,omitempty"`
+	Sealed     []byte      `json:"sealed"`
 }
 
-func configAAD(version int, id ID) []byte {
-	return fmt.Appendf(nil, "%s %d %s", aadConfig, version, id)
+// ObjectLock asks every writer to store objects with an S3 Object Lock
+// retention: Days from the time of writing, in Mode ("compliance" or
+// "governance").
+type ObjectLock struct {
+	Days int    `json:"days"`
+	Mode string `json:"mode"`
+}
+
+func configAAD(version int, id ID, lock *ObjectLock) []byte {
+	b := fmt.Appendf(nil, "%s %d %s", aadConfig, version, id)
+	if lock != nil {
+		b = fmt.Appendf(b, " object-lock %d %s", lock.Days, lock.Mode)
+	}
+	return b
 }
 
 // parseConfigFile decodes the stored config object and checks its version.

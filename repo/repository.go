@@ -88,6 +88,8 @@ type InitOptions struct {
 	PackSize int
 	// KDF for the first key file; zero: DefaultKDF().
 	KDF KDFParams
+	// ObjectLock, if set, is recorded for every writer (see ObjectLock).
+	ObjectLock *ObjectLock
 }
 
 // Repository is an open repository. Its methods are safe for concurrent use
@@ -163,7 +165,8 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 	if err != nil {
 		return nil, err
 	}
-	cf := configFile{Version: FormatVersion, ID: rid, Sealed: seal(r.aead, nil, plain, configAAD(FormatVersion, rid))}
+	cf := configFile{Version: FormatVersion, ID: rid, ObjectLock: opts.ObjectLock,
+		Sealed: seal(r.aead, nil, plain, configAAD(FormatVersion, rid, opts.ObjectLock))}
 	b, err := json.MarshalIndent(cf, "", "  ")
 	if err != nil {
 		return nil, err
@@ -201,7 +204,7 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	if err != nil {
 		return nil, err
 	}
-	plain, err := open(aead, nil, cf.Sealed, configAAD(cf.Version, cf.ID))
+	plain, err := open(aead, nil, cf.Sealed, configAAD(cf.Version, cf.ID, cf.ObjectLock))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -226,6 +229,24 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 		}
 	}
 	return r, nil
+}
+
+// ReadObjectLock returns the Object Lock setting recorded at init, without a
+// key: the backend must apply it before the repository is opened. Open
+// verifies it against the sealed config.
+func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error) {
+	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, ErrNotRepository
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cf, err := parseConfigFile(b)
+	if err != nil {
+		return nil, err
+	}
+	return cf.ObjectLock, nil
 }
 
 func unlockAny(ctx context.Context, be backend.Backend, password []byte) (masterKey, string, error) {

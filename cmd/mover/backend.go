@@ -2,30 +2,76 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/spf13/cobra"
 )
 
 // backendOptions are the storage flags of commands that open a repository.
 type backendOptions struct {
-	connections int
+	connections  int
+	s3Endpoint   string
+	s3Region     string
+	s3PathStyle  bool
+	s3CABundle   string
+	s3ChecksumWR bool
 }
 
 func (b *backendOptions) register(cmd *cobra.Command) {
-	cmd.Flags().IntVar(&b.connections, "connections", 0, "parallel backend requests (default 2 for a directory)")
+	f := cmd.Flags()
+	f.IntVar(&b.connections, "connections", 0, "parallel backend requests: uploads, downloads (default 2 for a directory, 4 for S3)")
+	f.StringVar(&b.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL (default $AWS_ENDPOINT_URL, else AWS)")
+	f.StringVar(&b.s3Region, "s3-region", "", "S3 region (default $AWS_REGION, else us-east-1)")
+	f.BoolVar(&b.s3PathStyle, "s3-path-style", false, "address buckets as ENDPOINT/BUCKET (needed for localhost and most S3-compatible stores)")
+	f.StringVar(&b.s3CABundle, "s3-ca-bundle", "", "PEM file of CA certificates to trust for the S3 endpoint")
+	f.BoolVar(&b.s3ChecksumWR, "s3-checksum-when-required", false, "send request checksums only when S3 requires them (for stores that reject the SDK's default CRC trailers)")
 }
 
-// openBackend opens the storage behind loc. A directory repository must
-// exist unless create is set.
-func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendOptions, create bool) (backend.Backend, error) {
+// defaultS3Uploads bounds the packs in flight to S3: each costs a pack of
+// memory (16 MiB by default), and four keep a 10 Gbit/s link busy.
+const defaultS3Uploads = 4
+
+// backendFor opens the storage behind loc. A directory repository must
+// exist unless create is set. S3 backends are wrapped with retries
+// (exponential backoff with jitter) and a connection limit; lock, if set,
+// makes every object written carry an Object Lock retention.
+func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOptions, create bool, lock *repo.ObjectLock) (backend.Backend, error) {
+	if strings.HasPrefix(loc, "s3://") {
+		bucket, prefix, err := s3.ParseURL(loc)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		conns := bo.connections
+		if conns <= 0 {
+			conns = s3.DefaultMaxConns
+		}
+		opts := s3.Options{Bucket: bucket, Prefix: prefix, Endpoint: bo.s3Endpoint, Region: bo.s3Region,
+			PathStyle: bo.s3PathStyle, CABundle: bo.s3CABundle, ChecksumWhenRequired: bo.s3ChecksumWR, MaxConns: conns}
+		if lock != nil {
+			opts.ObjectLockDays, opts.ObjectLockMode = lock.Days, s3.LockCompliance
+			if lock.Mode == "governance" {
+				opts.ObjectLockMode = s3.LockGovernance
+			}
+		}
+		be, err := s3.Open(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return backend.NewRetry(backend.NewLimit(be, conns), backend.RetryOptions{}), nil
+	}
 	if strings.Contains(loc, "://") {
 		scheme, _, _ := strings.Cut(loc, "://")
-		return nil, fmt.Errorf("repository %s: unsupported scheme %q (want a directory or s3://)", loc, scheme)
+		return nil, usagef("repository %s: unsupported scheme %q (want a directory or s3://BUCKET/PREFIX)", loc, scheme)
+	}
+	if lock != nil {
+		return nil, usagef("Object Lock needs an s3:// repository")
 	}
 	if create {
 		be, err := fs.Create(loc)
@@ -42,4 +88,38 @@ func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendO
 		return nil, fmt.Errorf("repository %s: %w", loc, err)
 	}
 	return be, nil
+}
+
+// openBackend opens an existing repository's storage, applying the Object
+// Lock setting recorded at init (repo.Open verifies it against the sealed
+// config, so it cannot be stripped).
+func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendOptions) (backend.Backend, error) {
+	be, err := g.backendFor(ctx, loc, bo, false, nil)
+	if err != nil || !strings.HasPrefix(loc, "s3://") {
+		return be, err
+	}
+	lock, err := repo.ReadObjectLock(ctx, be)
+	if errors.Is(err, repo.ErrNotRepository) {
+		be.Close()
+		return nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	if err != nil || lock == nil {
+		if err != nil {
+			be.Close()
+		}
+		return be, err
+	}
+	be.Close()
+	return g.backendFor(ctx, loc, bo, false, lock)
+}
+
+// uploads is how many packs an export uploads at once.
+func (bo backendOptions) uploads(loc string) int {
+	switch {
+	case bo.connections > 0:
+		return bo.connections
+	case strings.HasPrefix(loc, "s3://"):
+		return defaultS3Uploads
+	}
+	return 2
 }

@@ -108,6 +108,10 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if mnt := src.MountedAt(); mnt != "" {
 		warnf(g.env.stderr, "%s is mounted at %s: the export is crash-consistent at best; export a snapshot or clone instead", o.source, mnt)
 	}
+	loc, err := g.location()
+	if err != nil {
+		return err
+	}
 	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers})
 	if err != nil {
 		return err
@@ -124,7 +128,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	}
 	res, err := mover.Export(ctx, src, r, mover.ExportOptions{
 		Volume: o.name, Source: o.source, Tags: tags, Base: base, VerifyUnchanged: o.verify,
-		Workers: o.workers, Uploads: o.backend.connections, PackSize: int(packSize),
+		Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
 	})
 	if err != nil {

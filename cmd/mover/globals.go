@@ -119,7 +119,7 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 	if err != nil {
 		return nil, err
 	}
-	be, err := g.openBackend(ctx, loc, bo, false)
+	be, err := g.openBackend(ctx, loc, bo)
 	if err != nil {
 		return nil, err
 	}

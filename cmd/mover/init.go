@@ -22,6 +22,8 @@ type initOptions struct {
 	zeroBlock string
 	packSize  string
 	pol       string
+	lockDays  int
+	lockMode  string
 }
 
 func newInitCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -48,6 +50,8 @@ content-defined chunking.`,
 	f.StringVar(&o.packSize, "pack-size", "16MiB", "target size of pack files")
 	f.StringVar(&o.pol, "polynomial", "", "cdc Rabin polynomial in hex instead of a random one (for reproducible tests and benchmarks; it makes chunk boundaries predictable)")
 	f.MarkHidden("polynomial")
+	f.IntVar(&o.lockDays, "object-lock-days", 0, "S3 only: write every object with an Object Lock retention of N days (the bucket needs Object Lock; see README)")
+	f.StringVar(&o.lockMode, "object-lock-mode", "compliance", "Object Lock mode: compliance or governance")
 	return cmd
 }
 
@@ -99,16 +103,26 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 	if err != nil {
 		return err
 	}
+	var lock *repo.ObjectLock
+	if o.lockDays < 0 {
+		return usagef("--object-lock-days %d: must not be negative", o.lockDays)
+	}
+	if o.lockDays > 0 {
+		if o.lockMode != "compliance" && o.lockMode != "governance" {
+			return usagef("--object-lock-mode %q: want compliance or governance", o.lockMode)
+		}
+		lock = &repo.ObjectLock{Days: o.lockDays, Mode: o.lockMode}
+	}
 	pw, err := g.secret("new repository password: ", true)
 	if err != nil {
 		return err
 	}
-	be, err := g.openBackend(ctx, loc, o.backend, true)
+	be, err := g.backendFor(ctx, loc, o.backend, true, lock)
 	if err != nil {
 		return err
 	}
 	defer be.Close()
-	r, err := repo.Init(ctx, be, pw, repo.InitOptions{Chunking: &p, PackSize: packSize})
+	r, err := repo.Init(ctx, be, pw, repo.InitOptions{Chunking: &p, PackSize: packSize, ObjectLock: lock})
 	if err != nil {
 		return fmt.Errorf("%s: %w", loc, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 )
@@ -69,8 +70,9 @@ type RetryEvent struct {
 //     because the repository names objects by a hash of their content: an
 //     object of the same key and size is the same object. A Put whose
 //     first attempt reports ErrExists returns that error unchanged.
-//   - Get: only opening is retried. An error while reading the body
-//     surfaces to the caller, who may Get the remaining range again.
+//   - Get: opening is retried, and a body that breaks while it is read is
+//     resumed by a ranged Get from the byte where it stopped (the failures
+//     of one Get count against MaxAttempts together).
 //   - List: a listing that fails part-way is restarted, and objects that fn
 //     has already seen are skipped, so fn sees each key at most once (the
 //     keys seen are kept in memory until List returns). An error from fn is
@@ -215,17 +217,88 @@ func (r *retryBackend) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (r *retryBackend) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	rc, err := r.open(ctx, key, offset, length)
+	if err != nil {
+		return nil, err
+	}
+	return &resumingReader{r: r, ctx: ctx, key: key, off: offset, left: length, rc: rc}, nil
+}
+
+func (r *retryBackend) open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	var rc io.ReadCloser
 	err := r.do(ctx, OpGet, key, func(int) error {
 		var err error
 		rc, err = r.be.Get(ctx, key, offset, length)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return rc, nil
+	return rc, err
 }
+
+// resumingReader reads a Get's body; when the connection breaks with a
+// retryable error, it opens the object again from where it stopped (a
+// ranged Get), up to MaxAttempts times in all.
+type resumingReader struct {
+	r        *retryBackend
+	ctx      context.Context
+	key      string
+	off      int64 // next byte to deliver
+	left     int64 // bytes still to deliver; < 0: to the end
+	rc       io.ReadCloser
+	failures int
+	broken   bool // the last Read returned data with an error: reopen
+}
+
+func (rr *resumingReader) Read(p []byte) (int, error) {
+	for {
+		if rr.broken {
+			rr.broken = false
+			if err := rr.reopen(); err != nil {
+				return 0, err
+			}
+		}
+		if rr.left == 0 {
+			return 0, io.EOF
+		}
+		if rr.left > 0 && int64(len(p)) > rr.left {
+			p = p[:rr.left]
+		}
+		n, err := rr.rc.Read(p)
+		rr.off += int64(n)
+		if rr.left > 0 {
+			rr.left -= int64(n)
+		}
+		if err == nil || err == io.EOF {
+			return n, err
+		}
+		if !retryable(rr.ctx, err) || rr.failures+1 >= rr.r.opts.MaxAttempts {
+			return n, err
+		}
+		rr.failures++
+		if rr.r.opts.OnRetry != nil {
+			rr.r.opts.OnRetry(RetryEvent{Op: OpGet, Key: rr.key, Attempt: rr.failures, Err: err})
+		}
+		rr.broken = true
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (rr *resumingReader) reopen() error {
+	rr.rc.Close()
+	if err := wait(rr.ctx, rr.r.delay(rr.failures)); err != nil {
+		return err
+	}
+	rc, err := rr.r.open(rr.ctx, rr.key, rr.off, rr.left)
+	if err != nil {
+		rr.rc = io.NopCloser(strings.NewReader(""))
+		return err
+	}
+	rr.rc = rc
+	return nil
+}
+
+func (rr *resumingReader) Close() error { return rr.rc.Close() }
 
 func (r *retryBackend) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	var fi ObjectInfo

@@ -1,6 +1,7 @@
 package backend_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -305,14 +306,42 @@ func TestRetryListRestarts(t *testing.T) {
 	}
 }
 
-func TestRetryGetBodyErrorSurfaces(t *testing.T) {
+// TestRetryGetBodyResumes: a body that breaks mid-read is resumed with a
+// ranged Get from where it stopped, and the caller reads the whole object.
+func TestRetryGetBodyResumes(t *testing.T) {
 	ctx := t.Context()
 	m := mem.New()
-	if err := m.Put(ctx, "data/ab/k", make([]byte, 1000)); err != nil {
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := m.Put(ctx, "data/ab/k", want); err != nil {
 		t.Fatal(err)
 	}
-	f := backend.NewFaulty(m, backend.FaultOptions{GetBodyErrorRate: 1})
-	rc, err := backend.NewRetry(f, fastRetry(1)).Get(ctx, "data/ab/k", 0, 1000)
+	f := backend.NewFaulty(m, backend.FaultOptions{Seed: 3, GetBodyErrorRate: 0.5})
+	for _, rng := range [][2]int64{{0, -1}, {100, 500_000}, {1 << 19, -1}} {
+		rc, err := backend.NewRetry(f, backend.RetryOptions{MaxAttempts: 50, InitialDelay: time.Microsecond}).Get(ctx, "data/ab/k", rng[0], rng[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("range %v: %v", rng, err)
+		}
+		end := int64(len(want))
+		if rng[1] >= 0 {
+			end = rng[0] + rng[1]
+		}
+		if !bytes.Equal(got, want[rng[0]:end]) {
+			t.Fatalf("range %v: resumed body differs (%d bytes)", rng, len(got))
+		}
+	}
+	if f.Faults(backend.OpGet) == 0 {
+		t.Fatal("no body faults were injected")
+	}
+	// Without retries the body error reaches the caller.
+	rc, err := backend.NewRetry(backend.NewFaulty(m, backend.FaultOptions{GetBodyErrorRate: 1}), backend.RetryOptions{MaxAttempts: 1}).Get(ctx, "data/ab/k", 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +349,7 @@ func TestRetryGetBodyErrorSurfaces(t *testing.T) {
 	_, err = io.ReadAll(rc)
 	var te *backend.TransientError
 	if !errors.As(err, &te) || !te.Body {
-		t.Errorf("reading the body: %v, want a body TransientError", err)
+		t.Errorf("reading the body without retries: %v, want a body TransientError", err)
 	}
 }
 
