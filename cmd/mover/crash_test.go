@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 )
 
 // testPolynomial makes chunking, and so stored sizes, equal across the
@@ -29,6 +30,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
+	s3test.SetTestEnv()
 	os.Exit(m.Run())
 }
 

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+)
+
+// TestCLIS3: init, export, import, check and gc against an s3:// repository
+// on a real S3 server, and one-line errors for bad S3 input.
+func TestCLIS3(t *testing.T) {
+	srv := s3test.Start(t, false)
+	bucket := srv.NewBucket(t, false)
+	dir := t.TempDir()
+	loc := "s3://" + bucket + "/backups/cluster-a"
+	c := &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "pw", "MOVER_REPOSITORY": loc}}
+	s3flags := []string{"--s3-endpoint", srv.Endpoint, "--s3-path-style"}
+	img := filepath.Join(dir, "vol.img")
+	makeImage(t, img, 32<<20)
+	c.ok(append([]string{"init", "--pack-size", "2MiB"}, s3flags...)...)
+	c.ok(append([]string{"export", "-q", "--source", img, "--name", "v", "--connections", "4"}, s3flags...)...)
+	out := filepath.Join(dir, "out.img")
+	c.ok(append([]string{"import", "-q", "--snapshot", "latest:v", "--target", out}, s3flags...)...)
+	a, _ := os.ReadFile(img)
+	b, _ := os.ReadFile(out)
+	if !bytes.Equal(a, b) {
+		t.Fatal("image imported from S3 differs")
+	}
+	c.ok(append([]string{"check", "--read-data"}, s3flags...)...)
+	c.ok(append([]string{"forget", "latest:v"}, s3flags...)...)
+	c.ok(append([]string{"gc", "--grace", "0", "-q"}, s3flags...)...)
+	c.ok(append([]string{"check"}, s3flags...)...)
+
+	// Bad input: one line, and the right exit code.
+	c.fails(2, "s3://", append([]string{"snapshots", "--repo", "s3://"}, s3flags...)...)
+	c.fails(2, "unsupported scheme", "snapshots", "--repo", "ftp://host/x")
+	c.fails(1, "bucket", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
+	c.fails(1, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
+	c.fails(2, "s3:// repository", "init", "--repo", filepath.Join(dir, "fsrepo"), "--object-lock-days", "7")
+
+	// Wrong credentials: a child process with another secret key.
+	cmd := c.moverProcess(append([]string{"snapshots"}, s3flags...)...)
+	cmd.Env = append(cmd.Env, "AWS_SECRET_ACCESS_KEY=wrong-secret")
+	outb, err := cmd.CombinedOutput()
+	if err == nil || cmd.ProcessState.ExitCode() != 1 || strings.Count(strings.TrimSpace(string(outb)), "\n") != 0 {
+		t.Fatalf("wrong credentials: exit %d, output %q", cmd.ProcessState.ExitCode(), outb)
+	}
+	t.Logf("wrong credentials: %s", strings.TrimSpace(string(outb)))
+}
