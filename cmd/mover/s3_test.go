@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 )
 
@@ -41,6 +43,25 @@ func TestCLIS3(t *testing.T) {
 	c.fails(1, "bucket", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
 	c.fails(1, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
 	c.fails(2, "s3:// repository", "init", "--repo", filepath.Join(dir, "fsrepo"), "--object-lock-days", "7")
+
+	// Object Lock: refused on a bucket without it; on a bucket with it,
+	// every object written by any later command carries a retention.
+	c.fails(1, "Object Lock", append([]string{"init", "--repo", "s3://" + bucket + "/locked", "--object-lock-days", "1"}, s3flags...)...)
+	locked := "s3://" + srv.NewBucket(t, true) + "/repo"
+	c.ok(append([]string{"init", "--repo", locked, "--object-lock-days", "1", "--object-lock-mode", "governance"}, s3flags...)...)
+	c.ok(append([]string{"export", "-q", "--repo", locked, "--source", img, "--name", "v"}, s3flags...)...)
+	lb, lprefix, _ := strings.Cut(strings.TrimPrefix(locked, "s3://"), "/")
+	list, err := srv.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(lb), Prefix: aws.String(lprefix + "/data/")})
+	if err != nil || len(list.Contents) == 0 {
+		t.Fatalf("listing packs: %v", err)
+	}
+	head, err := srv.Client().HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(lb), Key: list.Contents[0].Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.ObjectLockRetainUntilDate == nil || head.ObjectLockMode != "GOVERNANCE" {
+		t.Fatalf("pack written after init --object-lock-days has no retention: mode %q until %v", head.ObjectLockMode, head.ObjectLockRetainUntilDate)
+	}
 
 	// Wrong credentials: a child process with another secret key.
 	cmd := c.moverProcess(append([]string{"snapshots"}, s3flags...)...)
