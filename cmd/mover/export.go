@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/blockmover/blockmover/mover"
@@ -21,6 +22,8 @@ type exportOptions struct {
 	keepCache   bool
 	base        string
 	verify      float64
+	changes     string
+	changesFmt  string
 }
 
 func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -41,6 +44,8 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	f.StringVar(&o.compression, "compression", repo.CompressFastest, "zstd level: fastest, default or better")
 	f.BoolVar(&o.keepCache, "keep-cache", false, "leave read pages in the page cache (default: drop them, so a pod's memory limit is not filled)")
 	f.StringVar(&o.base, "base", "", "make the export incremental: a snapshot of the volume (ID, prefix, latest or latest:VOLUME) whose unchanged chunks are reused")
+	f.StringVar(&o.changes, "changes", "", "with --base: a change list of the extents that may differ from the base (SnapshotMetadata, rbd diff or EBS JSON); only they are read")
+	f.StringVar(&o.changesFmt, "changes-format", "", "format of --changes: snapshot-metadata, rbd or ebs (default: detected)")
 	f.Float64Var(&o.verify, "verify-unchanged", 0, "with --changes: re-read this fraction (0..1) of the chunks the change list calls unchanged, and fail if any differ")
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("name")
@@ -100,6 +105,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if o.verify < 0 || o.verify > 1 {
 		return usagef("--verify-unchanged %g: want a fraction from 0 to 1", o.verify)
 	}
+	if (o.changes != "" || o.verify > 0) && o.base == "" {
+		return usagef("--changes and --verify-unchanged need --base")
+	}
 	src, err := mover.OpenSource(o.source, !o.keepCache)
 	if err != nil {
 		return err
@@ -126,8 +134,20 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			warnf(g.env.stderr, "base snapshot %s is of volume %q, not %q", base.ID.Short(), base.Volume, o.name)
 		}
 	}
+	var changes mover.ChangeList
+	if o.changes != "" {
+		f, err := os.Open(o.changes)
+		if err != nil {
+			return fmt.Errorf("--changes: %w", err)
+		}
+		changes, err = mover.ParseChanges(f, o.changesFmt, src.Size())
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--changes %s: %w", o.changes, err)
+		}
+	}
 	res, err := mover.Export(ctx, src, r, mover.ExportOptions{
-		Volume: o.name, Source: o.source, Tags: tags, Base: base, VerifyUnchanged: o.verify,
+		Volume: o.name, Source: o.source, Tags: tags, Base: base, Changes: changes, VerifyUnchanged: o.verify,
 		Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
 	})

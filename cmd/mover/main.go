@@ -132,6 +132,7 @@ The repository and its password come from flags or the environment:
 		newForgetCommand(ctx, g),
 		newGCCommand(ctx, g),
 		newRepairCommand(ctx, g),
+		newDiffCommand(ctx, g),
 	)
 	return root
 }

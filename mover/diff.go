@@ -1,0 +1,99 @@
+package mover
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// DiffOptions tune Diff.
+type DiffOptions struct {
+	// BlockSize is the granularity of the comparison (default 64 KiB): a
+	// changed byte marks its whole block changed.
+	BlockSize int64
+	// Workers compare in parallel (default GOMAXPROCS); each holds two
+	// reads of ReadSize bytes (default 4 MiB).
+	Workers  int
+	ReadSize int64
+}
+
+// Diff compares two devices and returns the extents where target differs
+// from base, for storage without changed-block tracking. A target larger
+// than base counts its tail as changed; a smaller one is an error. Reads
+// are large and aligned, spread over workers; memory is two read buffers
+// per worker.
+func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeList, error) {
+	bs, ts := base.Size(), target.Size()
+	if ts < bs {
+		return nil, fmt.Errorf("diff: target has %d bytes, fewer than the base's %d", ts, bs)
+	}
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = 64 << 10
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.ReadSize <= 0 {
+		opts.ReadSize = 4 << 20
+	}
+	rs := max(opts.BlockSize, opts.ReadSize/opts.BlockSize*opts.BlockSize)
+	n := (bs + rs - 1) / rs
+	found := make([][]Extent, n)
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range opts.Workers {
+		g.Go(func() error {
+			a, b := make([]byte, rs), make([]byte, rs)
+			for {
+				i := next.Add(1) - 1
+				if i >= n {
+					return nil
+				}
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				off := i * rs
+				l := min(rs, bs-off)
+				if err := readFull(base, a[:l], off); err != nil {
+					return fmt.Errorf("diff: reading base at %d: %w", off, err)
+				}
+				if err := readFull(target, b[:l], off); err != nil {
+					return fmt.Errorf("diff: reading target at %d: %w", off, err)
+				}
+				for s := int64(0); s < l; s += opts.BlockSize {
+					e := min(s+opts.BlockSize, l)
+					if !bytes.Equal(a[s:e], b[s:e]) {
+						found[i] = append(found[i], Extent{Offset: off + s, Length: e - s})
+					}
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var all []Extent
+	for _, f := range found {
+		all = append(all, f...)
+	}
+	if ts > bs {
+		all = append(all, Extent{Offset: bs, Length: ts - bs})
+	}
+	return NewChangeList(all, ts)
+}
+
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
