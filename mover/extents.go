@@ -1,6 +1,7 @@
 package mover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -50,4 +51,27 @@ func NewChangeList(extents []Extent, size int64) (ChangeList, error) {
 		merged = append(merged, e)
 	}
 	return merged, nil
+}
+
+// ExtentSource streams extents from a changed-block tracking service:
+// either the ranges that changed between two snapshots, or the ranges
+// allocated in one. Package csi implements it for the Kubernetes
+// SnapshotMetadata service; mover stays free of Kubernetes.
+type ExtentSource interface {
+	// Extents calls fn with each extent, in increasing offset order. An
+	// error from fn stops the stream and is returned.
+	Extents(ctx context.Context, fn func(Extent) error) error
+}
+
+// CollectChanges reads every extent from src and returns them as a change
+// list validated against a device of size bytes.
+func CollectChanges(ctx context.Context, src ExtentSource, size int64) (ChangeList, error) {
+	var all []Extent
+	if err := src.Extents(ctx, func(e Extent) error {
+		all = append(all, e)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return NewChangeList(all, size)
 }
