@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,9 +91,8 @@ func TestS3Faults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("export under a 10%% fault rate: %v", err)
 	}
-	t.Logf("faults injected: put %d of %d, get %d of %d", faulty.Faults(backend.OpPut), faulty.Calls(backend.OpPut), faulty.Faults(backend.OpGet), faulty.Calls(backend.OpGet))
 	if faulty.Faults(backend.OpPut) == 0 {
-		t.Fatal("no faults were injected")
+		t.Fatal("no faults were injected into the export's puts")
 	}
 	r2, err := repo.Open(ctx, be, testPassword, repo.Options{})
 	if err != nil {
@@ -110,6 +110,12 @@ func TestS3Faults(t *testing.T) {
 	if string(got.b) != string(img) {
 		t.Fatal("snapshot exported under faults does not import byte-identically")
 	}
+	for _, op := range []backend.Op{backend.OpPut, backend.OpGet, backend.OpStat, backend.OpList} {
+		t.Logf("faults injected into %s: %d of %d calls", op, faulty.Faults(op), faulty.Calls(op))
+	}
+	if faulty.Faults(backend.OpGet) == 0 {
+		t.Fatal("no faults were injected into the gets of check and import")
+	}
 
 	// Permanent faults: the backend refuses every put after the 5th.
 	clean := s3Backend(t, srv, nil)
@@ -121,8 +127,8 @@ func TestS3Faults(t *testing.T) {
 	}
 	defer rb.Close()
 	_, err = mover.Export(ctx, &memSource{b: img}, rb, mover.ExportOptions{Volume: "broken"})
-	if !errors.Is(err, backend.ErrPermanent) {
-		t.Fatalf("export with permanent faults: %v", err)
+	if !errors.Is(err, backend.ErrPermanent) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("export with permanent faults: want one line wrapping ErrPermanent, got %q", err)
 	}
 	t.Logf("permanent faults: %v", err)
 	chk, err = r3.Check(ctx, repo.CheckOptions{ReadData: true})
@@ -131,5 +137,13 @@ func TestS3Faults(t *testing.T) {
 	}
 	if chk.Snapshots != 0 {
 		t.Fatalf("a failed export left %d snapshots", chk.Snapshots)
+	}
+	if len(chk.Problems) == 0 {
+		t.Fatal("check after a failed export: no warning about the packs it left")
+	}
+	for _, p := range chk.Problems {
+		if !strings.Contains(p.Err, "not in any index") {
+			t.Errorf("check after a failed export: unexpected %+v", p)
+		}
 	}
 }

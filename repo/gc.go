@@ -143,6 +143,7 @@ type gc struct {
 	start time.Time
 	res   *GCResult
 
+	snapIDs    []ID     // listed at the start, before the index
 	indexFiles []string // read at the start, replaced at the end
 	packs      map[ID]*gcPack
 	marked     bitmap // by position in the index's sorted array
@@ -163,6 +164,14 @@ type gcStateInfo struct {
 
 func (g *gc) run(ctx context.Context) error {
 	r := g.r
+	// Snapshots first, then the index: an export writes its index files
+	// before its snapshot, so every snapshot listed here has its chunks in
+	// an index file listed below. (Snapshots written later are protected
+	// by the grace period, see FORMAT.md.)
+	var err error
+	if g.snapIDs, err = r.SnapshotIDs(ctx); err != nil {
+		return err
+	}
 	// A fresh view of the index: everything written until now.
 	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
 		g.indexFiles = append(g.indexFiles, oi.Key)
@@ -286,26 +295,32 @@ func (r *Repository) readGCState(ctx context.Context, key string) (*gcState, err
 	return &st, nil
 }
 
-// loadCondemned marks the packs that gc runs condemned, so that this
-// writer does not deduplicate against them.
+// loadCondemned marks the packs that the newest gc run condemned, so that
+// this writer does not deduplicate against them. Each run lists every pack
+// unreferenced at that run, so the newest state is the current view; a
+// pack that older states listed but the newest does not was found
+// referenced again, and is usable.
 func (r *Repository) loadCondemned(ctx context.Context) error {
-	var keys []string
+	var newest backend.ObjectInfo
 	if err := r.be.List(ctx, gcPrefix, func(oi backend.ObjectInfo) error {
-		keys = append(keys, oi.Key)
+		if newest.Key == "" || oi.ModTime.After(newest.ModTime) || oi.ModTime.Equal(newest.ModTime) && oi.Key > newest.Key {
+			newest = oi
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("listing gc states: %w", err)
 	}
-	for _, k := range keys {
-		st, err := r.readGCState(ctx, k)
-		if errors.Is(err, backend.ErrNotFound) {
-			continue // pruned by a gc meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		r.idx.condemn(st.Condemned)
+	if newest.Key == "" {
+		return nil
 	}
+	st, err := r.readGCState(ctx, newest.Key)
+	if errors.Is(err, backend.ErrNotFound) {
+		return r.loadCondemned(ctx) // pruned meanwhile: a newer one exists
+	}
+	if err != nil {
+		return err
+	}
+	r.idx.condemn(st.Condemned)
 	return nil
 }
 
@@ -323,14 +338,15 @@ func (g *gc) mark(ctx context.Context) error {
 		g.marked.set(pos)
 		return was, nil
 	}
-	ids, err := r.SnapshotIDs(ctx)
-	if err != nil {
-		return err
-	}
+	ids := g.snapIDs
 	g.res.Snapshots = len(ids)
 	o := r.NewBlobOpener()
 	for _, sid := range ids {
 		s, err := r.LoadSnapshot(ctx, sid)
+		if errors.Is(err, backend.ErrNotFound) {
+			g.res.Snapshots--
+			continue // forgotten since it was listed
+		}
 		if err != nil {
 			return fmt.Errorf("%w; nothing was deleted (run mover check)", err)
 		}
@@ -407,24 +423,29 @@ func (g *gc) classify() (dead, repack []ID) {
 	return dead, repack
 }
 
-// deletable returns the dead packs that an earlier run condemned at least
-// Grace before this run started.
+// deletable returns the dead packs that every gc run has condemned since
+// one that ran at least Grace before this run started: a pack that any
+// later run found referenced again starts over.
 func (g *gc) deletable(dead []ID) []ID {
 	if g.opts.Grace <= 0 {
 		return dead
 	}
-	old := map[ID]bool{}
-	for _, st := range g.states {
-		if st.time.After(g.start.Add(-g.opts.Grace)) {
-			continue
-		}
+	in := make([]map[ID]bool, len(g.states))
+	for i, st := range g.states {
+		in[i] = make(map[ID]bool, len(st.condemned))
 		for _, id := range st.condemned {
-			old[id] = true
+			in[i][id] = true
 		}
 	}
+	limit := g.start.Add(-g.opts.Grace)
 	var out []ID
 	for _, id := range dead {
-		if old[id] {
+		// Walk back from the newest state while it lists the pack.
+		since := time.Time{}
+		for i := len(g.states) - 1; i >= 0 && in[i][id]; i-- {
+			since = g.states[i].time
+		}
+		if !since.IsZero() && !since.After(limit) {
 			out = append(out, id)
 		}
 	}

@@ -392,3 +392,61 @@ func TestPolicy(t *testing.T) {
 		t.Error("keep-last 1 did not keep the newest")
 	}
 }
+
+// TestGCCondemnationRestarts: a pack that a later gc run finds referenced
+// again is usable again, and its grace period starts over when it is
+// condemned anew; deleting it on the strength of the first condemnation
+// could lose the chunk a writer took while it was live.
+func TestGCCondemnationRestarts(t *testing.T) {
+	ctx := context.Background()
+	be := &clock{Backend: mem.New()}
+	r, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := writeVolume(t, r, "v", 1, 3)
+	o := r.NewBlobOpener()
+	entries, _ := r.LoadPage(ctx, o, s0, 0)
+	blob := entries[0].ID
+	ref, _ := r.Lookup(blob)
+	packKey := PackKey(ref.Pack)
+	r.DeleteSnapshot(ctx, s0.ID)
+	opts := GCOptions{Grace: time.Hour}
+	gcRun := func() *GCResult {
+		t.Helper()
+		res, err := reopen(t, be, Options{}).GC(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	early := reopen(t, be, Options{})
+	gcRun() // condemns the pack
+	// early deduplicates against it: the pack is live again.
+	pid, _ := early.SavePage(ctx, entries)
+	early.Flush(ctx)
+	s1 := &Snapshot{Volume: "v", Time: time.Now(), Size: s0.Size, SegmentSize: s0.SegmentSize, Pages: []ID{pid}}
+	if err := early.SaveSnapshot(ctx, s1); err != nil {
+		t.Fatal(err)
+	}
+	be.advance(10 * time.Minute)
+	gcRun()
+	if !reopen(t, be, Options{}).Has(blob) {
+		t.Fatal("a pack found referenced again is still treated as condemned")
+	}
+	early.DeleteSnapshot(ctx, s1.ID)
+	be.advance(10 * time.Minute)
+	gcRun() // condemned anew
+	be.advance(45 * time.Minute)
+	gcRun() // over an hour since the first condemnation, not since the second
+	if _, err := be.Stat(ctx, packKey); err != nil {
+		t.Fatalf("pack deleted on the strength of a condemnation it had outlived: %v", err)
+	}
+	be.advance(time.Hour)
+	if res := gcRun(); res.Deleted == 0 {
+		t.Fatal("pack not deleted after a full grace period of condemnation")
+	}
+	if _, err := be.Stat(ctx, packKey); err == nil {
+		t.Fatal("pack still there")
+	}
+}

@@ -14,11 +14,10 @@ import (
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 )
 
-// The tests run against versitygw, a real S3 server, on a loopback port
-// with a temporary posix directory. hack/install-versitygw.sh installs it.
-// Without it the tests fail, unless BLOCKMOVER_SKIP_S3=1 says to skip them.
-
-// The tests run against versitygw, started by package s3test.
+// The tests run against versitygw, a real S3 server, started by package
+// s3test on a loopback port with a temporary posix directory.
+// hack/install-versitygw.sh installs it. Without it the tests fail, unless
+// BLOCKMOVER_SKIP_S3=1 says to skip them.
 
 const (
 	testAccessKey = s3test.AccessKey
