@@ -54,7 +54,7 @@ fuzz:
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./repo || exit 1; done
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
 
-bench: build
+bench: build tools
 	$(GO) test -run XXX -bench . -benchtime 3x ./chunk ./repo ./mover
 
 # Long runs: 50 SIGKILL points in exports, and the concurrency test.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -26,7 +25,7 @@ type backendOptions struct {
 
 func (b *backendOptions) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.IntVar(&b.connections, "connections", 0, "parallel backend requests: uploads, downloads (default 2 for a directory, 4 for S3)")
+	f.IntVar(&b.connections, "connections", 0, "parallel repository requests: packs an export uploads at once, import and check workers, and the S3 connection limit (default: 4 uploads to S3, 2 to a directory; import 2 per CPU, at least 4; 16 S3 connections)")
 	f.StringVar(&b.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL (default $AWS_ENDPOINT_URL, else AWS)")
 	f.StringVar(&b.s3Region, "s3-region", "", "S3 region (default $AWS_REGION, else us-east-1)")
 	f.BoolVar(&b.s3PathStyle, "s3-path-style", false, "address buckets as ENDPOINT/BUCKET (needed for localhost and most S3-compatible stores)")
@@ -34,16 +33,27 @@ func (b *backendOptions) register(cmd *cobra.Command) {
 	f.BoolVar(&b.s3ChecksumWR, "s3-checksum-when-required", false, "send request checksums only when S3 requires them (for stores that reject the SDK's default CRC trailers)")
 }
 
-// defaultS3Uploads bounds the packs in flight to S3: each costs a pack of
-// memory (16 MiB by default), and four keep a 10 Gbit/s link busy.
+// defaultS3Uploads bounds the packs an export has in flight to S3 when
+// --connections is not given: each holds a pack of memory (16 MiB by
+// default), and on loopback 8 gained little over 4 (BENCHMARKS.md).
 const defaultS3Uploads = 4
 
-// backendFor opens the storage behind loc. A directory repository must
-// exist unless create is set. S3 backends are wrapped with retries
-// (exponential backoff with jitter) and a connection limit; lock, if set,
-// makes every object written carry an Object Lock retention.
+// isS3 reports whether loc names an S3 repository (scheme s3, any case).
+func isS3(loc string) bool { return len(loc) >= 5 && strings.EqualFold(loc[:5], "s3://") }
+
+// backendFor opens the storage behind loc: a directory, or s3://BUCKET/PREFIX
+// in a bucket that must exist (nothing is created in S3, not even with
+// create). A directory repository must exist unless create is set. An S3
+// backend is wrapped as Retry(Limit(s3, N)): transient errors are retried
+// with exponential backoff and full jitter, and at most N requests (N =
+// --connections, default s3.DefaultMaxConns) run at once. A directory is
+// not wrapped: local errors do not heal by retrying. lock, if set, makes
+// every object written carry that Object Lock retention; it needs S3.
 func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOptions, create bool, lock *repo.ObjectLock) (backend.Backend, error) {
-	if strings.HasPrefix(loc, "s3://") {
+	if bo.connections < 0 {
+		return nil, usagef("--connections %d: must be positive", bo.connections)
+	}
+	if isS3(loc) {
 		bucket, prefix, err := s3.ParseURL(loc)
 		if err != nil {
 			return nil, usageError{err}
@@ -90,26 +100,23 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 	return be, nil
 }
 
-// openBackend opens an existing repository's storage, applying the Object
-// Lock setting recorded at init (repo.Open verifies it against the sealed
-// config, so it cannot be stripped).
+// openBackend opens an existing repository's storage. For S3 it reads the
+// Object Lock setting recorded at init and reopens the bucket with it, so
+// every object this command writes carries the retention (repo.Open checks
+// the setting against the sealed config, so it cannot be stripped).
 func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendOptions) (backend.Backend, error) {
 	be, err := g.backendFor(ctx, loc, bo, false, nil)
-	if err != nil || !strings.HasPrefix(loc, "s3://") {
+	if err != nil || !isS3(loc) {
 		return be, err
 	}
 	lock, err := repo.ReadObjectLock(ctx, be)
-	if errors.Is(err, repo.ErrNotRepository) {
-		be.Close()
-		return nil, fmt.Errorf("%s: %w", loc, err)
-	}
-	if err != nil || lock == nil {
-		if err != nil {
-			be.Close()
-		}
-		return be, err
+	if err == nil && lock == nil {
+		return be, nil
 	}
 	be.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", loc, err)
+	}
 	return g.backendFor(ctx, loc, bo, false, lock)
 }
 
@@ -118,7 +125,7 @@ func (bo backendOptions) uploads(loc string) int {
 	switch {
 	case bo.connections > 0:
 		return bo.connections
-	case strings.HasPrefix(loc, "s3://"):
+	case isS3(loc):
 		return defaultS3Uploads
 	}
 	return 2

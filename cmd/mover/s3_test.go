@@ -39,9 +39,16 @@ func TestCLIS3(t *testing.T) {
 
 	// Bad input: one line, and the right exit code.
 	c.fails(2, "s3://", append([]string{"snapshots", "--repo", "s3://"}, s3flags...)...)
+	c.fails(2, "no bucket", append([]string{"snapshots", "--repo", "s3:///x"}, s3flags...)...)
+	c.fails(2, "endpoint separately", append([]string{"snapshots", "--repo", "s3://127.0.0.1:9000/b/x"}, s3flags...)...)
+	c.fails(2, "path segment", append([]string{"snapshots", "--repo", "s3://" + bucket + "/a//b"}, s3flags...)...)
 	c.fails(2, "unsupported scheme", "snapshots", "--repo", "ftp://host/x")
-	c.fails(1, "bucket", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
+	c.fails(2, "--connections", append([]string{"snapshots", "--connections", "-1"}, s3flags...)...)
+	c.fails(1, "invalid endpoint", "snapshots", "--s3-endpoint", "localhost:9000")
+	c.fails(1, "does not exist", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
+	c.fails(1, "does not exist", append([]string{"init", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
 	c.fails(1, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
+	c.fails(1, "already", append([]string{"init"}, s3flags...)...)
 	c.fails(2, "s3:// repository", "init", "--repo", filepath.Join(dir, "fsrepo"), "--object-lock-days", "7")
 
 	// Object Lock: refused on a bucket without it; on a bucket with it,
@@ -71,4 +78,35 @@ func TestCLIS3(t *testing.T) {
 		t.Fatalf("wrong credentials: exit %d, output %q", cmd.ProcessState.ExitCode(), outb)
 	}
 	t.Logf("wrong credentials: %s", strings.TrimSpace(string(outb)))
+}
+
+// TestCLIS3Options: the other S3 flags against a real server over TLS: a
+// private CA (--s3-ca-bundle), checksums only when required, an explicit
+// region, the endpoint from $AWS_ENDPOINT_URL, and one-line errors when
+// the certificate is not trusted.
+func TestCLIS3Options(t *testing.T) {
+	srv := s3test.Start(t, true)
+	dir := t.TempDir()
+	loc := "s3://" + srv.NewBucket(t, false) + "/r"
+	c := &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "pw", "MOVER_REPOSITORY": loc}}
+	img := filepath.Join(dir, "vol.img")
+	makeImage(t, img, 16<<20)
+
+	c.fails(1, "certificate", "init", "--s3-endpoint", srv.Endpoint, "--s3-path-style")
+	flags := []string{"--s3-endpoint", srv.Endpoint, "--s3-path-style", "--s3-ca-bundle", srv.CAFile,
+		"--s3-checksum-when-required", "--s3-region", s3test.Region}
+	c.ok(append([]string{"init", "--pack-size", "2MiB"}, flags...)...)
+	c.ok(append([]string{"export", "-q", "--source", img, "--name", "v", "--connections", "2"}, flags...)...)
+	c.fails(2, "s3-ca-bundle", "snapshots", "--s3-endpoint", srv.Endpoint, "--s3-path-style", "--s3-ca-bundle")
+
+	// The endpoint from the environment, as the SDK resolves it.
+	t.Setenv("AWS_ENDPOINT_URL", srv.Endpoint)
+	out := filepath.Join(dir, "out.img")
+	c.ok("import", "-q", "--snapshot", "latest:v", "--target", out, "--s3-path-style", "--s3-ca-bundle", srv.CAFile)
+	a, _ := os.ReadFile(img)
+	b, _ := os.ReadFile(out)
+	if !bytes.Equal(a, b) {
+		t.Fatal("image imported over TLS differs")
+	}
+	c.fails(1, "certificate", "snapshots", "--s3-path-style")
 }
