@@ -22,6 +22,7 @@
 #              (default $WORK: the same filesystem; /dev/shm takes the disk out)
 #
 # Needs root only to install restic and time with apt-get when they are missing.
+# shellcheck disable=SC2016,SC2005 # awk expressions and sh -c bodies are single-quoted on purpose
 set -euo pipefail
 
 die() { echo "bench-vs-restic: $*" >&2; exit 1; }
@@ -97,7 +98,8 @@ avail=$(df -B1 --output=avail "$REPO_BASE" | tail -1 | tr -d ' ')
 RUN=$(mktemp -d "$REPO_BASE/bench-vs-restic.run.XXXXXX")
 cleanup() { rm -rf "$RUN"; }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 export MOVER_PASSWORD=bench-vs-restic RESTIC_PASSWORD=bench-vs-restic
 unset MOVER_REPOSITORY RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_PASSWORD_COMMAND RESTIC_CACHE_DIR RESTIC_PACK_SIZE RESTIC_COMPRESSION
 REPO=$RUN/repo
