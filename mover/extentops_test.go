@@ -221,7 +221,7 @@ func FuzzChangeList(f *testing.F) {
 		if err := la.Validate(dev); err != nil {
 			t.Fatal(err)
 		}
-		if got := bitmap(la, dev); !slices.Equal(got, ma) {
+		if got := extentBitmap(la, dev); !slices.Equal(got, ma) {
 			t.Fatalf("NewChangeList(%v) = %v covers other bytes", ea, la)
 		}
 		var want int64
@@ -248,7 +248,7 @@ func FuzzChangeList(f *testing.F) {
 		if err := clip.Validate(dev); err != nil {
 			t.Fatalf("Clip: %v", err)
 		}
-		cm := bitmap(clip, dev)
+		cm := extentBitmap(clip, dev)
 		for j := range dev {
 			if cm[j] != (ma[j] && j >= off && j < off+n) {
 				t.Fatalf("%v.Clip(%d, %d) = %v", la, off, n, clip)
@@ -266,7 +266,7 @@ func FuzzChangeList(f *testing.F) {
 		if err := u.Validate(dev); err != nil {
 			t.Fatalf("Union: %v", err)
 		}
-		um := bitmap(u, dev)
+		um := extentBitmap(u, dev)
 		for j := range dev {
 			if um[j] != (ma[j] || mb[j]) {
 				t.Fatalf("%v ∪ %v = %v", la, lb, u)
@@ -275,7 +275,7 @@ func FuzzChangeList(f *testing.F) {
 	})
 }
 
-func bitmap(cl mover.ChangeList, size int64) []bool {
+func extentBitmap(cl mover.ChangeList, size int64) []bool {
 	m := make([]bool, size)
 	for _, e := range cl {
 		for j := e.Offset; j < e.End(); j++ {
