@@ -35,7 +35,7 @@ type Store interface {
 	SaveSnapshot(ctx context.Context, s *repo.Snapshot) error
 	WrittenBytes() int64
 	Lookup(id repo.ID) (repo.BlobRef, bool)
-	ReadPack(ctx context.Context, id repo.ID, offset, length int64) ([]byte, error)
+	ReadPackInto(ctx context.Context, id repo.ID, offset, length int64, buf []byte) ([]byte, error)
 	NewBlobOpener() *repo.BlobOpener
 	LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error)
 }

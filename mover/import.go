@@ -398,7 +398,7 @@ func (im *importer) coalesce(byID map[repo.ID]*want) []*fetch {
 
 func (im *importer) work(ctx context.Context, jobs <-chan any) error {
 	o := im.st.NewBlobOpener()
-	var buf []byte
+	var buf, rbuf []byte // decoded chunk, fetched range: reused
 	var st Stages
 	defer func() {
 		im.mu.Lock()
@@ -420,7 +420,8 @@ func (im *importer) work(ctx context.Context, jobs <-chan any) error {
 			im.zeroed.Add(j.n)
 		case *fetch:
 			t := time.Now()
-			data, err := im.st.ReadPack(ctx, j.pack, j.off, j.n)
+			data, err := im.st.ReadPackInto(ctx, j.pack, j.off, j.n, rbuf)
+			rbuf = data[:0]
 			st.Download += time.Since(t)
 			if err != nil {
 				return err

@@ -763,7 +763,12 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, e
 
 // ReadPack reads length bytes of pack id at offset.
 func (r *Repository) ReadPack(ctx context.Context, id ID, offset, length int64) ([]byte, error) {
-	b, err := backend.ReadAll(ctx, r.be, PackKey(id), offset, length)
+	return r.ReadPackInto(ctx, id, offset, length, nil)
+}
+
+// ReadPackInto is ReadPack into buf, reused when it is large enough.
+func (r *Repository) ReadPackInto(ctx context.Context, id ID, offset, length int64, buf []byte) ([]byte, error) {
+	b, err := backend.ReadInto(ctx, r.be, PackKey(id), offset, length, buf)
 	if err != nil {
 		return nil, fmt.Errorf("reading pack %s: %w", id.Short(), err)
 	}

@@ -85,6 +85,14 @@ type Backend interface {
 // pack ranges. With length >= 0 it allocates exactly length bytes once, and a
 // body shorter than length is io.ErrUnexpectedEOF, a longer one an error.
 func ReadAll(ctx context.Context, be Backend, key string, offset, length int64) ([]byte, error) {
+	return ReadInto(ctx, be, key, offset, length, nil)
+}
+
+// ReadInto is ReadAll into buf, reused when its capacity suffices (a
+// positive length only), so that a caller reading many ranges does not
+// allocate, and fault in, fresh memory for each. The result aliases buf
+// then.
+func ReadInto(ctx context.Context, be Backend, key string, offset, length int64, buf []byte) ([]byte, error) {
 	rc, err := be.Get(ctx, key, offset, length)
 	if err != nil {
 		return nil, err
@@ -93,7 +101,11 @@ func ReadAll(ctx context.Context, be Backend, key string, offset, length int64) 
 	if length < 0 {
 		return io.ReadAll(rc)
 	}
-	buf := make([]byte, length)
+	if int64(cap(buf)) >= length {
+		buf = buf[:length]
+	} else {
+		buf = make([]byte, length)
+	}
 	if _, err := io.ReadFull(rc, buf); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
