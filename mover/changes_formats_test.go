@@ -140,7 +140,7 @@ func fuzzParse(f *testing.F, format string, seeds ...string) {
 }
 
 func FuzzParseChangesSnapshotMetadata(f *testing.F) {
-	fuzzParse(f, mover.FormatSnapshotMetadata, "snapshot-metadata.json", "snapshot-metadata-fixed.json", "bad-fixed.json", "bad-capacity.json", "bad-outside.json", "bad-truncated.json")
+	fuzzParse(f, mover.FormatSnapshotMetadata, "snapshot-metadata.json", "snapshot-metadata-lister.json", "snapshot-metadata-fixed.json", "bad-fixed.json", "bad-capacity.json", "bad-outside.json", "bad-truncated.json")
 }
 
 func FuzzParseChangesRBD(f *testing.F) {

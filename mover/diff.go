@@ -13,14 +13,21 @@ import (
 
 // DiffOptions tune Diff.
 type DiffOptions struct {
-	// BlockSize is the granularity of the comparison (default 64 KiB): a
-	// changed byte marks its whole block changed.
+	// BlockSize is the granularity of the comparison (default 64 KiB, at
+	// most 64 MiB): a changed byte marks its whole block changed.
 	BlockSize int64
 	// Workers compare in parallel (default GOMAXPROCS); each holds two
-	// reads of ReadSize bytes (default 4 MiB).
+	// reads of ReadSize bytes (default 4 MiB, at most 256 MiB, rounded
+	// down to a multiple of BlockSize).
 	Workers  int
 	ReadSize int64
 }
+
+// Upper bounds of DiffOptions: memory is two reads per worker.
+const (
+	maxDiffBlock = 64 << 20
+	maxDiffRead  = 256 << 20
+)
 
 // Diff compares two devices and returns the extents where target differs
 // from base, for storage without changed-block tracking. A target larger
@@ -32,6 +39,9 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 	if ts < bs {
 		return nil, fmt.Errorf("diff: target has %d bytes, fewer than the base's %d", ts, bs)
 	}
+	if opts.BlockSize > maxDiffBlock || opts.ReadSize > maxDiffRead {
+		return nil, fmt.Errorf("diff: block size %d, read size %d: want at most %d and %d", opts.BlockSize, opts.ReadSize, maxDiffBlock, maxDiffRead)
+	}
 	if opts.BlockSize <= 0 {
 		opts.BlockSize = 64 << 10
 	}
@@ -42,11 +52,16 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 		opts.ReadSize = 4 << 20
 	}
 	rs := max(opts.BlockSize, opts.ReadSize/opts.BlockSize*opts.BlockSize)
+	// No read larger than the device, and no idle workers holding buffers.
+	rs = min(rs, max(opts.BlockSize, (bs+opts.BlockSize-1)/opts.BlockSize*opts.BlockSize))
 	n := (bs + rs - 1) / rs
+	// found[i] holds the changed extents of read i, runs of changed blocks
+	// merged as they are found, so memory follows the number of separate
+	// changes rather than of changed blocks.
 	found := make([][]Extent, n)
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	for range opts.Workers {
+	for range min(int64(opts.Workers), max(n, 1)) {
 		g.Go(func() error {
 			a, b := make([]byte, rs), make([]byte, rs)
 			for {
@@ -68,7 +83,7 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 				for s := int64(0); s < l; s += opts.BlockSize {
 					e := min(s+opts.BlockSize, l)
 					if !bytes.Equal(a[s:e], b[s:e]) {
-						found[i] = append(found[i], Extent{Offset: off + s, Length: e - s})
+						found[i] = appendMerged(found[i], Extent{Offset: off + s, Length: e - s})
 					}
 				}
 			}
@@ -77,14 +92,21 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var all []Extent
-	for _, f := range found {
-		all = append(all, f...)
+	// The reads are in order: joining them needs no sort.
+	var all ChangeList
+	for i, f := range found {
+		for _, e := range f {
+			all = appendMerged(all, e)
+		}
+		found[i] = nil
 	}
 	if ts > bs {
-		all = append(all, Extent{Offset: bs, Length: ts - bs})
+		all = appendMerged(all, Extent{Offset: bs, Length: ts - bs})
 	}
-	return NewChangeList(all, ts)
+	if all == nil {
+		all = ChangeList{}
+	}
+	return all, nil
 }
 
 func readFull(r io.ReaderAt, p []byte, off int64) error {

@@ -1,0 +1,29 @@
+package mover_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/blockmover/blockmover/mover"
+)
+
+// TestDiffBounds: options that would allocate without bound are refused,
+// and a small device gets small buffers whatever the read size.
+func TestDiffBounds(t *testing.T) {
+	ctx := context.Background()
+	img := &memSource{b: make([]byte, 4096)}
+	for _, o := range []mover.DiffOptions{{BlockSize: 1 << 40}, {ReadSize: 1 << 40}} {
+		if _, err := mover.Diff(ctx, img, img, o); err == nil {
+			t.Errorf("%+v: no error", o)
+		}
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, err := mover.Diff(ctx, img, img, mover.DiffOptions{ReadSize: 256 << 20, Workers: 1000}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("%.0f allocations", allocs)
+	if allocs > 50 {
+		t.Errorf("%.0f allocations for a 4 KiB device", allocs)
+	}
+}
