@@ -214,14 +214,11 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 			return nil, fmt.Errorf("export: base snapshot %s has segments of %d bytes, the repository %d: it is from another repository", b.ID.Short(), b.SegmentSize, e.p.SegmentSize)
 		}
 		if opts.Changes != nil {
+			if err := opts.Changes.Validate(e.size); err != nil {
+				return nil, fmt.Errorf("export: %w", err)
+			}
 			e.changes = make([]span, 0, len(opts.Changes))
 			for _, c := range opts.Changes {
-				if c.Offset < 0 || c.Length <= 0 || c.End() > e.size {
-					return nil, fmt.Errorf("export: %w: [%d, +%d) on a source of %d bytes", ErrInvalidExtent, c.Offset, c.Length, e.size)
-				}
-				if n := len(e.changes); n > 0 && c.Offset < e.changes[n-1].end {
-					return nil, fmt.Errorf("export: %w: change list not sorted and merged at offset %d", ErrInvalidExtent, c.Offset)
-				}
 				e.changes = append(e.changes, span{c.Offset, c.End()})
 			}
 		}
