@@ -9,7 +9,7 @@ DEMO_SIZE ?= 1GiB
 DEVICE    ?=
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: all build demo test test-short vet fuzz bench soak tools clean
+.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools image
 
 all: build
 
@@ -32,11 +32,28 @@ demo: build
 	./$(BIN) check --read-data; \
 	./$(BIN) snapshots
 
-# Test tools: loop devices (util-linux) and an S3 server (versitygw, built
-# once into $(go env GOPATH)/bin from the module proxy).
+# Test tools: loop devices (util-linux), restic (the peer of mover bench),
+# headless Chromium (renders the bench report in a test), each installed
+# with apt-get only when missing, and an S3 server (versitygw, built once
+# into $(go env GOPATH)/bin from the module proxy).
 tools:
-	@command -v losetup >/dev/null || (apt-get update -qq && apt-get install -y -qq util-linux)
+	@missing=; for t in losetup:util-linux restic:restic chromium:chromium; do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@hack/install-versitygw.sh >/dev/null
+	@hack/install-k8s-test-tools.sh >/dev/null
+
+# kube-apiserver and etcd for the csi tests (about ten minutes once; cached
+# in $(go env GOPATH)/bin, outside the tree).
+k8s-tools:
+	hack/install-k8s-test-tools.sh
+
+# The mover image as a tarball for `docker load` / `kind load image-archive`,
+# built without a container engine (deploy/Dockerfile is the same image).
+IMAGE     ?= blockmover/mover:dev
+IMAGE_TAR ?= out/mover-image.tar
+image:
+	hack/build-image.sh $(IMAGE_TAR) $(IMAGE)
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
@@ -54,8 +71,20 @@ fuzz:
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./repo || exit 1; done
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
 
+# The Go benchmarks, then `mover bench` (about ten minutes on 2 cores): the
+# 4 GiB vm-image scenario, 3 interleaved runs against restic (and kopia if
+# installed), four sweeps. It refreshes the generated section of
+# BENCHMARKS.md (between the "mover bench" markers) and writes
+# out/bench/report.html. Image, restore targets and repositories go to
+# BENCH_WORK.
+BENCH_WORK ?= out/bench/work
+BENCH_ARGS ?= --preset vm-image --size 4GiB --runs 3 --peers restic,kopia \
+	--sweep workers=1,2,4 --sweep chunker=cdc-1m,cdc-4m,fixed-1m --sweep zstd=fastest,default,better --sweep pack=16m,64m
 bench: build tools
 	$(GO) test -run XXX -bench . -benchtime 3x ./chunk ./repo ./mover
+	@mkdir -p out/bench && rm -rf $(BENCH_WORK)
+	./$(BIN) bench $(BENCH_ARGS) --workdir $(BENCH_WORK) --html out/bench/report.html --markdown BENCHMARKS.md
+	@rm -rf $(BENCH_WORK)
 
 # Long runs: 50 SIGKILL points in exports, and the concurrency test.
 soak:

@@ -1,21 +1,19 @@
-// Package bench measures blockmover: synthetic volumes with chosen
-// fractions of zeros, duplicates, real file data and random data, and the
-// runs and reports built on them.
+// Package bench measures blockmover: deterministic synthetic volumes with
+// chosen fractions of zeros, duplicates, compressible, real file and random
+// data and a change pattern for incremental runs (volume.go, changes.go,
+// scenario.go); the runs that export and import them with mover and with
+// peer tools (run.go, peers.go); and the reports built on the measurements
+// (report.go, html.go, markdown.go).
 package bench
 
 import (
-	"context"
-	"encoding/binary"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
-
-	"golang.org/x/sys/unix"
+	"sort"
 )
 
 // Class is the kind of content of one region of a synthetic volume.
@@ -23,256 +21,341 @@ type Class uint8
 
 // Region classes.
 const (
-	Random    Class = iota // incompressible, never repeated
-	Zero                   // all zeros (a hole)
-	File                   // real file data from the corpus
-	Duplicate              // a copy of earlier non-zero bytes at an unaligned shift
+	Random       Class = iota // incompressible, never repeated
+	Zero                      // all zeros (a hole)
+	File                      // real file data from the corpus
+	Duplicate                 // a copy of another data region at an unaligned shift
+	Compressible              // synthetic data that zstd compresses by Spec.Ratio
+	numClasses
 )
 
+// String names the class.
 func (c Class) String() string {
-	return [...]string{"random", "zero", "file", "duplicate"}[c]
+	switch c {
+	case Random:
+		return "random"
+	case Zero:
+		return "zero"
+	case File:
+		return "file"
+	case Duplicate:
+		return "duplicate"
+	case Compressible:
+		return "compressible"
+	}
+	return fmt.Sprintf("class(%d)", uint8(c))
 }
 
-// Spec defines a synthetic volume. The same Spec and corpus always give the
-// same bytes.
+// MarshalText names the class in JSON.
+func (c Class) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads a class name.
+func (c *Class) UnmarshalText(b []byte) error {
+	for i := range numClasses {
+		if i.String() == string(b) {
+			*c = i
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown data class %q", b)
+}
+
+// isData reports whether a duplicate may copy a region of class c.
+func (c Class) isData() bool { return c == Random || c == File || c == Compressible }
+
+// Align is the granularity of a Spec's class fractions and region edges:
+// the default zero block of the chunker, so that every zero region is found
+// whole as holes. RegionSize must be a multiple of it.
+const Align = 64 << 10
+
+// ErrInvalidSpec is wrapped by every error about a malformed Spec or
+// ChangeSpec.
+var ErrInvalidSpec = errors.New("invalid volume spec")
+
+// Spec defines a synthetic volume. The same Spec (and, with file data, the
+// same corpus) always gives the same bytes.
 type Spec struct {
-	Size int64
-	Seed uint64
-	// Fractions of the volume; what they leave is random data.
-	Zero, File, Duplicate float64
-	// RegionSize is the granularity at which classes alternate (default
-	// 4 MiB).
-	RegionSize int64
+	Size int64  `json:"size"`
+	Seed uint64 `json:"seed"`
+	// Fractions of the volume; what they leave is random data. Each class
+	// gets its fraction of the volume to within Align bytes.
+	Zero         float64 `json:"zero"`
+	File         float64 `json:"file,omitempty"`
+	Duplicate    float64 `json:"duplicate"`
+	Compressible float64 `json:"compressible"`
+	// Ratio is how much zstd compresses the compressible data (at mover's
+	// default level, fastest, in 1 MiB chunks), MinRatio to MaxRatio;
+	// 0 means 2.
+	Ratio float64 `json:"ratio,omitempty"`
+	// RegionSize is the granularity at which classes alternate: a multiple
+	// of Align (default 16 MiB). A class's last region may be shorter. A
+	// duplicate region loses about three chunks to the cuts at its edges
+	// and rotation point before content-defined chunking resyncs, so
+	// regions much larger than a chunk make duplicates dedup as such.
+	RegionSize int64 `json:"region_size,omitempty"`
 }
 
-// Layout returns the class of each region, with exact counts shuffled by
-// the seed.
-func (s Spec) Layout() ([]Class, error) {
-	r := s.region()
-	n := int((s.Size + r - 1) / r)
-	if s.Zero < 0 || s.File < 0 || s.Duplicate < 0 || s.Zero+s.File+s.Duplicate > 1+1e-9 {
-		return nil, fmt.Errorf("volume fractions zero %.2f file %.2f duplicate %.2f must be ≥ 0 and add up to at most 1", s.Zero, s.File, s.Duplicate)
-	}
-	count := func(f float64) int { return int(f*float64(n) + 0.5) }
-	classes := make([]Class, 0, n)
-	for _, c := range []struct {
-		c Class
-		n int
-	}{{Zero, count(s.Zero)}, {File, count(s.File)}, {Duplicate, count(s.Duplicate)}} {
-		for range min(c.n, n-len(classes)) {
-			classes = append(classes, c.c)
-		}
-	}
-	for len(classes) < n {
-		classes = append(classes, Random)
-	}
-	rng := rand.New(rand.NewPCG(s.Seed, 0x5eed))
-	rng.Shuffle(len(classes), func(i, j int) { classes[i], classes[j] = classes[j], classes[i] })
-	// A duplicate needs earlier data to copy: swap a duplicate that comes
-	// before any data with the next data region, or make it random data
-	// when the volume has none.
-	isData := func(c Class) bool { return c == Random || c == File }
-	for i, c := range classes {
-		if isData(c) {
-			break
-		}
-		if c != Duplicate {
-			continue
-		}
-		j := slices.IndexFunc(classes[i:], isData)
-		if j < 0 {
-			classes[i] = Random
-		} else {
-			classes[i], classes[i+j] = classes[i+j], classes[i]
-		}
-		break
-	}
-	return classes, nil
+// Region is a run of a synthetic volume with one class of content.
+type Region struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+	Class  Class `json:"class"`
+	// Duplicate: the index of the region copied and the rotation: byte o
+	// of the region is byte (o+Shift) mod Length of the source.
+	Source int   `json:"source,omitempty"`
+	Shift  int64 `json:"shift,omitempty"`
+	// File: the corpus stream offset of the region's first byte.
+	CorpusOffset int64 `json:"corpus_offset,omitempty"`
 }
+
+// End returns the offset just past the region.
+func (r Region) End() int64 { return r.Offset + r.Length }
 
 func (s Spec) region() int64 {
 	if s.RegionSize > 0 {
 		return s.RegionSize
 	}
-	return 4 << 20
+	return 16 << 20
 }
 
-// Corpus streams real file data for File regions: the regular files under
-// some directories, taken in turn from each directory (so their mix is even
-// along the volume), in path order, wrapping around at the end. A Corpus is
-// not safe for concurrent use.
-type Corpus struct {
-	lists [][]string // per directory, sorted paths
-	next  []int      // next file per directory
-	turn  int
-	buf   []byte
-	total int64
+func (s Spec) ratio() float64 {
+	if s.Ratio == 0 {
+		return defaultRatio
+	}
+	return s.Ratio
 }
 
-// NewCorpus lists the regular files under dirs. Directories that do not
-// exist are skipped; at least one file must be found.
-func NewCorpus(dirs ...string) (*Corpus, error) {
-	c := &Corpus{}
-	for _, dir := range dirs {
-		var files []string
-		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				if fi, err := d.Info(); err == nil && fi.Size() > 0 {
-					files = append(files, path)
-					c.total += fi.Size()
-				}
+// Validate checks the spec.
+func (s Spec) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case s.Size <= 0:
+		return bad("size %d must be positive", s.Size)
+	case s.Zero < 0 || s.File < 0 || s.Duplicate < 0 || s.Compressible < 0 || s.Zero+s.File+s.Duplicate+s.Compressible > 1+1e-9:
+		return bad("fractions zero %g, file %g, duplicate %g, compressible %g must be ≥ 0 and add up to at most 1", s.Zero, s.File, s.Duplicate, s.Compressible)
+	case s.Ratio != 0 && (s.Ratio < MinRatio || s.Ratio > MaxRatio):
+		return bad("compression ratio %g is not within %g..%g", s.Ratio, MinRatio, MaxRatio)
+	case s.RegionSize < 0 || s.RegionSize%Align != 0:
+		return bad("region size %d must be a positive multiple of %d", s.RegionSize, Align)
+	}
+	return nil
+}
+
+// shuffle is Fisher–Yates with a PCG generator: spelled out so that the
+// layout of a seed never changes with the Go release.
+func shuffle[T any](rng *rand.PCG, s []T) {
+	for i := len(s) - 1; i > 0; i-- {
+		j := int(rng.Uint64() % uint64(i+1))
+		s[i], s[j] = s[j], s[i]
+	}
+}
+
+// Layout returns the volume's regions in order. Each class gets its
+// fraction of the volume rounded to Align bytes, in regions of RegionSize
+// (one shorter region per class takes the remainder), shuffled by the
+// seed; random data fills what is left, and takes the last Size mod Align
+// bytes, so every other region starts and ends on an Align boundary.
+func (s Spec) Layout() ([]Region, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	aligned := s.Size / Align * Align
+	round := func(f float64) int64 { return int64(f*float64(s.Size)/Align+0.5) * Align }
+	classes := []Class{Zero, File, Duplicate, Compressible}
+	want := []int64{round(s.Zero), round(s.File), round(s.Duplicate), round(s.Compressible)}
+	sum := func() (t int64) {
+		for _, w := range want {
+			t += w
+		}
+		return t
+	}
+	for sum() > aligned { // rounding up overshot: trim the largest
+		i := 0
+		for j := range want {
+			if want[j] > want[i] {
+				i = j
 			}
-			return nil
-		})
-		if len(files) > 0 {
-			slices.Sort(files)
-			c.lists = append(c.lists, files)
+		}
+		want[i] -= Align
+	}
+	classes = append(classes, Random)
+	want = append(want, aligned-sum())
+	if want[2] > 0 && want[1]+want[3]+want[4]+(s.Size-aligned) == 0 {
+		return nil, fmt.Errorf("%w: duplicates need random, compressible or file data to copy", ErrInvalidSpec)
+	}
+	r := s.region()
+	var regions []Region
+	for i, c := range classes {
+		for left := want[i]; left > 0; left -= min(left, r) {
+			regions = append(regions, Region{Class: c, Length: min(left, r)})
 		}
 	}
-	if len(c.lists) == 0 {
-		return nil, fmt.Errorf("corpus %v holds no readable files", dirs)
+	shuffle(rand.NewPCG(s.Seed, 0x5eed), regions)
+	if tail := s.Size - aligned; tail > 0 {
+		regions = append(regions, Region{Class: Random, Length: tail})
 	}
-	c.next = make([]int, len(c.lists))
-	return c, nil
-}
-
-// DefaultCorpusDirs are real files found on any Debian machine with Go:
-// source code (about 4× compressible with zstd), shared data and binaries
-// (about 2×).
-func DefaultCorpusDirs(goroot string) []string {
-	return []string{filepath.Join(goroot, "src"), "/usr/share", "/usr/lib", "/usr/bin", filepath.Join(goroot, "pkg")}
-}
-
-// Size returns the corpus's size in bytes before it wraps around.
-func (c *Corpus) Size() int64 { return c.total }
-
-// Read fills p with the next corpus bytes; it never returns an error once
-// a file was found, since the corpus wraps around.
-func (c *Corpus) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		if len(c.buf) == 0 {
-			c.load()
-			if len(c.buf) == 0 {
-				return n, io.ErrNoProgress
-			}
+	var off, corpusOff int64
+	var data []int
+	for i := range regions {
+		regions[i].Offset = off
+		off += regions[i].Length
+		switch regions[i].Class {
+		case File:
+			regions[i].CorpusOffset = corpusOff
+			corpusOff += regions[i].Length
 		}
-		k := copy(p[n:], c.buf)
-		c.buf = c.buf[k:]
-		n += k
+		if regions[i].Class.isData() {
+			data = append(data, i)
+		}
+	}
+	// A duplicate copies a data region at least as long as itself (the
+	// longest there is if none is), so that it repeats no bytes of its own.
+	// byLength: the data regions, longest first (ties in volume order).
+	byLength := slices.Clone(data)
+	slices.SortStableFunc(byLength, func(a, b int) int { return cmp.Compare(regions[b].Length, regions[a].Length) })
+	rng := rand.NewPCG(s.Seed, 0xd0b1e)
+	for i := range regions {
+		if regions[i].Class != Duplicate {
+			continue
+		}
+		n := sort.Search(len(byLength), func(j int) bool { return regions[byLength[j]].Length < regions[i].Length })
+		src := byLength[rng.Uint64()%uint64(max(n, 1))]
+		regions[i].Source = src
+		if m := regions[src].Length; m > 2 {
+			// Odd, so that the copy is never block-aligned.
+			regions[i].Shift = min(m-1, int64(1+rng.Uint64()%uint64(m-2))|1)
+		}
+	}
+	return regions, nil
+}
+
+// Volume is a synthetic volume computed on demand: any range of its bytes
+// is a pure function of the Spec (and corpus), so it can feed an export
+// directly, with no disk in between, or be written to a file or device. It
+// implements mover.Source; its methods are safe for concurrent use.
+type Volume struct {
+	spec    Spec
+	regions []Region
+	starts  []int64
+	corpus  *Corpus
+	random  keystream
+	comp    keystream
+	k       int // random bytes per compressible unit
+}
+
+// NewVolume returns the volume of spec. A spec with file data needs a
+// corpus.
+func NewVolume(spec Spec, corpus *Corpus) (*Volume, error) {
+	regions, err := spec.Layout()
+	if err != nil {
+		return nil, err
+	}
+	if spec.File > 0 && corpus == nil {
+		return nil, fmt.Errorf("%w: a volume with file data needs a corpus", ErrInvalidSpec)
+	}
+	v := &Volume{spec: spec, regions: regions, corpus: corpus,
+		random: newKeystream(spec.Seed, "random"), comp: newKeystream(spec.Seed, "compressible"),
+		k: randomPerUnit(spec.ratio())}
+	for _, r := range regions {
+		v.starts = append(v.starts, r.Offset)
+	}
+	return v, nil
+}
+
+// Spec returns the volume's spec.
+func (v *Volume) Spec() Spec { return v.spec }
+
+// Size returns the volume's size in bytes.
+func (v *Volume) Size() int64 { return v.spec.Size }
+
+// Regions returns the volume's layout.
+func (v *Volume) Regions() []Region { return append([]Region(nil), v.regions...) }
+
+// ClassBytes returns how many bytes of the volume each class holds.
+func (v *Volume) ClassBytes() map[Class]int64 {
+	m := map[Class]int64{}
+	for _, r := range v.regions {
+		m[r.Class] += r.Length
+	}
+	return m
+}
+
+// ReadAt computes the volume's bytes at off (the io.ReaderAt contract: a
+// read past the end returns what there is and io.EOF).
+func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("volume: negative offset %d", off)
+	}
+	if off >= v.spec.Size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), v.spec.Size-off))
+	i := sort.Search(len(v.starts), func(i int) bool { return v.starts[i] > off }) - 1
+	for done := 0; done < n; i++ {
+		r := v.regions[i]
+		o := off + int64(done) - r.Offset
+		k := int(min(int64(n-done), r.Length-o))
+		if err := v.fill(p[done:done+k], i, o); err != nil {
+			return done, err
+		}
+		done += k
+	}
+	if n < len(p) {
+		return n, io.EOF
 	}
 	return n, nil
 }
 
-func (c *Corpus) exhausted() bool {
-	for d, files := range c.lists {
-		if c.next[d] < len(files) {
-			return false
+// fill computes bytes [o, o+len(dst)) of region i.
+func (v *Volume) fill(dst []byte, i int, o int64) error {
+	r := v.regions[i]
+	switch r.Class {
+	case Zero:
+		clear(dst)
+	case Random:
+		v.random.fill(dst, r.Offset+o)
+	case Compressible:
+		compressible(v.comp, v.k, dst, r.Offset+o)
+	case File:
+		if _, err := v.corpus.ReadAt(dst, r.CorpusOffset+o); err != nil {
+			return err
+		}
+	case Duplicate:
+		src := v.regions[r.Source]
+		pos := (o + r.Shift) % src.Length
+		for len(dst) > 0 {
+			k := int(min(int64(len(dst)), src.Length-pos))
+			if err := v.fill(dst[:k], r.Source, pos); err != nil {
+				return err
+			}
+			dst, pos = dst[k:], 0
 		}
 	}
-	return true
+	return nil
 }
 
-func (c *Corpus) load() {
-	for tries := 0; tries < 2*len(c.lists) && len(c.buf) == 0; tries++ {
-		d := c.turn % len(c.lists)
-		c.turn++
-		files := c.lists[d]
-		if c.next[d] >= len(files) {
-			if c.exhausted() {
-				clear(c.next) // every directory used up: wrap around
-			}
-			continue
-		}
-		b, err := os.ReadFile(files[c.next[d]])
-		c.next[d]++
-		if err == nil {
-			c.buf = b
+// dataRanges returns the merged ranges that are not zero regions.
+func (v *Volume) dataRanges() []span {
+	var out []span
+	for _, r := range v.regions {
+		if r.Class != Zero {
+			out = addSpan(out, span{r.Offset, r.End()})
 		}
 	}
+	return out
 }
 
-// Volume is what Generate writes to: a file or block device.
-type Volume interface {
-	io.ReaderAt
-	io.WriterAt
-}
+// span is a byte range [start, end).
+type span struct{ start, end int64 }
 
-// Generate writes the volume of spec to v, region by region. File regions
-// take consecutive bytes of corpus; a duplicate region is an earlier random
-// or file region rotated by an odd number of bytes. Zero regions are
-// punched as holes in regular files and written as zeros otherwise, so the
-// result is the same on a reused device. It returns the layout.
-func Generate(ctx context.Context, v Volume, spec Spec, corpus io.Reader) ([]Class, error) {
-	classes, err := spec.Layout()
-	if err != nil {
-		return nil, err
+// addSpan appends s to sorted spans, merging it with the last one when
+// they touch or overlap. s must not start before the last span does.
+func addSpan(out []span, s span) []span {
+	if n := len(out); n > 0 && s.start <= out[n-1].end {
+		out[n-1].end = max(out[n-1].end, s.end)
+		return out
 	}
-	if slices.Contains(classes, File) && corpus == nil {
-		return nil, errors.New("a volume with file data needs a corpus")
-	}
-	r := spec.region()
-	buf := make([]byte, r)
-	zeros := make([]byte, r)
-	rng := rand.New(rand.NewPCG(spec.Seed, 0xb10c))
-	f, _ := v.(*os.File)
-	for i, c := range classes {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		off := int64(i) * r
-		n := min(r, spec.Size-off)
-		b := buf[:n]
-		switch c {
-		case Random:
-			for j := 0; j+8 <= len(b); j += 8 {
-				binary.LittleEndian.PutUint64(b[j:], rng.Uint64())
-			}
-			for j := len(b) &^ 7; j < len(b); j++ {
-				b[j] = byte(rng.Uint32())
-			}
-		case File:
-			if _, err := io.ReadFull(corpus, b); err != nil {
-				return nil, fmt.Errorf("reading the corpus: %w", err)
-			}
-		case Duplicate:
-			// A rotated copy of an earlier data region: the same bytes at
-			// an unaligned shift.
-			var data []int
-			for j := range i {
-				if classes[j] == Random || classes[j] == File {
-					data = append(data, j)
-				}
-			}
-			j := data[rng.IntN(len(data))]
-			shift := int64(0)
-			if n > 2 {
-				shift = min(n-1, (1+rng.Int64N(n-2))|1) // odd: never block-aligned
-			}
-			if _, err := v.ReadAt(b[:n-shift], int64(j)*r+shift); err != nil {
-				return nil, fmt.Errorf("reading back for a duplicate: %w", err)
-			}
-			if _, err := v.ReadAt(b[n-shift:], int64(j)*r); err != nil {
-				return nil, fmt.Errorf("reading back for a duplicate: %w", err)
-			}
-		case Zero:
-			if f != nil {
-				if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-					if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err == nil {
-						if fi.Size() < off+n {
-							if err := f.Truncate(off + n); err != nil {
-								return nil, err
-							}
-						}
-						continue
-					}
-				}
-			}
-			b = zeros[:n]
-		}
-		if _, err := v.WriteAt(b, off); err != nil {
-			return nil, fmt.Errorf("writing region %d: %w", i, err)
-		}
-	}
-	return classes, nil
+	return append(out, s)
 }

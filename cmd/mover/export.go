@@ -164,6 +164,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if base != nil {
 		out.Parent = base.ID.String()
 	}
+	g.pod.exported(out, res)
 	if g.json {
 		return g.printJSON(out)
 	}

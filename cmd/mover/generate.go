@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/blockmover/blockmover/bench"
@@ -71,11 +70,7 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 		f.Close()
 		return err
 	}
-	var rd io.Reader
-	if corpus != nil {
-		rd = corpus
-	}
-	if _, err := bench.Generate(ctx, f, spec, rd); err != nil {
+	if _, err := bench.Generate(ctx, f, spec, corpus); err != nil {
 		f.Close()
 		os.Remove(path)
 		return err

@@ -25,6 +25,7 @@ type globalOptions struct {
 	json         bool
 	quiet        bool
 	cpuProfile   string
+	pod          podState // in-pod behaviour of export and import (pod.go)
 }
 
 func (g *globalOptions) register(root *cobra.Command) {

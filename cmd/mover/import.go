@@ -100,6 +100,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		Seconds:      res.Duration.Seconds(), MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(),
 		Stages: stageMap(res.Stages),
 	}
+	g.pod.imported(out, res)
 	if g.json {
 		return g.printJSON(out)
 	}

@@ -60,7 +60,9 @@ func run(ctx context.Context, args []string, env *environment) int {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		msg = "interrupted; the repository is consistent and a rerun reuses what was uploaded"
 	}
-	fmt.Fprintf(stderr, "mover: %s\n", msg)
+	if !errors.As(err, new(reportedError)) { // already logged as JSON (pod.go)
+		fmt.Fprintf(stderr, "mover: %s\n", msg)
+	}
 	return exitError
 }
 
@@ -133,6 +135,9 @@ The repository and its password come from flags or the environment:
 		newGCCommand(ctx, g),
 		newRepairCommand(ctx, g),
 		newDiffCommand(ctx, g),
+		newBenchCommand(ctx, g),
+		newK8sCommand(ctx, g),
 	)
+	g.pod.install(ctx, g, root)
 	return root
 }

@@ -25,6 +25,10 @@ type progressLine struct {
 // JSON lines when --json is given or stderr is not a terminal, nothing with
 // --quiet.
 func (g *globalOptions) progressFunc(op string) func(mover.Progress) {
+	return g.pod.observe(op, g.progressOutput(op))
+}
+
+func (g *globalOptions) progressOutput(op string) func(mover.Progress) {
 	if g.quiet {
 		return nil
 	}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/blockmover/blockmover/mover"
+)
+
+// TestPodExportImport: in a pod (KUBERNETES_SERVICE_HOST set, stderr not a
+// terminal) export and import log JSON, write their result to the
+// termination log and push metrics to a Pushgateway.
+func TestPodExportImport(t *testing.T) {
+	c, dir := newCLI(t)
+	c.env["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+	img := filepath.Join(dir, "vol.img")
+	makeImage(t, img, 16<<20)
+	c.ok("init", "--segment-size", "8MiB")
+
+	var mu sync.Mutex
+	pushed := map[string]string{}
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		pushed[r.Method+" "+r.URL.Path] = string(b)
+		mu.Unlock()
+	}))
+	defer gw.Close()
+
+	term := filepath.Join(dir, "termination-log")
+	r := c.ok("export", "--source", img, "--name", "pvc-1", "--termination-log", term, "--pushgateway", gw.URL)
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("stderr line is not JSON: %q", l)
+		}
+	}
+	if !strings.Contains(r.stderr, `"msg":"export done"`) {
+		t.Errorf("no structured 'export done' log: %s", r.stderr)
+	}
+	msg, err := os.ReadFile(term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res exportJSON
+	if err := json.Unmarshal(msg, &res); err != nil || res.Snapshot == "" || res.Size != 16<<20 || len(msg) > maxTerminationMessage {
+		t.Fatalf("termination message %q: %v", msg, err)
+	}
+	body := pushed["PUT /metrics/job/blockmover/op/export/volume/pvc-1"]
+	checkExposition(t, body)
+	for _, want := range []string{`mover_processed_bytes_total{op="export",volume="pvc-1"} 1.6777216e+07`, `mover_success{op="export",volume="pvc-1"} 1`, `mover_stage_seconds_total{op="export",volume="pvc-1",stage="hash"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("pushed metrics lack %q:\n%s", want, body)
+		}
+	}
+
+	// Import, and a failing import: the error is the termination message
+	// and the one (JSON) line on stderr.
+	out := filepath.Join(dir, "out.img")
+	c.ok("import", "--snapshot", "latest:pvc-1", "--target", out, "--termination-log", term)
+	msg, _ = os.ReadFile(term)
+	var im importJSON
+	if err := json.Unmarshal(msg, &im); err != nil || im.Size != 16<<20 {
+		t.Fatalf("import termination message %q: %v", msg, err)
+	}
+	r = c.run("import", "--snapshot", "nosuch", "--target", out, "--termination-log", term)
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 1 {
+		t.Fatalf("failed import: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var failed struct{ Error string }
+	msg, _ = os.ReadFile(term)
+	if err := json.Unmarshal(msg, &failed); err != nil || !strings.Contains(failed.Error, "nosuch") {
+		t.Errorf("termination message of a failure: %q", msg)
+	}
+	if !strings.Contains(r.stderr, `"level":"ERROR"`) || !strings.Contains(r.stderr, "nosuch") {
+		t.Errorf("stderr of a failure: %q", r.stderr)
+	}
+
+	// Outside a pod: text as before, no JSON logs.
+	delete(c.env, "KUBERNETES_SERVICE_HOST")
+	c.fails(1, "nosuch", "import", "--snapshot", "nosuch", "--target", out)
+}
+
+// TestPodInterrupted: SIGTERM (the context main cancels) ends an export
+// with exit 1, a clear message, and that message as the termination log.
+func TestPodInterrupted(t *testing.T) {
+	c, dir := newCLI(t)
+	img := filepath.Join(dir, "vol.img")
+	makeImage(t, img, 8<<20)
+	c.ok("init")
+	term := filepath.Join(dir, "termination-log")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb bytes.Buffer
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return c.env[k] }}
+	code := run(ctx, []string{"export", "--source", img, "--name", "v", "--termination-log", term}, env)
+	if code != exitError || !strings.Contains(errb.String(), "interrupted by SIGTERM") || !strings.Contains(errb.String(), "rerun") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	msg, _ := os.ReadFile(term)
+	if !strings.Contains(string(msg), `"error":"interrupted by SIGTERM`) {
+		t.Errorf("termination message %q", msg)
+	}
+}
+
+// TestMetricsServed: --metrics-addr serves the text exposition format
+// while the run goes on.
+func TestMetricsServed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &podState{metricsAddr: addr, op: "export"}
+	p.log = discardLogger()
+	p.metrics = newMetrics("export", `we"ird`)
+	stop, err := p.serveMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	p.observe("export", nil)(mover.Progress{Size: 100, DoneBytes: 40, ReadBytes: 40, NewBytes: 10})
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("content type %q", ct)
+	}
+	checkExposition(t, string(b))
+	for _, want := range []string{`mover_processed_bytes_total{op="export",volume="we\"ird"} 40`, `mover_finished{op="export",volume="we\"ird"} 0`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b)
+		}
+	}
+}
+
+// checkExposition checks the Prometheus text format line by line: HELP and
+// TYPE before each family, samples of declared families, valid names.
+func checkExposition(t *testing.T, s string) {
+	t.Helper()
+	if s == "" {
+		t.Fatal("no metrics")
+	}
+	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)\} (\S+)$`)
+	typed := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, "# HELP "):
+		case strings.HasPrefix(l, "# TYPE "):
+			f := strings.Fields(l)
+			if len(f) != 4 || (f[3] != "counter" && f[3] != "gauge") {
+				t.Errorf("bad TYPE line %q", l)
+			}
+			typed[f[2]] = true
+		default:
+			m := sample.FindStringSubmatch(l)
+			if m == nil {
+				t.Errorf("bad sample line %q", l)
+				continue
+			}
+			if !typed[m[1]] {
+				t.Errorf("sample of undeclared family %q", l)
+			}
+		}
+	}
+}
+
+// TestTerminationMessageFits: a result never exceeds the kubelet's 4 KiB.
+func TestTerminationMessageFits(t *testing.T) {
+	b, err := terminationMessage(map[string]any{"error": strings.Repeat("é\"x", 3000)})
+	if err != nil || len(b) > maxTerminationMessage || !json.Valid(b) {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+	stages := map[string]string{}
+	for i := range 400 {
+		stages[strings.Repeat("s", 5)+string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune('A'+i/26))] = "1.000s"
+	}
+	b, err = terminationMessage(exportJSON{Snapshot: strings.Repeat("a", 64), Stages: stages})
+	if err != nil || len(b) > maxTerminationMessage || strings.Contains(string(b), "stages") {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+}

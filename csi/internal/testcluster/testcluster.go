@@ -1,0 +1,323 @@
+// Package testcluster runs a real etcd and kube-apiserver on 127.0.0.1 for
+// the csi tests: no controllers, no kubelet, RBAC on. The binaries are
+// built once by hack/install-k8s-test-tools.sh (make tools) into
+// $BLOCKMOVER_K8S_TOOLS, default $(go env GOPATH)/bin.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+)
+
+// Pinned versions: hack/install-k8s-test-tools.sh reads them from
+// hack/tools/go.mod and hack/tools/etcd/go.mod, and a test checks that these
+// agree.
+const (
+	KubernetesVersion = "v1.37.2"
+	EtcdVersion       = "v3.5.35"
+)
+
+// SkipEnv, set to 1, skips the tests that need the binaries when they are
+// missing, instead of failing them.
+const SkipEnv = "BLOCKMOVER_SKIP_K8S"
+
+// ErrNoBinaries is returned when the pinned binaries are not installed.
+var ErrNoBinaries = errors.New("kube-apiserver and etcd test binaries not found")
+
+// Binaries returns the paths of the pinned kube-apiserver and etcd.
+func Binaries() (apiserver, etcd string, err error) {
+	dir := os.Getenv("BLOCKMOVER_K8S_TOOLS")
+	if dir == "" {
+		out, gerr := exec.Command("go", "env", "GOPATH").Output()
+		if gerr != nil {
+			return "", "", fmt.Errorf("go env GOPATH: %w", gerr)
+		}
+		dir = filepath.Join(strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0], "bin")
+	}
+	apiserver = filepath.Join(dir, "kube-apiserver-"+KubernetesVersion)
+	etcd = filepath.Join(dir, "etcd-"+EtcdVersion)
+	for _, p := range []string{apiserver, etcd} {
+		if _, err := os.Stat(p); err != nil {
+			return "", "", fmt.Errorf("%w: %s is missing; run `make tools` (hack/install-k8s-test-tools.sh, about ten minutes once), or set %s=1 to skip", ErrNoBinaries, p, SkipEnv)
+		}
+	}
+	return apiserver, etcd, nil
+}
+
+// Cluster is a running etcd and kube-apiserver.
+type Cluster struct {
+	// Config is an administrator's (system:masters) client config.
+	Config *rest.Config
+	dir    string
+	procs  []*exec.Cmd
+	exited []chan struct{}
+	logs   []*bytes.Buffer
+	mu     sync.Mutex
+}
+
+// Start runs etcd and kube-apiserver in dir and waits until the API server
+// is ready. Stop ends them.
+func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
+	apiserverBin, etcdBin, err := Binaries()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: dir}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, c.Logs())
+			c.Stop()
+		}
+	}()
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	if err := c.start(etcdBin, "--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=default="+peerURL, "--unsafe-no-fsync", "--log-level=warn"); err != nil {
+		return nil, err
+	}
+
+	// A ServiceAccount signing key, and a static token for the admin.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	keyFile := filepath.Join(dir, "sa.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		return nil, err
+	}
+	token := rand.Text()
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(token+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
+		return nil, err
+	}
+	port := ports[2]
+	if err := c.start(apiserverBin,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--authorization-mode=RBAC",
+		"--token-auth-file="+tokenFile,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+keyFile, "--service-account-signing-key-file="+keyFile,
+		"--service-cluster-ip-range=10.96.0.0/24",
+		"--disable-admission-plugins=ServiceAccount,TaintNodesByCondition,Priority,DefaultTolerationSeconds,DefaultStorageClass,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,DefaultIngressClass",
+		"--enable-priority-and-fairness=false",
+		"--endpoint-reconciler-type=none",
+		"--v=0"); err != nil {
+		return nil, err
+	}
+	c.Config = &rest.Config{
+		Host:            fmt.Sprintf("https://127.0.0.1:%d", port),
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		QPS:             200, Burst: 400,
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(bin string, args ...string) error {
+	cmd := exec.Command(bin, args...)
+	var log bytes.Buffer
+	w := &lockedWriter{mu: &c.mu, w: &log}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	c.procs = append(c.procs, cmd)
+	c.exited = append(c.exited, done)
+	c.logs = append(c.logs, &log)
+	return nil
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Logs returns the tail of what the servers printed.
+func (c *Cluster) Logs() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for i, l := range c.logs {
+		s := l.String()
+		if len(s) > 4000 {
+			s = "..." + s[len(s)-4000:]
+		}
+		fmt.Fprintf(&b, "--- %s:\n%s\n", filepath.Base(c.procs[i].Path), s)
+	}
+	return b.String()
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}
+	deadline := time.Now().Add(90 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		for i, p := range c.procs {
+			select {
+			case <-c.exited[i]:
+				return fmt.Errorf("%s exited", filepath.Base(p.Path))
+			default:
+			}
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", c.Config.Host+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+c.Config.BearerToken)
+		resp, err := hc.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("kube-apiserver not ready after 90s: %s", last)
+}
+
+// Stop ends the servers.
+func (c *Cluster) Stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p, done := c.procs[i], c.exited[i]
+		p.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			p.Process.Kill()
+			<-done
+		}
+	}
+	c.procs = nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// InstallCRDs creates the CustomResourceDefinitions in the YAML files and
+// waits until they are established.
+func (c *Cluster) InstallCRDs(ctx context.Context, files ...string) error {
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+		for {
+			var u unstructured.Unstructured
+			if err := dec.Decode(&u.Object); err == io.EOF {
+				break
+			} else if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			if u.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			if _, err := dyn.Resource(crdGVR).Create(ctx, &u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			names = append(names, u.GetName())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range names {
+		for {
+			u, err := dyn.Resource(crdGVR).Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if established(u) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("CRD %s not established", n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func established(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
