@@ -414,3 +414,64 @@ func TestRabinMatchesResticChunker(t *testing.T) {
 		}
 	}
 }
+
+// TestRabinScanAnySlicing feeds the fingerprint loop pieces of every size,
+// from 1 byte to several windows, so both the byte-at-a-time ring and the
+// two-bytes-per-step path start, stop and hand over at every alignment,
+// and compares the cuts with restic/chunker's.
+func TestRabinScanAnySlicing(t *testing.T) {
+	sizes := [][3]int{{64, 128, 512}, {100, 256, 1024}, {1 << 10, 2 << 10, 4 << 10}, {4 << 10, 8 << 10, 9 << 10}}
+	for i, sz := range sizes {
+		p := DefaultParams(testPol)
+		p.MinSize, p.AvgSize, p.MaxSize = sz[0], sz[1], sz[2]
+		vol := genVolume(uint64(200+i), 2<<20)
+		if i == 3 {
+			// Low entropy: most chunks end at the maximum size.
+			for j := range vol {
+				vol[j] = byte(j % 7)
+			}
+		}
+		var want []int
+		ch := chunker.NewWithBoundaries(bytes.NewReader(vol), chunker.Pol(testPol), uint(p.MinSize), uint(p.MaxSize))
+		ch.SetAverageBits(bits.Len(uint(p.AvgSize)) - 1)
+		buf := make([]byte, p.MaxSize)
+		for {
+			c, err := ch.Next(buf)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, int(c.Start+c.Length))
+		}
+		want = want[:len(want)-1] // the last chunk ends at EOF, not at a cut
+		r := newRabin(p)
+		rnd := rand.New(rand.NewPCG(uint64(i), 9))
+		var st rabinState
+		r.reset(&st)
+		var got []int
+		for pos := 0; pos < len(vol); {
+			n := 1 + rnd.IntN(3*windowSize)
+			if rnd.IntN(4) == 0 {
+				n = 1 + rnd.IntN(4<<10)
+			}
+			b := vol[pos:min(pos+n, len(vol))]
+			for len(b) > 0 {
+				m, cut := r.scan(&st, b)
+				if m <= 0 || m > len(b) {
+					t.Fatalf("scan consumed %d of %d bytes", m, len(b))
+				}
+				pos += m
+				b = b[m:]
+				if cut {
+					got = append(got, pos)
+					r.reset(&st)
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("sizes %v: %d cuts differ from restic/chunker's %d", sz, len(got), len(want))
+		}
+	}
+}
