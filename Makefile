@@ -61,6 +61,7 @@ vet:
 
 test: tools vet
 	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test -tags purego ./chunk # the Go fallback of the assembly loop
 
 test-short: vet
 	$(GO) test -short ./...

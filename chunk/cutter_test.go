@@ -475,3 +475,27 @@ func TestRabinScanAnySlicing(t *testing.T) {
 		}
 	}
 }
+
+// TestLanes2MatchesGo: the two-lane loop (assembly where there is one)
+// stops where the Go loop stops, with the same digests, for masks that
+// match often and rarely.
+func TestLanes2MatchesGo(t *testing.T) {
+	r := newRabin(DefaultParams(testPol))
+	rnd := rand.New(rand.NewPCG(3, 4))
+	q := make([]byte, 1<<20)
+	for i := range q {
+		q[i] = byte(rnd.Uint32())
+	}
+	for n := range 2000 {
+		l := 2 * (1 + rnd.IntN(2048))
+		k := rnd.IntN(len(q) - 2*l - windowSize)
+		d, e := rnd.Uint64()<<r.align, rnd.Uint64()<<r.align
+		mask := uint64(1)<<(1+n%24) - 1
+		mask <<= r.align
+		j1, d1, e1 := lanes2(&r.rabinTables, q, k, l, d, e, mask)
+		j2, d2, e2 := lanes2Go(&r.rabinTables, q, k, l, d, e, mask)
+		if j1 != j2 || d1 != d2 || e1 != e2 {
+			t.Fatalf("k %d l %d mask %#x: lanes2 = %d %#x %#x, lanes2Go = %d %#x %#x", k, l, mask, j1, d1, e1, j2, d2, e2)
+		}
+	}
+}

@@ -19,7 +19,7 @@ const windowSize = 64
 //
 // One step of the fingerprint is
 //
-//	d' = (d ^ out[w])<<8 | in[c]) ^ mod[(d ^ out[w])>>56]
+//	d' = ((d ^ out[w])<<8 | in[c]) ^ mod[(d ^ out[w])>>56]
 //
 // for the byte w leaving the window and c entering it. The reduction is
 // linear over GF(2) (mod[a^b] = mod[a]^mod[b]), so the step splits into a
@@ -35,12 +35,21 @@ const windowSize = 64
 // bounds the loop: the steady state advances two bytes per step and still
 // tests every byte's digest for a cut.
 type rabin struct {
-	out, mod, in [256]uint64 // all shifted up by align
-	out1, out2   [256]uint64 // out folded through one and two steps
-	modA         [256]uint64 // mod of the top byte carried through a second step
-	align        uint        // 64 − degree of the polynomial
-	mask         uint64      // (AvgSize−1) << align
-	min, max     int
+	rabinTables
+	out      [256]uint64 // shifted up by align
+	align    uint        // 64 − degree of the polynomial
+	mask     uint64      // (AvgSize−1) << align
+	min, max int
+}
+
+// rabinTables are the tables the two-bytes-per-step loops read, in the
+// order the assembly loop expects them (rabin_amd64.s).
+type rabinTables struct {
+	mod  [256]uint64 // b·x^k mod pol: the reduction of the byte shifted out
+	modA [256]uint64 // mod of the top byte carried through a second step
+	out1 [256]uint64 // out folded through one step
+	out2 [256]uint64 // out folded through two steps
+	in   [256]uint64 // the byte shifted in
 }
 
 func newRabin(p Params) *rabin {
@@ -144,44 +153,129 @@ func (r *rabin) scanRing(s *rabinState, b []byte) (int, bool) {
 // chunk must be at least min bytes long already. It returns the end of
 // what it consumed and whether the chunk ends there; the ring in s is left
 // for the caller to rebuild.
+//
+// Once the window is full, the digest is a function of the window's 64
+// bytes alone, so the chunk ends at the first byte past min whose window
+// fingerprint matches the mask, wherever the fingerprinting started. That
+// lets two lanes run over the two halves of b at once: their steps are
+// independent chains that the CPU overlaps.
 func (r *rabin) scanFast(s *rabinState, b []byte, i int) (int, bool) {
 	digest := s.digest
-	mask := r.mask
-	// p[k] leaves the window as p[k+64] enters it. Pairs run while neither
-	// byte can reach the maximum size; the rest goes one byte at a time.
+	// q[j] leaves the window as q[j+64] enters it. Nothing here may reach
+	// the maximum size; the byte that does is left to the loop at the end.
 	p := b[i-windowSize:]
-	q := p[:windowSize+min(len(p)-windowSize, r.max-s.count-1)]
+	n := min(len(p)-windowSize, r.max-s.count-1)
+	q := p[:windowSize+n]
 	k := 0
-	for ; k+windowSize+1 < len(q); k += 2 {
-		w := q[k : k+2 : k+2]
-		c := q[k+windowSize : k+windowSize+2 : k+windowSize+2]
-		// Kept as separate values: the compiler then holds digest in a
-		// register across the step.
-		top, next, d8 := digest>>56, byte(digest>>48), digest<<8
-		in0 := r.in[c[0]]
-		x1 := r.out1[w[0]] ^ in0
-		x2 := r.out2[w[0]] ^ r.out1[w[1]] ^ in0<<8 ^ r.in[c[1]]
-		d1 := d8 ^ r.mod[top] ^ x1
-		d2 := d8<<8 ^ r.modA[top] ^ r.mod[next] ^ x2
-		if d1&mask == 0 {
-			s.digest, s.count = d1, s.count+k+1
-			return i + k + 1, true
+	for n-k >= 2*minLane {
+		l := (n - k) / 2 &^ 1
+		j, d, cut := r.lanes(q, k, l, digest)
+		if cut {
+			s.digest, s.count = d, s.count+j
+			return i + j, true
 		}
-		digest = d2
-		if d2&mask == 0 {
-			s.digest, s.count = digest, s.count+k+2
-			return i + k + 2, true
-		}
+		k, digest = k+2*l, d
 	}
+	j, d, cut := r.pairs(q, k, n&^1, digest)
+	if cut {
+		s.digest, s.count = d, s.count+j
+		return i + j, true
+	}
+	k, digest = j, d
 	add := s.count + k
 	for ; k+windowSize < len(p); k++ {
 		digest = digest<<8 ^ r.mod[digest>>56] ^ r.out1[p[k]] ^ r.in[p[k+windowSize]]
 		add++
-		if digest&mask == 0 || add >= r.max {
+		if digest&r.mask == 0 || add >= r.max {
 			s.digest, s.count = digest, add
 			return i + k + 1, true
 		}
 	}
 	s.digest, s.count = digest, add
 	return i + k, false
+}
+
+// minLane is the shortest lane worth its 64-byte warm-up.
+const minLane = 4 << 10
+
+// step2 advances the digest d by the bytes entering at q[j+64] and
+// q[j+65] (q[j] and q[j+1] leave) and returns the digests after each.
+func (r *rabinTables) step2(d uint64, q []byte, j int) (d1, d2 uint64) {
+	w := q[j : j+2 : j+2]
+	c := q[j+windowSize : j+windowSize+2 : j+windowSize+2]
+	// Kept as separate values: the compiler then holds d in a register.
+	top, next, d8 := d>>56, byte(d>>48), d<<8
+	in0 := r.in[c[0]]
+	x1 := r.out1[w[0]] ^ in0
+	x2 := r.out2[w[0]] ^ r.out1[w[1]] ^ in0<<8 ^ r.in[c[1]]
+	return d8 ^ r.mod[top] ^ x1, d8<<8 ^ r.modA[top] ^ r.mod[next] ^ x2
+}
+
+// pairs hashes the bytes entering at q[j+64] for j in [k, end), end − k
+// even, starting from digest d. It returns the count of bytes after which
+// the chunk ends (relative to q, as j) and the digest there, or end, the
+// digest after it and false.
+func (r *rabin) pairs(q []byte, k, end int, d uint64) (int, uint64, bool) {
+	mask := r.mask
+	for ; k < end; k += 2 {
+		d1, d2 := r.step2(d, q, k)
+		if d1&mask == 0 {
+			return k + 1, d1, true
+		}
+		d = d2
+		if d2&mask == 0 {
+			return k + 2, d2, true
+		}
+	}
+	return k, d, false
+}
+
+// lanes hashes the bytes entering at q[j+64] for j in [k, k+2l) as two
+// lanes of l (even) bytes: the first continues from d, the second starts
+// from the fingerprint of its first window. It returns like pairs.
+func (r *rabin) lanes(q []byte, k, l int, d uint64) (int, uint64, bool) {
+	_ = q[k+2*l+windowSize-1] // the loops below read up to here
+	var e uint64
+	for _, c := range q[k+l : k+l+windowSize] {
+		e = e<<8 ^ r.mod[e>>56] ^ r.in[c]
+	}
+	j, d, e := lanes2(&r.rabinTables, q, k, l, d, e, r.mask)
+	if j == k+l {
+		return k + 2*l, e, false
+	}
+	// A lane matched at the pair j: the first lane's cut comes first;
+	// the second lane's counts only if the rest of the first has none.
+	mask := r.mask
+	a1, a2 := r.step2(d, q, j)
+	b1, b2 := r.step2(e, q, j+l)
+	if a1&mask == 0 {
+		return j + 1, a1, true
+	}
+	if a2&mask == 0 {
+		return j + 2, a2, true
+	}
+	if n, d, cut := r.pairs(q, j+2, k+l, a2); cut {
+		return n, d, true
+	}
+	if b1&mask == 0 {
+		return j + l + 1, b1, true
+	}
+	return j + l + 2, b2, true
+}
+
+// lanes2Go steps two lanes, q[j…] from d and q[j+l…] from e, two bytes at
+// a time for j from k while j < k+l, and stops at the first pair where a
+// digest of either lane matches mask. It returns that j (or k+l) and the
+// two digests before it. q must hold k+2l+64 bytes. lanes2 is this loop,
+// in assembly where there is one (rabin_amd64.s).
+func lanes2Go(t *rabinTables, q []byte, k, l int, d, e, mask uint64) (int, uint64, uint64) {
+	for j := k; j < k+l; j += 2 {
+		a1, a2 := t.step2(d, q, j)
+		b1, b2 := t.step2(e, q, j+l)
+		if a1&mask == 0 || a2&mask == 0 || b1&mask == 0 || b2&mask == 0 {
+			return j, d, e
+		}
+		d, e = a2, b2
+	}
+	return k + l, d, e
 }
