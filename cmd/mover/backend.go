@@ -70,7 +70,14 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 				opts.ObjectLockMode = s3.LockGovernance
 			}
 		}
-		be, err := s3.Open(ctx, opts)
+		// Opening checks the bucket: a server that is briefly away gets
+		// the same retries as every later request.
+		var be *s3.Backend
+		err = backend.RetryCall(ctx, backend.RetryOptions{}, backend.OpStat, loc, func(ctx context.Context) error {
+			var err error
+			be, err = s3.Open(ctx, opts)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -100,6 +100,16 @@ func NewRetry(be Backend, opts RetryOptions) Backend {
 	return r
 }
 
+// RetryCall calls f under the policy of opts until it succeeds, fails for
+// good (an error NewRetry does not retry: ErrPermanent, ErrNotFound, a
+// done context, …), or runs out of attempts. It is for a call outside a
+// Backend that checks one, such as the first request when opening a
+// remote backend; op and key name it in errors and retry events.
+func RetryCall(ctx context.Context, opts RetryOptions, op Op, key string, f func(ctx context.Context) error) error {
+	r := NewRetry(nil, opts).(*retryBackend)
+	return r.do(ctx, op, key, func(int) error { return f(ctx) })
+}
+
 type retryBackend struct {
 	be   Backend
 	opts RetryOptions

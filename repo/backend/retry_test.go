@@ -375,3 +375,42 @@ func TestRetryContextEndsDuringAttempt(t *testing.T) {
 		t.Errorf("Stat: %v, want Canceled and the attempt's error", err)
 	}
 }
+
+// TestRetryCall: a call outside a Backend gets the same policy: transient
+// errors are retried until success or the last attempt, permanent ones
+// are not.
+func TestRetryCall(t *testing.T) {
+	transient := errors.New("connection refused")
+	for _, tc := range []struct {
+		name      string
+		failures  int   // calls that fail before one succeeds
+		err       error // what they fail with
+		attempts  int
+		wantCalls int
+		wantErr   error
+	}{
+		{"succeeds after transient failures", 3, transient, 5, 4, nil},
+		{"gives up after the last attempt", 10, transient, 5, 5, transient},
+		{"permanent error is not retried", 10, backend.ErrPermanent, 5, 1, backend.ErrPermanent},
+		{"not found is not retried", 10, backend.ErrNotFound, 5, 1, backend.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := fastRetry(1)
+			opts.MaxAttempts = tc.attempts
+			calls := 0
+			err := backend.RetryCall(t.Context(), opts, backend.OpStat, "s3://bucket", func(context.Context) error {
+				calls++
+				if calls <= tc.failures {
+					return tc.err
+				}
+				return nil
+			})
+			if calls != tc.wantCalls {
+				t.Errorf("%d calls, want %d", calls, tc.wantCalls)
+			}
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("error %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}

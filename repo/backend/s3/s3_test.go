@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -741,5 +743,60 @@ func TestPutLostReply(t *testing.T) {
 	}
 	if _, err := direct.Stat(ctx, "data/never"); !errors.Is(err, backend.ErrNotFound) {
 		t.Errorf("Stat of the Put that never arrived: %v, want ErrNotFound", err)
+	}
+}
+
+// TestOpenRetriedWhileServerAway: the first requests of Open find the
+// server away (connections closed at once, as while it restarts); under
+// backend.RetryCall, as the CLI opens S3, Open succeeds once it is back.
+func TestOpenRetriedWhileServerAway(t *testing.T) {
+	srv := startServer(t, false)
+	bucket := srv.newBucket(t, false)
+	target := strings.TrimPrefix(srv.Endpoint, "http://")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var dropped atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if dropped.Add(1) <= 3 {
+				c.Close() // away
+				continue
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	opts := Options{Bucket: bucket, Endpoint: "http://" + ln.Addr().String(), PathStyle: true}
+	retry := backend.RetryOptions{MaxAttempts: 10, InitialDelay: time.Millisecond, MaxDelay: 10 * time.Millisecond}
+	var b *Backend
+	err = backend.RetryCall(t.Context(), retry, backend.OpStat, "bucket", func(ctx context.Context) error {
+		var err error
+		b, err = Open(ctx, opts)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Open under RetryCall: %v", err)
+	}
+	defer b.Close()
+	if dropped.Load() <= 3 {
+		t.Fatalf("%d connections reached the proxy; the test did not drop any", dropped.Load())
+	}
+	if err := b.Put(t.Context(), "x", []byte("x")); err != nil {
+		t.Fatalf("Put after the server came back: %v", err)
 	}
 }
