@@ -68,7 +68,13 @@ type GCResult struct {
 	Waiting        int   `json:"waiting"`         // condemned packs still in their grace period
 	IndexFiles     int   `json:"index_files"`     // index files read
 	IndexFilesLeft int   `json:"index_files_now"` // after compaction
+	TempFiles      int   `json:"temp_files"`      // stale temporary files deleted (fs)
+	TempBytes      int64 `json:"temp_bytes"`      // their size
 }
+
+// minTempAge is the least age of a temporary file gc deletes, whatever
+// the grace period: a write in progress never leaves its file that long.
+const minTempAge = time.Hour
 
 // ErrGCLocked: another gc holds the gc lock.
 var ErrGCLocked = errors.New("another gc is running")
@@ -82,7 +88,9 @@ type gcPack struct {
 // GC marks every blob reachable from every snapshot, repacks packs that
 // are mostly garbage, condemns unreferenced packs, deletes the packs that
 // were condemned at least Grace ago (and unindexed packs older than
-// Grace, left by interrupted exports), and compacts the index files.
+// Grace, left by interrupted exports), compacts the index files, and on a
+// backend.TempCleaner deletes the temporary files that interrupted writes
+// left (those older than Grace, and at least an hour).
 //
 // Memory: one bit per indexed blob for the mark, plus the index itself;
 // pages and index files are streamed.
@@ -250,6 +258,16 @@ func (g *gc) run(ctx context.Context) error {
 		g.res.DeletedBytes += g.packs[id].size
 	}
 	g.logf("deleted %d packs (%d bytes); %d condemned packs wait for their grace period", g.res.Deleted, g.res.DeletedBytes, g.res.Waiting)
+	if tc, ok := r.be.(backend.TempCleaner); ok {
+		n, size, err := tc.RemoveStaleTemp(ctx, max(g.opts.Grace, minTempAge))
+		g.res.TempFiles, g.res.TempBytes = n, size
+		if err != nil {
+			return fmt.Errorf("removing stale temporary files: %w", err)
+		}
+		if n > 0 {
+			g.logf("deleted %d stale temporary files (%d bytes) left by interrupted writes", n, size)
+		}
+	}
 	if err := g.compact(ctx, deleted); err != nil {
 		return err
 	}

@@ -3,13 +3,18 @@ package repo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/fs"
 	"github.com/blockmover/blockmover/repo/backend/mem"
 )
 
@@ -449,4 +454,47 @@ func TestGCCondemnationRestarts(t *testing.T) {
 	if _, err := be.Stat(ctx, packKey); err == nil {
 		t.Fatal("pack still there")
 	}
+}
+
+// TestGCRemovesStaleTemp: on a filesystem repository, gc deletes the
+// temporary files that interrupted writes left once they are older than
+// the grace period, and leaves a young one (a write that may be running).
+func TestGCRemovesStaleTemp(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "repo")
+	be, err := fs.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := writeVolume(t, r, "keep", 1, 10)
+	stale := filepath.Join(dir, "data", backend.TempPrefix+"crashed")
+	young := filepath.Join(dir, "data", backend.TempPrefix+"writing")
+	for _, p := range []string{stale, young} {
+		if err := os.WriteFile(p, make([]byte, 4096), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(stale, past, past); err != nil {
+		t.Fatal(err)
+	}
+	res, err := reopen(t, be, Options{}).GC(ctx, GCOptions{Grace: DefaultGrace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TempFiles != 1 || res.TempBytes != 4096 {
+		t.Fatalf("gc removed %d temporary files (%d bytes), want 1 (4096)", res.TempFiles, res.TempBytes)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("stale temporary file: %v, want it deleted", err)
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("young temporary file: %v, want it kept", err)
+	}
+	mustCheck(t, be)
+	loadAll(t, reopen(t, be, Options{}), keep)
 }

@@ -456,6 +456,48 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 	return nil
 }
 
+// RemoveStaleTemp implements backend.TempCleaner: it deletes the files
+// whose names start with backend.TempPrefix (unpublished writes and
+// publication locks) that were last modified more than olderThan ago.
+func (b *Backend) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (int, int64, error) {
+	if b.closed.Load() {
+		return 0, 0, fmt.Errorf("fs: removing temporary files: %w: backend is closed", backend.ErrPermanent)
+	}
+	limit := time.Now().Add(-olderThan)
+	files, bytes := 0, int64(0)
+	err := filepath.WalkDir(b.dir, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			if notFound(err) {
+				return nil
+			}
+			return classify(err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(d.Name(), backend.TempPrefix) || !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.ModTime().After(limit) {
+			return nil // gone meanwhile, or young
+		}
+		if err := os.Remove(path); err != nil {
+			if notFound(err) {
+				return nil
+			}
+			return classify(err)
+		}
+		files++
+		bytes += fi.Size()
+		return nil
+	})
+	if err != nil {
+		return files, bytes, fmt.Errorf("fs: removing temporary files: %w", err)
+	}
+	return files, bytes, nil
+}
+
 // Delete removes key's file. Empty directories are left in place (a
 // concurrent Put may be about to use them).
 func (b *Backend) Delete(ctx context.Context, key string) error {

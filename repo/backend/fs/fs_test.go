@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/blockmover/blockmover/repo/backend/fs"
@@ -256,5 +257,56 @@ func TestPermissionDenied(t *testing.T) {
 	t.Cleanup(func() { os.Chmod(be.Dir(), 0o700) })
 	if err := be.Put(t.Context(), "config", []byte("x")); !errors.Is(err, backend.ErrPermanent) {
 		t.Errorf("Put into a read-only directory: %v, want ErrPermanent", err)
+	}
+}
+
+// TestRemoveStaleTemp: temporary files (unpublished writes, publication
+// locks) older than the limit are deleted; younger ones and objects stay.
+func TestRemoveStaleTemp(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "repo")
+	be, err := fs.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Put(ctx, "data/ab/abcd", []byte("object")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "data", "ab")
+	past := time.Now().Add(-2 * time.Hour)
+	files := []struct {
+		name  string
+		size  int
+		stale bool
+	}{
+		{backend.TempPrefix + "123", 100, true},
+		{backend.TempPrefix + "lock-abcd", 0, true},
+		{backend.TempPrefix + "456", 50, false},
+	}
+	for _, f := range files {
+		p := filepath.Join(sub, f.name)
+		if err := os.WriteFile(p, make([]byte, f.size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if f.stale {
+			if err := os.Chtimes(p, past, past); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n, size, err := be.RemoveStaleTemp(ctx, time.Hour)
+	if err != nil || n != 2 || size != 100 {
+		t.Fatalf("RemoveStaleTemp = %d files, %d bytes, %v; want 2, 100, nil", n, size, err)
+	}
+	for _, f := range files {
+		_, err := os.Stat(filepath.Join(sub, f.name))
+		if gone := errors.Is(err, iofs.ErrNotExist); gone != f.stale {
+			t.Errorf("%s: stat %v; stale %v", f.name, err, f.stale)
+		}
+	}
+	if got, err := be.Get(ctx, "data/ab/abcd", 0, -1); err != nil {
+		t.Fatalf("object after cleanup: %v", err)
+	} else {
+		got.Close()
 	}
 }
