@@ -82,8 +82,9 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		return err
 	}
 	defer dst.Close()
+	loc, _ := g.location() // openRepo succeeded with it
 	res, err := mover.Import(ctx, r, snap, dst, mover.ImportOptions{
-		TargetZeroed: o.targetZeroed, Downloads: o.backend.connections,
+		TargetZeroed: o.targetZeroed, Downloads: o.backend.downloads(loc),
 		AssumeBase: base, VerifyTarget: o.verifyTarget,
 		Progress: g.progressFunc("import"),
 	})
