@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync/atomic"
 
+	"github.com/blockmover/blockmover/chunk"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -33,7 +34,8 @@ const (
 // from base, for storage without changed-block tracking. A target larger
 // than base counts its tail as changed; a smaller one is an error. Reads
 // are large and aligned, spread over workers; memory is two read buffers
-// per worker.
+// per worker. A read range that both sources report as a hole
+// (chunk.Sparse, e.g. sparse image files) is equal without being read.
 func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeList, error) {
 	bs, ts := base.Size(), target.Size()
 	if ts < bs {
@@ -74,6 +76,9 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 				}
 				off := i * rs
 				l := min(rs, bs-off)
+				if zeroInBoth(base, target, off, l) {
+					continue
+				}
 				if err := readFull(base, a[:l], off); err != nil {
 					return fmt.Errorf("diff: reading base at %d: %w", off, err)
 				}
@@ -107,6 +112,23 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 		all = ChangeList{}
 	}
 	return all, nil
+}
+
+// zeroInBoth reports whether [off, off+n) reads as zeros in both sources
+// by what they say without reading (chunk.Sparse: holes of sparse files),
+// so it need not be read to be compared.
+func zeroInBoth(a, b Source, off, n int64) bool {
+	for _, s := range []Source{a, b} {
+		sp, ok := s.(chunk.Sparse)
+		if !ok {
+			return false
+		}
+		start, end, err := sp.NextData(off)
+		if err != nil || start < end && start < off+n {
+			return false
+		}
+	}
+	return true
 }
 
 func readFull(r io.ReaderAt, p []byte, off int64) error {

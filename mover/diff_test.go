@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/blockmover/blockmover/mover"
@@ -270,5 +271,68 @@ func TestDiffFiles(t *testing.T) {
 	}
 	if want := (mover.ChangeList{{5 << 20, 512}}); !slices.Equal(got, want) {
 		t.Fatalf("Diff = %v, want %v", got, want)
+	}
+}
+
+// sparseCounter is a device that counts the bytes read through it and
+// still answers chunk.Sparse.
+type sparseCounter struct {
+	*mover.Device
+	n atomic.Int64
+}
+
+func (c *sparseCounter) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.Device.ReadAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestDiffSkipsSharedHoles: ranges that are holes in both sparse files
+// are not read, and the answer is what comparing every byte gives.
+func TestDiffSkipsSharedHoles(t *testing.T) {
+	dir := t.TempDir()
+	const size = 256 << 20
+	paths := []string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
+	data := bytes.Repeat([]byte("data"), 1<<18) // 1 MiB
+	for i, p := range paths {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		// Both hold data at 16 MiB; only b at 100 MiB; only a at 200 MiB.
+		offs := map[int][]int64{0: {16 << 20, 200 << 20}, 1: {16 << 20, 100 << 20}}[i]
+		for _, off := range offs {
+			if _, err := f.WriteAt(data, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	var srcs [2]*sparseCounter
+	for i, p := range paths {
+		d, err := mover.OpenSource(p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		srcs[i] = &sparseCounter{Device: d}
+	}
+	got, err := mover.Diff(t.Context(), srcs[0], srcs[1], mover.DiffOptions{ReadSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mover.ChangeList{{100 << 20, 1 << 20}, {200 << 20, 1 << 20}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Diff = %v, want %v", got, want)
+	}
+	// Three 4 MiB read ranges hold data in either file; each is read
+	// from both.
+	for i, s := range srcs {
+		if n := s.n.Load(); n != 3*4<<20 {
+			t.Errorf("source %d: read %d bytes, want %d (holes both share read)", i, n, 3*4<<20)
+		}
 	}
 }
