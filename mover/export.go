@@ -169,6 +169,50 @@ type exporter struct {
 	written0 int64 // st.WrittenBytes at the start
 }
 
+// withDefaults fills in the tuning fields left zero.
+func (o ExportOptions) withDefaults() ExportOptions {
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 2
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = time.Second
+	}
+	return o
+}
+
+// defaultReadSize is the size of one read of a full export (an
+// incremental one reads 128 KiB around each change).
+const defaultReadSize = 4 << 20
+
+// ExportMemory estimates the bytes an export with opts into a repository
+// with configuration cfg holds in buffers at its peak, whatever the
+// volume's size: the packs being filled (one per worker), queued (one) and
+// uploaded (Uploads), each up to the pack size plus a chunk; the chunk
+// buffers of the cutters, of the queue to the packers and of the packers
+// (four chunks per worker); each packer's compression and seal-check
+// buffers (two chunks); and each cutter's read buffer. The repository's
+// index comes on top (FORMAT.md: about 56 bytes per blob). Go's garbage
+// collector lets the heap grow past what is live, so a caller that must
+// bound its memory sets a soft limit (debug.SetMemoryLimit) somewhat above
+// this, as the mover command does.
+func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
+	o := opts.withDefaults()
+	chunk := int64(cfg.Chunking.MaxChunk())
+	pack := int64(cfg.PackSize)
+	if o.PackSize > 0 {
+		pack = int64(o.PackSize)
+	}
+	read := int64(o.ReadSize)
+	if read <= 0 {
+		read = defaultReadSize
+	}
+	w := int64(o.Workers)
+	return (w+1+int64(o.Uploads))*(pack+chunk) + 4*w*chunk + 2*w*chunk + w*read
+}
+
 // Export reads src and stores it as a new snapshot of opts.Volume in st.
 //
 // The source is cut into segments that workers cut in parallel; holes are
@@ -190,15 +234,7 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 	if e.size <= 0 {
 		return nil, fmt.Errorf("export: source is empty (size %d)", e.size)
 	}
-	if e.opts.Workers <= 0 {
-		e.opts.Workers = runtime.GOMAXPROCS(0)
-	}
-	if e.opts.Uploads <= 0 {
-		e.opts.Uploads = 2
-	}
-	if e.opts.ProgressInterval <= 0 {
-		e.opts.ProgressInterval = time.Second
-	}
+	e.opts = e.opts.withDefaults()
 	e.bufs.size = e.p.MaxChunk()
 	e.written0 = st.WrittenBytes()
 	if opts.Changes != nil || opts.VerifyUnchanged != 0 {
@@ -399,7 +435,7 @@ func (e *exporter) readSize() int {
 	if e.changes != nil {
 		return 128 << 10
 	}
-	return 4 << 20
+	return defaultReadSize
 }
 
 // pack compresses, seals and packs new chunks; full packs go to upload.

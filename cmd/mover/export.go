@@ -146,11 +146,15 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			return fmt.Errorf("--changes %s: %w", o.changes, err)
 		}
 	}
-	res, err := mover.Export(ctx, src, r, mover.ExportOptions{
+	eo := mover.ExportOptions{
 		Volume: o.name, Source: o.source, Tags: tags, Base: base, Changes: changes, VerifyUnchanged: o.verify,
 		Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
-	})
+	}
+	// The index grows by at most one entry per minimum-size chunk.
+	blobs := int64(r.IndexLen()) + src.Size()/int64(r.Config().Chunking.MinSize)
+	defer g.limitMemory(mover.ExportMemory(eo, r.Config()) + blobs*indexBytesPerBlob)()
+	res, err := mover.Export(ctx, src, r, eo)
 	if err != nil {
 		return err
 	}

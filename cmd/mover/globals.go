@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -193,4 +194,22 @@ func humanBytes(n int64) string {
 // warnf prints a one-line warning.
 func warnf(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, "mover: warning: "+format+"\n", args...)
+}
+
+// indexBytesPerBlob is what an index entry costs in memory at most
+// (repo/FORMAT.md measures 48 bytes merged, 56 at the peak).
+const indexBytesPerBlob = 64
+
+// limitMemory sets Go's soft memory limit to need bytes of buffers plus a
+// margin for the collector and the runtime, so the heap does not grow to
+// twice what is live (GOGC) and the peak RSS stays near need. It does
+// nothing when GOMEMLIMIT is set (the Kubernetes Job sets it from the
+// pod's memory limit). It returns a function that restores the previous
+// limit.
+func (g *globalOptions) limitMemory(need int64) func() {
+	if g.env.getenv("GOMEMLIMIT") != "" {
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(need + need/4 + 16<<20)
+	return func() { debug.SetMemoryLimit(prev) }
 }
