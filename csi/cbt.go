@@ -15,17 +15,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	authv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// SnapshotMetadataServiceGVRs are the versions of the cbt.storage.k8s.io
-// resource that advertises a driver's SnapshotMetadata service, newest
-// first.
-var SnapshotMetadataServiceGVRs = []schema.GroupVersionResource{
-	{Group: "cbt.storage.k8s.io", Version: "v1beta1", Resource: "snapshotmetadataservices"},
-	{Group: "cbt.storage.k8s.io", Version: "v1alpha1", Resource: "snapshotmetadataservices"},
+// SnapshotMetadataServiceGVRs returns the versions of the
+// cbt.storage.k8s.io resource that advertises a driver's SnapshotMetadata
+// service, newest first: FindSnapshotMetadataService tries them in turn.
+func SnapshotMetadataServiceGVRs() []schema.GroupVersionResource {
+	return []schema.GroupVersionResource{
+		{Group: "cbt.storage.k8s.io", Version: "v1beta1", Resource: "snapshotmetadataservices"},
+		{Group: "cbt.storage.k8s.io", Version: "v1alpha1", Resource: "snapshotmetadataservices"},
+	}
 }
 
 // SnapshotMetadataService is a CSI driver's SnapshotMetadata gRPC endpoint
@@ -45,10 +48,10 @@ func (c *Clients) FindSnapshotMetadataService(ctx context.Context, driver string
 	}
 	var u *unstructured.Unstructured
 	var err error
-	for _, gvr := range SnapshotMetadataServiceGVRs {
+	for _, gvr := range SnapshotMetadataServiceGVRs() {
 		u, err = c.Dynamic.Resource(gvr).Get(ctx, driver, metav1.GetOptions{})
-		if err == nil {
-			break
+		if !apierrors.IsNotFound(err) {
+			break // found, or an answer (a denial) that another version would not change
 		}
 	}
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -164,16 +165,35 @@ func (c *Clients) Export(ctx context.Context, args ExportArgs) (*ExportResult, e
 	tm := args.Timing.withDefaults(args.Job.activeDeadline())
 	log := logger(args.Log).With("operation", args.Operation, "namespace", args.Namespace)
 	res, err := c.export(ctx, &args, tm, log)
-	if err != nil && (ctx.Err() != nil || args.KeepOnFailure) {
-		return nil, err // leave everything for a rerun or a look
+	done := ""
+	if err == nil {
+		done = "export done (snapshot " + res.Snapshot + ")"
 	}
-	if cerr := c.cleanup(ctx, args.Namespace, args.Operation, err == nil && args.KeepSnapshot); cerr != nil {
-		if err == nil {
-			return nil, fmt.Errorf("export done (snapshot %s), but cleanup failed: %w", res.Snapshot, cerr)
-		}
-		log.Warn("cleanup failed", "error", cerr)
+	if err := c.settle(ctx, args.Namespace, args.Operation, err, done, args.KeepOnFailure, args.KeepSnapshot, log); err != nil {
+		return nil, err
 	}
-	return res, err
+	return res, nil
+}
+
+// settle ends an operation whose run returned runErr. A run interrupted by
+// ctx, or one that failed while keepOnFailure, keeps every object (for a
+// rerun, or a look); any other outcome deletes the operation's objects
+// (Cleanup), leaving the VolumeSnapshot after a success when keepSnapshot.
+// It returns runErr, or after a successful run (described by done) the
+// error of the cleanup; a cleanup that fails after a failed run is logged.
+func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done string, keepOnFailure, keepSnapshot bool, log *slog.Logger) error {
+	if runErr != nil && (ctx.Err() != nil || keepOnFailure) {
+		return runErr
+	}
+	cerr := c.cleanup(ctx, ns, op, runErr == nil && keepSnapshot)
+	switch {
+	case cerr == nil:
+		return runErr
+	case runErr == nil:
+		return fmt.Errorf("%s, but cleanup failed: %w", done, cerr)
+	}
+	log.Warn("cleanup failed", "error", cerr)
+	return runErr
 }
 
 func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *slog.Logger) (*ExportResult, error) {
@@ -223,8 +243,11 @@ func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *
 			return nil, err
 		}
 	}
-	if vsc, err := c.Snapshot.SnapshotV1().VolumeSnapshotContents().Get(ctx, out.VolumeSnapshotContent, metav1.GetOptions{}); err == nil &&
-		vsc.Status != nil && vsc.Status.SnapshotHandle != nil {
+	vsc, err := c.Snapshot.SnapshotV1().VolumeSnapshotContents().Get(ctx, out.VolumeSnapshotContent, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("VolumeSnapshotContent %s of VolumeSnapshot %s/%s: %w", out.VolumeSnapshotContent, ns, vs.Name, explain(err))
+	}
+	if vsc.Status != nil && vsc.Status.SnapshotHandle != nil {
 		out.SnapshotHandle = *vsc.Status.SnapshotHandle
 	}
 
@@ -289,11 +312,15 @@ func (c *Clients) runJob(ctx context.Context, job *batchv1.Job, tm Timing, log *
 }
 
 // finishedJob returns the result of the operation's Job if it exists and
-// has succeeded, and a *JobFailedError if it failed.
+// has succeeded, a *JobFailedError if it failed, and nil, nil if there is
+// no Job yet or it is still running.
 func (c *Clients) finishedJob(ctx context.Context, ns, op string, tm Timing) (*Result, error) {
 	job, err := c.Kube.BatchV1().Jobs(ns).Get(ctx, ObjectName(op), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, nil // absent (or unreadable: the next step will say)
+		return nil, fmt.Errorf("mover Job %s/%s: %w", ns, ObjectName(op), explain(err))
 	}
 	if err := checkOwned("Job", job, op); err != nil {
 		return nil, err

@@ -82,7 +82,8 @@ type ImportResult struct {
 	// Pending is set for a Filesystem import onto a storage class that
 	// binds on first use: the PVC is restored from the staging
 	// VolumeSnapshot when its first pod is scheduled, so that snapshot is
-	// kept; call Cleanup once the PVC is bound.
+	// kept (the staging PVC and the Job are deleted); call Cleanup once the
+	// PVC is bound.
 	Pending bool
 }
 
@@ -99,19 +100,13 @@ func (c *Clients) Import(ctx context.Context, args ImportArgs) (*ImportResult, e
 	tm := args.Timing.withDefaults(args.Job.activeDeadline())
 	log := logger(args.Log).With("operation", args.Operation, "namespace", args.Namespace)
 	res, err := c.importOp(ctx, &args, tm, log)
-	if err != nil && (ctx.Err() != nil || args.KeepOnFailure) {
+	// A Pending Filesystem-mode PVC is yet to be restored from the staging
+	// VolumeSnapshot, which stays; the staging PVC and the Job go.
+	pending := err == nil && res.Pending
+	if err := c.settle(ctx, args.Namespace, args.Operation, err, "import done", args.KeepOnFailure, pending, log); err != nil {
 		return nil, err
 	}
-	if res != nil && res.Pending {
-		return res, err
-	}
-	if cerr := c.Cleanup(ctx, args.Namespace, args.Operation); cerr != nil {
-		if err == nil {
-			return nil, fmt.Errorf("import done, but cleanup failed: %w", cerr)
-		}
-		log.Warn("cleanup failed", "error", cerr)
-	}
-	return res, err
+	return res, nil
 }
 
 func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log *slog.Logger) (*ImportResult, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -32,13 +33,18 @@ const (
 // Secret keys the mover Job reads from JobOptions.Secret, each into the
 // environment variable of the same name. MOVER_PASSWORD is required;
 // MOVER_REPOSITORY is required unless JobOptions.Repository is given; the
-// AWS_* keys are optional (an S3 repository may get credentials from the
-// pod's identity instead, e.g. IRSA).
-var (
+// keys of OptionalSecretKeys may be absent.
+const (
 	SecretKeyPassword   = "MOVER_PASSWORD"
 	SecretKeyRepository = "MOVER_REPOSITORY"
-	SecretKeysOptional  = []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"}
 )
+
+// OptionalSecretKeys are the Secret keys the mover Job reads if present:
+// S3 credentials and endpoint (an S3 repository may get credentials from
+// the pod's identity instead, e.g. IRSA).
+func OptionalSecretKeys() []string {
+	return []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"}
+}
 
 // JobOptions shape the mover Job of an export or import.
 type JobOptions struct {
@@ -95,6 +101,8 @@ func (o *JobOptions) validate() error {
 		return fmt.Errorf("%w: missing Job.Secret (the Secret with MOVER_PASSWORD)", ErrInvalidArgs)
 	case o.ActiveDeadline < 0 || o.BackoffLimit != nil && *o.BackoffLimit < 0 || o.TTLAfterFinished != nil && *o.TTLAfterFinished < 0:
 		return fmt.Errorf("%w: negative Job.ActiveDeadline, BackoffLimit or TTLAfterFinished", ErrInvalidArgs)
+	case o.TTLAfterFinished != nil && *o.TTLAfterFinished/time.Second > math.MaxInt32:
+		return fmt.Errorf("%w: Job.TTLAfterFinished %s is longer than a Job can say", ErrInvalidArgs, *o.TTLAfterFinished)
 	case o.RunAsUser != nil && *o.RunAsUser <= 0:
 		return fmt.Errorf("%w: Job.RunAsUser must be a non-root UID", ErrInvalidArgs)
 	case o.MetricsPort < 0 || o.MetricsPort > 65535:
@@ -162,7 +170,7 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 	} else {
 		env = append(env, secretEnv(o.Secret, SecretKeyRepository, false))
 	}
-	for _, k := range SecretKeysOptional {
+	for _, k := range OptionalSecretKeys() {
 		env = append(env, secretEnv(o.Secret, k, true))
 	}
 	if lim, ok := o.Resources.Limits[corev1.ResourceMemory]; ok && !lim.IsZero() {

@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -131,7 +132,7 @@ func (c *Clients) cleanup(ctx context.Context, ns, op string, keepSnapshot bool)
 	del("Job", func() (metav1.Object, error) { return jobs.Get(ctx, name, metav1.GetOptions{}) },
 		func() error { return jobs.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}) })
 	if len(errs) > 0 {
-		return fmt.Errorf("cleanup of operation %s: %v", op, errs)
+		return fmt.Errorf("cleanup of operation %s: %w", op, errors.Join(errs...))
 	}
 	return nil
 }

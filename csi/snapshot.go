@@ -3,6 +3,7 @@ package csi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -128,8 +129,10 @@ func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interv
 			return false, "no status yet: is the snapshot controller running?", nil
 		}
 		if st.Error != nil && st.Error.Message != nil && *st.Error.Message != "" {
-			// The controller retries some errors; one that stands while
-			// the snapshot is not ready is reported.
+			// An error on a snapshot that is not ready ends the wait at
+			// once, as Velero's CSI plugin does: the controller may retry,
+			// but the caller learns the driver's reason now instead of a
+			// timeout later. An error left on a ready snapshot is stale.
 			if st.ReadyToUse == nil || !*st.ReadyToUse {
 				return false, "", &SnapshotError{Namespace: ns, Name: name, Message: *st.Error.Message}
 			}
@@ -163,7 +166,7 @@ func restoreSize(vs *snapv1.VolumeSnapshot, fallback resource.Quantity) resource
 // ErrVolumeModeChange is wrapped when a snapshot must be restored in
 // another volume mode and the VolumeSnapshotContent lacks the annotation
 // that allows it.
-var ErrVolumeModeChange = fmt.Errorf("volume mode change not allowed")
+var ErrVolumeModeChange = errors.New("volume mode change not allowed")
 
 // allowVolumeModeChange makes sure the VolumeSnapshotContent bound to vs
 // carries AnnotationAllowVolumeModeChange, setting it when allowed.
