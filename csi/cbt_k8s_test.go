@@ -34,28 +34,8 @@ import (
 func TestCBTInCluster(t *testing.T) {
 	e := newEnv(t)
 	const audience = "blockmover-test-sms"
-	certPEM, tlsCert := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &metadataServer{devices: map[string]string{}}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{tlsCert}})))
-	api.RegisterSnapshotMetadataServer(g, srv)
-	go g.Serve(l)
-	t.Cleanup(g.Stop)
-
-	sms := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "cbt.storage.k8s.io/v1alpha1", "kind": "SnapshotMetadataService",
-		"metadata": map[string]any{"name": testDriver},
-		"spec":     map[string]any{"address": l.Addr().String(), "audience": audience, "caCert": base64.StdEncoding.EncodeToString(certPEM)},
-	}}
-	if _, err := e.admin.Dynamic.Resource(SnapshotMetadataServiceGVRs[1]).Create(e.ctx, sms, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.admin.Dynamic.Resource(SnapshotMetadataServiceGVRs[1]).Delete(context.Background(), testDriver, metav1.DeleteOptions{})
-	})
+	addr := e.serveSnapshotMetadata(srv, audience)
 	e.boundPVC("data", "8Mi", corev1.PersistentVolumeBlock)
 	pvc := "data"
 	if _, err := e.admin.Snapshot.SnapshotV1().VolumeSnapshots(e.ns).Create(e.ctx, &snapv1.VolumeSnapshot{
@@ -77,7 +57,7 @@ func TestCBTInCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conn.Service.Address != l.Addr().String() || conn.Service.Audience != audience || conn.BaseSnapshotID == "" {
+	if conn.Service.Address != addr || conn.Service.Audience != audience || conn.BaseSnapshotID == "" {
 		t.Errorf("connection %+v", conn)
 	}
 	// The token is the mover's, for the service's audience only.
@@ -116,6 +96,37 @@ func TestCBTInCluster(t *testing.T) {
 	if alloc.Bytes() != 102400 {
 		t.Errorf("allocated %v (%d bytes)", alloc, alloc.Bytes())
 	}
+}
+
+// serveSnapshotMetadata serves srv over TLS (a self-signed certificate)
+// and advertises it, as the CSI driver's deployment of the
+// external-snapshot-metadata sidecar does, in the test driver's
+// SnapshotMetadataService object with audience. It returns the address.
+func (e *env) serveSnapshotMetadata(srv api.SnapshotMetadataServer, audience string) string {
+	t := e.t
+	t.Helper()
+	certPEM, tlsCert := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{tlsCert}})))
+	api.RegisterSnapshotMetadataServer(g, srv)
+	go g.Serve(l)
+	t.Cleanup(g.Stop)
+	gvr := SnapshotMetadataServiceGVRs()[1] // the version the test CRD serves
+	sms := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": gvr.GroupVersion().String(), "kind": "SnapshotMetadataService",
+		"metadata": map[string]any{"name": testDriver},
+		"spec":     map[string]any{"address": l.Addr().String(), "audience": audience, "caCert": base64.StdEncoding.EncodeToString(certPEM)},
+	}}
+	if _, err := e.admin.Dynamic.Resource(gvr).Create(e.ctx, sms, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.admin.Dynamic.Resource(gvr).Delete(context.Background(), testDriver, metav1.DeleteOptions{})
+	})
+	return l.Addr().String()
 }
 
 func selfSigned(t *testing.T) ([]byte, tls.Certificate) {

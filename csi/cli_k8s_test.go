@@ -2,10 +2,8 @@ package csi
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,14 +17,7 @@ func TestCLIK8s(t *testing.T) {
 	e := newEnv(t)
 	bin := buildMover(t)
 	e.boundPVC("data", "1Gi", corev1.PersistentVolumeBlock)
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: %q}}]
-contexts: [{name: c, context: {cluster: c, user: u, namespace: %q}}]
-current-context: c
-`, e.orchCfg.Host, e.orchCfg.BearerToken, e.ns)), 0o600)
+	kc := writeKubeconfig(t, e.orchCfg.Host, e.orchCfg.BearerToken, e.ns)
 	mover := func(args ...string) (int, string, string) {
 		cmd := exec.CommandContext(e.ctx, bin, args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KUBECONFIG=" + kc, "HOME=" + t.TempDir()}

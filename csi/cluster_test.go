@@ -314,6 +314,24 @@ func (e *env) boundPVC(name string, size string, mode corev1.PersistentVolumeMod
 	return pvc
 }
 
+// writeKubeconfig writes a kubeconfig that reaches the test API server
+// with token, namespace ns by default, and returns its path.
+func writeKubeconfig(t *testing.T, host, token, ns string) string {
+	t.Helper()
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	err := os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: %q}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: %q}}]
+current-context: c
+`, host, token, ns)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
 func (e *env) secretValue(name, key string) (string, bool) {
 	s, err := e.admin.Kube.CoreV1().Secrets(e.ns).Get(e.ctx, name, metav1.GetOptions{})
 	if err != nil {

@@ -3,13 +3,9 @@ package csi
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,14 +18,12 @@ import (
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 var (
@@ -114,9 +108,15 @@ func (k *localKubelet) run(job *batchv1.Job, pod *corev1.Pod) (int32, string) {
 		return 1, ""
 	}
 	devPath := c.VolumeDevices[0].DevicePath
-	dev := k.device(pod.Spec.Volumes[0].PersistentVolumeClaim.ClaimName)
+	claim := pod.Spec.Volumes[0].PersistentVolumeClaim
+	dev := k.device(claim.ClaimName)
 	if dev == "" {
 		return -1, "" // the kubelet waits until the volume is there
+	}
+	if claim.ReadOnly {
+		// The kubelet attaches a readOnly claim read-only: so does this
+		// one, and a mover that opened the device for writing would fail.
+		dev = readOnlyLoop(t, dev)
 	}
 	termLog := filepath.Join(t.TempDir(), "termination-log")
 	os.WriteFile(termLog, nil, 0o644)
@@ -175,6 +175,18 @@ func (k *localKubelet) run(job *batchv1.Job, pod *corev1.Pod) (int32, string) {
 	return code, string(msg)
 }
 
+// readOnlyLoop returns a read-only loop device over the block device dev.
+func readOnlyLoop(t *testing.T, dev string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", dev).CombinedOutput()
+	if err != nil {
+		t.Fatalf("read-only loop device over %s: %v: %s", dev, err, out)
+	}
+	ro := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "--detach", ro).Run() })
+	return ro
+}
+
 // TestJobRunsLocally: the generated Jobs' container command, environment
 // and device path, run as local processes against loop devices, export a
 // volume and import it back byte for byte (the spec and the binary agree);
@@ -206,6 +218,9 @@ func TestJobRunsLocally(t *testing.T) {
 	e.boundPVC("data", "48Mi", corev1.PersistentVolumeBlock)
 	e.waitFor("the source PVC's device", func() bool { return k.device("data") != "" })
 	src := k.device("data")
+	if fi, err := os.Stat(src); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("the source volume %s is not a loop device (%v)", src, err)
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	data := make([]byte, size)
 	for i := 0; i < size; i += 1 << 20 {
@@ -288,14 +303,7 @@ func (k *localKubelet) runInit(pod *corev1.Pod, c corev1.Container, mapPath func
 			t.Errorf("projecting the token: %v", err)
 			return 1, ""
 		}
-		kc := filepath.Join(t.TempDir(), "kubeconfig")
-		os.WriteFile(kc, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: %q}}]
-contexts: [{name: c, context: {cluster: c, user: u, namespace: %q}}]
-current-context: c
-`, cluster.Config.Host, tok, pod.Namespace)), 0o600)
+		kc := writeKubeconfig(t, cluster.Config.Host, tok, pod.Namespace)
 		environ = append(environ, "KUBECONFIG="+kc)
 	}
 	var args []string
@@ -367,28 +375,8 @@ func (d deltaServer) GetMetadataDelta(req *api.GetMetadataDeltaRequest, stream g
 // against a SnapshotMetadata service over TLS), then an import of it.
 func incrementalStep(t *testing.T, e *env, k *localKubelet, job JobOptions, base *ExportResult, src string, data []byte) {
 	const audience = "blockmover-cbt-test"
-	certPEM, tlsCert := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	d := deltaServer{metadataServer: &metadataServer{devices: map[string]string{}}, e: e, audience: audience}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{tlsCert}})))
-	api.RegisterSnapshotMetadataServer(g, d)
-	go g.Serve(l)
-	t.Cleanup(g.Stop)
-	sms := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "cbt.storage.k8s.io/v1alpha1", "kind": "SnapshotMetadataService",
-		"metadata": map[string]any{"name": testDriver},
-		"spec":     map[string]any{"address": l.Addr().String(), "audience": audience, "caCert": base64.StdEncoding.EncodeToString(certPEM)},
-	}}
-	if _, err := e.admin.Dynamic.Resource(SnapshotMetadataServiceGVRs[1]).Create(e.ctx, sms, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.admin.Dynamic.Resource(SnapshotMetadataServiceGVRs[1]).Delete(context.Background(), testDriver, metav1.DeleteOptions{})
-	})
-
+	e.serveSnapshotMetadata(d, audience)
 	// The driver keeps the base snapshot; the volume changes: 1 MiB
 	// rewritten, 1 MiB zeroed, 4 KiB somewhere else.
 	baseFile := filepath.Join(t.TempDir(), "base-snapshot")

@@ -131,27 +131,45 @@ func TestExportCrashAndRerun(t *testing.T) {
 		t.Errorf("after the rerun: %d VolumeSnapshots, %d PVCs, %d Jobs", vs, pvcs, jobs)
 	}
 
-	// A crash after the Job finished but before cleanup: the rerun takes
-	// the finished Job's result and creates nothing.
-	e.fake.set(func(f *fakeControllers) { f.holdJobs = false })
-	args := e.exportArgs("late", "data")
-	args.KeepOnFailure = true
+	// A crash after the Job finished but before cleanup: the control
+	// plane dies while the mover writes its result. The rerun takes the
+	// finished Job's result and creates nothing.
 	ctx2, cancel2 := context.WithCancel(e.ctx)
-	e.waitFor("nothing", func() bool { return true })
-	go func() {
-		e.waitFor("the finished Job", func() bool {
-			j, err := e.admin.Kube.BatchV1().Jobs(e.ns).Get(e.ctx, ObjectName("late"), metav1.GetOptions{})
-			return err == nil && jobCond(j, batchv1.JobComplete)
-		})
-		cancel2()
-	}()
-	e.orch.Export(ctx2, args) // may or may not have cleaned up; the rerun must cope either way
+	defer cancel2()
+	e.fake.set(func(f *fakeControllers) {
+		f.runPod = func(*batchv1.Job, *corev1.Pod) (int32, string) {
+			cancel2()
+			return 0, `{"snapshot":"1a7e0001","volume":"v","size":1073741824}`
+		}
+	})
+	if _, err := e.orch.Export(ctx2, e.exportArgs("late", "data")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("export interrupted as its Job finishes: %v", err)
+	}
+	e.waitFor("the finished Job", func() bool {
+		j, err := e.admin.Kube.BatchV1().Jobs(e.ns).Get(e.ctx, ObjectName("late"), metav1.GetOptions{})
+		return err == nil && jobCond(j, batchv1.JobComplete)
+	})
+	if vs, pvcs, jobs, _ := e.count(); vs != 1 || pvcs != 2 || jobs != 1 {
+		t.Fatalf("after the late crash: %d VolumeSnapshots, %d PVCs, %d Jobs; want everything kept", vs, pvcs, jobs)
+	}
+	e.fake.set(func(f *fakeControllers) {
+		f.runPod = func(*batchv1.Job, *corev1.Pod) (int32, string) {
+			t.Error("the rerun ran the mover again")
+			return 1, ""
+		}
+	})
 	res, err = e.orch.Export(e.ctx, e.exportArgs("late", "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if res.Snapshot != "1a7e0001" {
+		t.Errorf("rerun result %+v, want the finished Job's", res.Result)
+	}
 	if n := len(e.fake.createdJobs()); n != 2 {
 		t.Errorf("%d Jobs created, want 2 (one per operation)", n)
+	}
+	if vs, pvcs, jobs, _ := e.count(); vs != 0 || pvcs != 1 || jobs != 0 {
+		t.Errorf("after the rerun: %d VolumeSnapshots, %d PVCs, %d Jobs", vs, pvcs, jobs)
 	}
 }
 
@@ -288,9 +306,28 @@ func TestImportBlock(t *testing.T) {
 	e := newEnv(t)
 	args := ImportArgs{Namespace: e.ns, PVC: "restored", Operation: "restore-1", Snapshot: "0123abcd", Size: 1<<30 + 4096,
 		StorageClass: testStorageClass, Job: e.jobOptions(), Timing: fastTiming()}
+	// First call: the control plane dies while the Job runs.
+	e.fake.set(func(f *fakeControllers) { f.holdJobs = true })
+	ctx, cancel := context.WithCancel(e.ctx)
+	errc := make(chan error, 1)
+	go func() { _, err := e.orch.Import(ctx, args); errc <- err }()
+	e.waitFor("the import Job", func() bool { return len(e.fake.createdJobs()) == 1 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted import: %v", err)
+	}
+	first, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rerun finds the PVC and the running Job.
+	e.fake.set(func(f *fakeControllers) { f.holdJobs = false })
 	res, err := e.orch.Import(e.ctx, args)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := len(e.fake.createdJobs()); n != 1 {
+		t.Errorf("%d Jobs created over both calls, want 1", n)
 	}
 	if res.PVC != "restored" || res.Pending {
 		t.Errorf("%+v", res)
@@ -299,8 +336,11 @@ func TestImportBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *pvc.Spec.VolumeMode != corev1.PersistentVolumeBlock || pvc.Spec.Resources.Requests.Storage().Value() < 1<<30+4096 {
+	if *pvc.Spec.VolumeMode != corev1.PersistentVolumeBlock || pvc.Spec.Resources.Requests.Storage().Value() < 1<<30+4096 || pvc.UID != first.UID {
 		t.Errorf("PVC %+v", pvc.Spec)
+	}
+	if vs, pvcs, jobs, _ := e.count(); vs != 0 || pvcs != 1 || jobs != 0 {
+		t.Errorf("after the import: %d VolumeSnapshots, %d PVCs, %d Jobs; want the target PVC only", vs, pvcs, jobs)
 	}
 	job := e.fake.createdJobs()[0]
 	args2 := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " ")
