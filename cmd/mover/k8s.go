@@ -38,11 +38,18 @@ type k8sOptions struct {
 	metricsPort                    int32
 }
 
-func (o *k8sOptions) register(cmd *cobra.Command) {
+// registerCluster adds the flags that say which cluster and namespace.
+func (o *k8sOptions) registerCluster(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, ~/.kube/config, or the pod's in-cluster config)")
 	f.StringVar(&o.context, "context", "", "kubeconfig context (default: the current one)")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace (default: the context's)")
+}
+
+// register adds the cluster flags and those that shape the mover Job.
+func (o *k8sOptions) register(cmd *cobra.Command) {
+	o.registerCluster(cmd)
+	f := cmd.Flags()
 	f.StringVar(&o.operation, "operation", "", "operation ID tying the objects together; a rerun with the same ID resumes (default: derived from the PVC)")
 	f.StringVar(&o.image, "image", defaultImage, "mover image for the Job")
 	f.StringVar(&o.pullPolicy, "image-pull-policy", "", "Always, IfNotPresent or Never (default: Kubernetes')")
@@ -274,13 +281,13 @@ staging PVC, snapshots it and restores that as a Filesystem-mode PVC.
 }
 
 func newK8sCleanupCommand(ctx context.Context, g *globalOptions) *cobra.Command {
-	var kubeconfig, kctx, ns, op string
+	var o k8sOptions
+	var op string
 	cmd := &cobra.Command{
 		Use:   "cleanup --operation ID",
 		Short: "Delete the Job, clone and VolumeSnapshot of an operation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := k8sOptions{kubeconfig: kubeconfig, context: kctx, namespace: ns}
 			c, ns, err := o.clients()
 			if err != nil {
 				return err
@@ -288,10 +295,8 @@ func newK8sCleanupCommand(ctx context.Context, g *globalOptions) *cobra.Command 
 			return k8sError(c.Cleanup(ctx, ns, op))
 		},
 	}
+	o.registerCluster(cmd)
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file")
-	f.StringVar(&kctx, "context", "", "kubeconfig context")
-	f.StringVarP(&ns, "namespace", "n", "", "namespace (default: the context's)")
 	f.StringVar(&op, "operation", "", "operation ID (required)")
 	cmd.MarkFlagRequired("operation")
 	return cmd
@@ -347,14 +352,14 @@ mover export --changes. Without a base, the allocated blocks.`,
 			}
 			b, err := json.Marshal(cl.SnapshotMetadata(n))
 			if err != nil {
-				return err
+				return fmt.Errorf("encoding the change list: %w", err)
 			}
 			if out == "" || out == "-" {
 				_, err = g.env.stdout.Write(append(b, '\n'))
 				return err
 			}
 			if err := os.WriteFile(out, b, 0o644); err != nil {
-				return err
+				return fmt.Errorf("writing the change list: %w", err)
 			}
 			if !g.quiet {
 				fmt.Fprintf(g.env.stderr, "mover k8s changes: %d extents, %s of %s\n", len(cl), humanBytes(cl.Bytes()), humanBytes(n))
@@ -362,10 +367,8 @@ mover export --changes. Without a base, the allocated blocks.`,
 			return nil
 		},
 	}
+	o.registerCluster(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, or the pod's in-cluster config)")
-	f.StringVar(&o.context, "context", "", "kubeconfig context")
-	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of the VolumeSnapshots and the ServiceAccount")
 	f.StringVar(&snapshot, "snapshot", "", "the VolumeSnapshot being exported (required)")
 	f.StringVar(&baseSnapshot, "base-snapshot", "", "the base VolumeSnapshot")
 	f.StringVar(&baseHandle, "base-snapshot-handle", "", "the base's CSI snapshot handle (instead of --base-snapshot)")

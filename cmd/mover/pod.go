@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/blockmover/blockmover/mover"
 	"github.com/spf13/cobra"
@@ -167,6 +168,10 @@ func (p *podState) writeResult(v any) {
 	}
 }
 
+// terminationMessage returns v as JSON of at most maxTerminationMessage
+// bytes: as it is if it fits, else without "stages", else with "error" cut
+// short (at a character boundary, ending in "..."). It fails only when
+// even that does not fit.
 func terminationMessage(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil || len(b) <= maxTerminationMessage {
@@ -180,16 +185,29 @@ func terminationMessage(v any) ([]byte, error) {
 	if b, err = json.Marshal(m); err != nil || len(b) <= maxTerminationMessage {
 		return b, err
 	}
-	if s, ok := m["error"].(string); ok {
-		over := len(b) - maxTerminationMessage + len("...") + 8 // escapes may grow
-		if over < len(s) {
-			m["error"] = s[:len(s)-over] + "..."
-			if b, err = json.Marshal(m); err == nil && len(b) <= maxTerminationMessage {
-				return b, nil
-			}
-		}
+	msg, ok := m["error"].(string)
+	if !ok {
+		return nil, fmt.Errorf("result of %d bytes does not fit the %d-byte termination message", len(b), maxTerminationMessage)
 	}
-	return nil, fmt.Errorf("result of %d bytes does not fit the %d-byte termination message", len(b), maxTerminationMessage)
+	// The longest prefix of the message, cut at a character boundary, that
+	// fits with "..." (binary search: escapes make the JSON longer than the
+	// text by a varying amount).
+	prefix := func(n int) string {
+		for n > 0 && n < len(msg) && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		return msg[:n] + "..."
+	}
+	encode := func(n int) []byte {
+		m["error"] = prefix(n)
+		b, _ := json.Marshal(m) // it marshalled before with a longer string
+		return b
+	}
+	n := sort.Search(len(msg)+1, func(n int) bool { return len(encode(n)) > maxTerminationMessage })
+	if n == 0 {
+		return nil, fmt.Errorf("result of %d bytes does not fit the %d-byte termination message", len(b), maxTerminationMessage)
+	}
+	return encode(n - 1), nil
 }
 
 // observe wraps a progress callback so that it also updates the metrics.
@@ -356,5 +374,3 @@ func (m *metrics) write(w io.Writer) {
 	metric("mover_finished", "gauge", "1 once the run has ended.", done)
 	metric("mover_success", "gauge", "1 if the run ended successfully.", ok)
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/blockmover/blockmover/mover"
 )
@@ -123,7 +129,7 @@ func TestMetricsServed(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	p := &podState{metricsAddr: addr, op: "export"}
-	p.log = discardLogger()
+	p.log = slog.New(slog.DiscardHandler)
 	p.metrics = newMetrics("export", `we"ird`)
 	stop, err := p.serveMetrics()
 	if err != nil {
@@ -181,16 +187,112 @@ func checkExposition(t *testing.T, s string) {
 
 // TestTerminationMessageFits: a result never exceeds the kubelet's 4 KiB.
 func TestTerminationMessageFits(t *testing.T) {
-	b, err := terminationMessage(map[string]any{"error": strings.Repeat("é\"x", 3000)})
-	if err != nil || len(b) > maxTerminationMessage || !json.Valid(b) {
-		t.Fatalf("%d bytes, %v", len(b), err)
+	for _, msg := range []string{
+		strings.Repeat("é\"x", 3000),
+		strings.Repeat("<&>", 2000), // \u003c: six bytes of JSON for one
+		strings.Repeat("ü", 2047) + "x",
+		"device /dev/xvda: " + strings.Repeat("€", 1500),
+	} {
+		b, err := terminationMessage(map[string]any{"error": msg})
+		var got struct{ Error string }
+		if err != nil || len(b) > maxTerminationMessage || json.Unmarshal(b, &got) != nil {
+			t.Fatalf("%d bytes, %v", len(b), err)
+		}
+		if !utf8.ValidString(got.Error) || strings.ContainsRune(got.Error, utf8.RuneError) ||
+			!strings.HasSuffix(got.Error, "...") || !strings.HasPrefix(msg, strings.TrimSuffix(got.Error, "...")) {
+			t.Errorf("shortened message %q is not a prefix of the error", got.Error)
+		}
+		if len(b) < maxTerminationMessage-16 {
+			t.Errorf("cut to %d bytes, more than needed", len(b))
+		}
 	}
 	stages := map[string]string{}
 	for i := range 400 {
 		stages[strings.Repeat("s", 5)+string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune('A'+i/26))] = "1.000s"
 	}
-	b, err = terminationMessage(exportJSON{Snapshot: strings.Repeat("a", 64), Stages: stages})
+	b, err := terminationMessage(exportJSON{Snapshot: strings.Repeat("a", 64), Stages: stages})
 	if err != nil || len(b) > maxTerminationMessage || strings.Contains(string(b), "stages") {
 		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+}
+
+// TestPodSIGTERM: a real mover process in a pod gets SIGTERM in the middle
+// of an export, as the kubelet sends it on pod deletion, eviction or
+// activeDeadlineSeconds. It stops, exits 1 with one JSON log line and the
+// same clear message as its termination message; the repository passes
+// check, and a rerun resumes: it stores no more than what no index
+// checkpoint covered when the signal came (plus a pack per upload worker).
+func TestPodSIGTERM(t *testing.T) {
+	const packSize, uploads = 1 << 20, 2
+	c, dir := newCLI(t)
+	c.env["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+	img := filepath.Join(dir, "vol.img")
+	makeImageSeed(t, img, 384<<20, 11)
+
+	// Reference: what an uninterrupted export stores.
+	ref := &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "pw", "MOVER_REPOSITORY": filepath.Join(dir, "ref")}}
+	ref.ok("init", "--pack-size", "1MiB", "--polynomial", testPolynomial)
+	var full exportJSON
+	json.Unmarshal([]byte(ref.ok("export", "-q", "--json", "--source", img, "--name", "v", "--connections", "2").stdout), &full)
+
+	c.ok("init", "--pack-size", "1MiB", "--polynomial", testPolynomial)
+	term := filepath.Join(dir, "termination-log")
+	cmd := c.moverProcess("export", "--source", img, "--name", "v", "--connections", "2", "--termination-log", term)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Signal once the first index checkpoint is written, so that there is
+	// something to resume from.
+	indexDir := filepath.Join(c.env["MOVER_REPOSITORY"], "index")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if ents, _ := os.ReadDir(indexDir); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("no index checkpoint within 2 minutes")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("after SIGTERM: %v (want exit %d); stderr %s", err, exitError, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	last := lines[len(lines)-1]
+	var logged struct{ Level, Msg, Error string }
+	if err := json.Unmarshal([]byte(last), &logged); err != nil || logged.Level != "ERROR" ||
+		!strings.Contains(logged.Error, "interrupted by SIGTERM") || !strings.Contains(logged.Error, "rerun") {
+		t.Errorf("last stderr line %q: want the JSON error log of the interruption", last)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("stderr line is not JSON: %q", l)
+		}
+	}
+	var msg struct{ Error string }
+	b, _ := os.ReadFile(term)
+	if err := json.Unmarshal(b, &msg); err != nil || msg.Error != logged.Error {
+		t.Errorf("termination message %q, want the logged error %q", b, logged.Error)
+	}
+
+	c.ok("check")
+	covered := indexedBytes(t, c.env["MOVER_REPOSITORY"])
+	var rerun exportJSON
+	json.Unmarshal([]byte(c.ok("export", "-q", "--json", "--source", img, "--name", "v", "--connections", "2").stdout), &rerun)
+	limit := full.StoredBytes - covered + uploads*(packSize+packSize/8) + 64<<10
+	t.Logf("SIGTERM with %d of %d bytes indexed; the rerun stored %d (limit %d)", covered, full.StoredBytes, rerun.StoredBytes, limit)
+	if covered == 0 || rerun.StoredBytes > limit {
+		t.Errorf("the rerun stored %d bytes, more than the %d no checkpoint covered: it did not resume", rerun.StoredBytes, full.StoredBytes-covered)
+	}
+	if rerun.Size != full.Size || rerun.Chunks != full.Chunks {
+		t.Errorf("rerun %+v, reference %+v", rerun, full)
 	}
 }
