@@ -12,21 +12,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// TestImageTarball builds the image as `make image` does and checks what
-// `docker load` reads: manifest.json, the config (entrypoint, user,
-// platform, diff IDs) and the layer (a static mover, CA certificates).
+// TestImageTarball runs `make image` and checks what `docker load` reads:
+// manifest.json, the config (entrypoint, user, environment, platform, diff
+// IDs) and the layer (a static mover, CA certificates, /etc/passwd, /tmp).
 func TestImageTarball(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a static mover and the image tool (about a minute)")
 	}
 	out := filepath.Join(t.TempDir(), "image.tar")
-	if b, err := exec.Command("../hack/build-image.sh", out, "blockmover/mover:test").CombinedOutput(); err != nil {
-		t.Fatalf("build-image.sh: %v\n%s", err, b)
+	if b, err := exec.Command("make", "-C", "..", "image", "IMAGE_TAR="+out, "IMAGE=blockmover/mover:test").CombinedOutput(); err != nil {
+		t.Fatalf("make image: %v\n%s", err, b)
 	}
 	files := readTar(t, out)
 	var manifest []struct {
@@ -61,7 +62,8 @@ func TestImageTarball(t *testing.T) {
 	if err := json.Unmarshal(cfgBytes, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.OS != "linux" || cfg.Architecture == "" || !slices.Equal(cfg.Config.Entrypoint, []string{"/mover"}) || cfg.Config.User != "0:0" {
+	if cfg.OS != "linux" || cfg.Architecture != runtime.GOARCH || !slices.Equal(cfg.Config.Entrypoint, []string{"/mover"}) || cfg.Config.User != "0:0" ||
+		!slices.Contains(cfg.Config.Env, "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt") {
 		t.Errorf("config %+v", cfg)
 	}
 	if cfg.RootFS.Type != "layers" || len(cfg.RootFS.DiffIDs) != 1 {
@@ -117,6 +119,17 @@ func TestImageTarball(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(mover[:4]), "\x7fELF") {
 		t.Error("bad ELF magic")
+	}
+	// The image's /mover runs with nothing around it (an empty environment
+	// as in the scratch image) and knows the commands of a mover Job.
+	bin := filepath.Join(t.TempDir(), "mover")
+	if err := os.WriteFile(bin, mover, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "export", "--help")
+	cmd.Env = []string{}
+	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "--termination-log") {
+		t.Errorf("/mover export --help: %v\n%s", err, b)
 	}
 }
 
