@@ -99,17 +99,11 @@ func checkExportJob(t *testing.T, job *batchv1.Job, ns, op string) {
 func TestExportCrashAndRerun(t *testing.T) {
 	e := newEnv(t)
 	e.boundPVC("data", "1Gi", corev1.PersistentVolumeBlock)
-	e.fake.set(func(f *fakeControllers) { f.holdJobs = true })
-
 	// First run: "crashes" (its context ends) once the Job is running.
-	ctx, cancel := context.WithCancel(e.ctx)
-	errc := make(chan error, 1)
-	go func() { _, err := e.orch.Export(ctx, e.exportArgs("crash", "data")); errc <- err }()
-	e.waitFor("the mover Job", func() bool { return len(e.fake.createdJobs()) == 1 })
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted export: %v", err)
-	}
+	e.interruptWhileJobRuns(func(ctx context.Context) error {
+		_, err := e.orch.Export(ctx, e.exportArgs("crash", "data"))
+		return err
+	})
 	vs, pvcs, jobs, pods := e.count()
 	if vs != 1 || pvcs != 2 || jobs != 1 || pods != 1 {
 		t.Fatalf("after the crash: %d VolumeSnapshots, %d PVCs, %d Jobs, %d pods; want everything kept", vs, pvcs, jobs, pods)
@@ -170,6 +164,25 @@ func TestExportCrashAndRerun(t *testing.T) {
 	}
 	if vs, pvcs, jobs, _ := e.count(); vs != 0 || pvcs != 1 || jobs != 0 {
 		t.Errorf("after the rerun: %d VolumeSnapshots, %d PVCs, %d Jobs", vs, pvcs, jobs)
+	}
+}
+
+// interruptWhileJobRuns calls run with a context that ends (the control
+// plane "crashes") once the fake Job controller has made the pod of a new
+// Job, and checks that run returned the context's error. Pods are held
+// running until the caller sets holdJobs back to false.
+func (e *env) interruptWhileJobRuns(run func(ctx context.Context) error) {
+	e.t.Helper()
+	e.fake.set(func(f *fakeControllers) { f.holdJobs = true })
+	n := len(e.fake.createdJobs())
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+	e.waitFor("the mover Job", func() bool { return len(e.fake.createdJobs()) > n })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		e.t.Fatalf("interrupted operation: %v", err)
 	}
 }
 
@@ -307,15 +320,10 @@ func TestImportBlock(t *testing.T) {
 	args := ImportArgs{Namespace: e.ns, PVC: "restored", Operation: "restore-1", Snapshot: "0123abcd", Size: 1<<30 + 4096,
 		StorageClass: testStorageClass, Job: e.jobOptions(), Timing: fastTiming()}
 	// First call: the control plane dies while the Job runs.
-	e.fake.set(func(f *fakeControllers) { f.holdJobs = true })
-	ctx, cancel := context.WithCancel(e.ctx)
-	errc := make(chan error, 1)
-	go func() { _, err := e.orch.Import(ctx, args); errc <- err }()
-	e.waitFor("the import Job", func() bool { return len(e.fake.createdJobs()) == 1 })
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted import: %v", err)
-	}
+	e.interruptWhileJobRuns(func(ctx context.Context) error {
+		_, err := e.orch.Import(ctx, args)
+		return err
+	})
 	first, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
