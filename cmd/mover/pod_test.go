@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/repo/backend"
 )
 
 // TestPodExportImport: in a pod (KUBERNETES_SERVICE_HOST set, stderr not a
@@ -247,10 +248,16 @@ func TestPodSIGTERM(t *testing.T) {
 	// something to resume from.
 	indexDir := filepath.Join(c.env["MOVER_REPOSITORY"], "index")
 	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if ents, _ := os.ReadDir(indexDir); len(ents) > 0 {
-			break
+	indexed := func() bool {
+		ents, _ := os.ReadDir(indexDir)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), backend.TempPrefix) { // written and renamed
+				return true
+			}
 		}
+		return false
+	}
+	for !indexed() {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			t.Fatal("no index checkpoint within 2 minutes")
