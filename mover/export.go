@@ -225,6 +225,10 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 // If src has a method CheckUnchanged() error, it is called after reading:
 // a source that changed size fails the export. Export is safe to run
 // concurrently with other exports into the same repository.
+//
+// When Export fails, including when ctx is cancelled (a pod's SIGTERM),
+// it still indexes the packs it uploaded, spending up to 15 s on it after
+// cancellation, so that the next export of the volume reuses them.
 func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*ExportResult, error) {
 	if opts.Volume == "" {
 		return nil, errors.New("export: a volume name is required")
@@ -312,9 +316,27 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 	}
 	stopProgress()
 	if err != nil {
+		e.salvage(ctx)
 		return nil, err
 	}
 	return e.result(), nil
+}
+
+// salvageTimeout bounds how long a failed export spends indexing the packs
+// it uploaded: well inside the 30 s a pod gets between SIGTERM and SIGKILL.
+const salvageTimeout = 15 * time.Second
+
+// salvage runs after the pipeline failed or was cancelled, when no worker
+// is left: it flushes the repository (the pending page pack and an index
+// file for the packs uploaded since the last checkpoint) under a context
+// that ignores ctx's cancellation but not its values, for at most
+// salvageTimeout, so that a rerun finds those chunks instead of uploading
+// them again. Its own error is dropped: the export's error is the one to
+// report, and packs left unindexed are only garbage for gc.
+func (e *exporter) salvage(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), salvageTimeout)
+	defer cancel()
+	_ = e.st.Flush(fctx)
 }
 
 // worker is one cutting goroutine's state: it cuts segments, hashes

@@ -288,3 +288,65 @@ func TestImportTargetTooSmall(t *testing.T) {
 		t.Fatal("a 2 MiB device accepted a 4 MiB snapshot")
 	}
 }
+
+// cancellingSource cancels the export's context once it has served after
+// bytes, as a pod's SIGTERM would in the middle of a volume.
+type cancellingSource struct {
+	mover.Source
+	after  int64
+	n      atomic.Int64
+	cancel context.CancelFunc
+}
+
+func (c *cancellingSource) ReadAt(p []byte, off int64) (int, error) {
+	if c.n.Add(int64(len(p))) > c.after {
+		c.cancel()
+	}
+	return c.Source.ReadAt(p, off)
+}
+
+// TestExportCancelledIndexesUploads: an export cancelled midway indexes the
+// packs it uploaded, so the rerun stores only what they did not hold.
+func TestExportCancelledIndexesUploads(t *testing.T) {
+	const size = 96 << 20
+	r, dir := testRepo(t, nil)
+	path := filepath.Join(t.TempDir(), "v.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fillRandom(t, path, size, 3)
+	dev, err := mover.OpenSource(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &cancellingSource{Source: dev, after: size * 3 / 4, cancel: cancel}
+	// Small packs, so that many are uploaded before the cancellation and
+	// fewer than IndexCheckpoint: only the salvage indexes them.
+	opts := mover.ExportOptions{Volume: "v", PackSize: 2 << 20, ReadSize: 1 << 20}
+	if _, err := mover.Export(ctx, src, r, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled export: %v", err)
+	}
+	r2 := openRepo(t, dir)
+	if snaps, _ := r2.Snapshots(context.Background()); len(snaps) != 0 {
+		t.Fatalf("a cancelled export left %d snapshots", len(snaps))
+	}
+	res, err := mover.Export(context.Background(), dev, r2, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At the cancellation, at most the chunks in the cutters, queues,
+	// packers and uploads (a few packs per worker) were lost.
+	if res.NewBytes > size/4+24<<20 {
+		t.Fatalf("rerun stored %d new bytes of %d: the cancelled export's uploads were not indexed", res.NewBytes, size)
+	}
+	if res.NewBytes == 0 {
+		t.Fatal("rerun found every chunk: the cancellation came too late to test anything")
+	}
+	chk, err := r2.Check(context.Background(), repo.CheckOptions{ReadData: true})
+	if err != nil || !chk.OK() {
+		t.Fatalf("check after a cancelled export: %v %v", chk, err)
+	}
+}
