@@ -107,7 +107,8 @@ type Stages struct {
 	ZeroCheck float64 `json:"zero_check,omitempty"`
 	Cut       float64 `json:"cut,omitempty"`
 	Hash      float64 `json:"hash,omitempty"`
-	Pack      float64 `json:"compress_encrypt,omitempty"`
+	Compress  float64 `json:"compress,omitempty"`
+	Encrypt   float64 `json:"encrypt,omitempty"`
 	Upload    float64 `json:"upload,omitempty"`
 	Download  float64 `json:"download,omitempty"`
 	Decode    float64 `json:"decrypt_verify,omitempty"`
@@ -116,7 +117,7 @@ type Stages struct {
 
 func stagesOf(s mover.Stages) Stages {
 	return Stages{Read: s.Read.Seconds(), ZeroCheck: s.ZeroCheck.Seconds(), Cut: s.Cut.Seconds(), Hash: s.Hash.Seconds(),
-		Pack: s.Pack.Seconds(), Upload: s.Upload.Seconds(), Download: s.Download.Seconds(), Decode: s.Decode.Seconds(), Write: s.Write.Seconds()}
+		Compress: s.Compress.Seconds(), Encrypt: s.Encrypt.Seconds(), Upload: s.Upload.Seconds(), Download: s.Download.Seconds(), Decode: s.Decode.Seconds(), Write: s.Write.Seconds()}
 }
 
 // Sample is one measured run of one operation.

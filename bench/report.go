@@ -35,9 +35,6 @@ type Report struct {
 	Peers    []Peer   `json:"peers,omitempty"`
 	// Raw is the storage's raw sequential speed.
 	Raw *RawReport `json:"raw,omitempty"`
-	// CompressShare is, per zstd level, the estimated share of compression
-	// in mover's compress+encrypt stage (see calibrate).
-	CompressShare map[string]float64 `json:"compress_share,omitempty"`
 
 	Results     []Result     `json:"results"`
 	Comparisons []Comparison `json:"comparisons,omitempty"`
@@ -89,11 +86,9 @@ type StageFigure struct {
 	Bytes int64   `json:"bytes"`
 	MBps  float64 `json:"mb_per_s"`
 	// CPUSeconds: the process's CPU time apportioned to the stages by
-	// their time (an estimate).
+	// their time (an estimate: it equals Seconds unless more workers were
+	// runnable than there were CPUs, when waiting for a CPU is scaled out).
 	CPUSeconds float64 `json:"cpu_seconds"`
-	// Estimated: compress and encrypt are one stage in mover, split here
-	// by a calibration on the scenario's data.
-	Estimated bool `json:"estimated,omitempty"`
 }
 
 // Comparison is mover (main settings) against a peer on one operation:
@@ -143,14 +138,7 @@ func (rep *Report) build(order []resultKey, samples map[resultKey][]Sample) {
 		}
 		res.Seconds, res.MBps, res.CPU, res.PeakRSS, res.RepoBytes = statOf(secs), statOf(mb), statOf(cpu), statOf(rss), statOf(repoBytes)
 		if k.tool == "mover" {
-			level := rep.Settings.Compression
-			if v, ok := strings.CutPrefix(k.variant, "zstd="); ok {
-				level = v
-			}
-			if level == "" {
-				level = "fastest"
-			}
-			res.Stages, res.Bottleneck = stageFigures(k.op, size, runs, rep.CompressShare[level])
+			res.Stages, res.Bottleneck = stageFigures(k.op, size, runs)
 		}
 		rep.Results = append(rep.Results, res)
 	}
@@ -196,7 +184,7 @@ func medianRun(runs []Sample) Sample {
 
 // stageFigures builds the stage breakdown of a mover operation and names
 // its bottleneck.
-func stageFigures(op Op, size int64, runs []Sample, compressShare float64) ([]StageFigure, string) {
+func stageFigures(op Op, size int64, runs []Sample) ([]StageFigure, string) {
 	if len(runs) == 0 {
 		return nil, ""
 	}
@@ -215,23 +203,22 @@ func stageFigures(op Op, size int64, runs []Sample, compressShare float64) ([]St
 	}
 	wall, procCPU := statOf(pipeline).Median, statOf(cpu).Median
 	var st []StageFigure
-	add := func(name string, secs float64, workers int, bytes int64, est bool) {
-		st = append(st, StageFigure{Name: name, Seconds: secs, Workers: max(workers, 1), Bytes: bytes, Estimated: est})
+	add := func(name string, secs float64, workers int, bytes int64) {
+		st = append(st, StageFigure{Name: name, Seconds: secs, Workers: max(workers, 1), Bytes: bytes})
 	}
 	if op.isExport() {
 		data := max(0, min(m.ReadBytes, size-m.ZeroBytes-m.ReusedBytes))
-		pack := med(func(s Stages) float64 { return s.Pack })
-		add("read", med(func(s Stages) float64 { return s.Read }), m.Workers, m.ReadBytes, false)
-		add("zero check", med(func(s Stages) float64 { return s.ZeroCheck }), m.Workers, m.ReadBytes, false)
-		add("cut", med(func(s Stages) float64 { return s.Cut }), m.Workers, data, false)
-		add("hash", med(func(s Stages) float64 { return s.Hash }), m.Workers, data, false)
-		add("compress", pack*compressShare, m.Workers, m.NewBytes, true)
-		add("encrypt", pack*(1-compressShare), m.Workers, m.NewBytes, true)
-		add("upload", med(func(s Stages) float64 { return s.Upload }), m.Uploads, m.StoredBytes, false)
+		add("read", med(func(s Stages) float64 { return s.Read }), m.Workers, m.ReadBytes)
+		add("zero check", med(func(s Stages) float64 { return s.ZeroCheck }), m.Workers, m.ReadBytes)
+		add("cut", med(func(s Stages) float64 { return s.Cut }), m.Workers, data)
+		add("hash", med(func(s Stages) float64 { return s.Hash }), m.Workers, data)
+		add("compress", med(func(s Stages) float64 { return s.Compress }), m.Workers, m.NewBytes)
+		add("encrypt", med(func(s Stages) float64 { return s.Encrypt }), m.Workers, m.NewBytes)
+		add("upload", med(func(s Stages) float64 { return s.Upload }), m.Uploads, m.StoredBytes)
 	} else {
-		add("download", med(func(s Stages) float64 { return s.Download }), m.Downloads, m.FetchedBytes, false)
-		add("decrypt+verify", med(func(s Stages) float64 { return s.Decode }), m.Downloads, m.FetchedBytes, false)
-		add("write", med(func(s Stages) float64 { return s.Write }), m.Downloads, m.WrittenBytes+m.ZeroedBytes, false)
+		add("download", med(func(s Stages) float64 { return s.Download }), m.Downloads, m.FetchedBytes)
+		add("decrypt+verify", med(func(s Stages) float64 { return s.Decode }), m.Downloads, m.FetchedBytes)
+		add("write", med(func(s Stages) float64 { return s.Write }), m.Downloads, m.WrittenBytes+m.ZeroedBytes)
 	}
 	var total float64
 	for _, s := range st {
@@ -332,9 +319,6 @@ func (rep *Report) Text(out io.Writer) error {
 		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s (est.)\tbytes in\t")
 		for _, s := range r.Stages {
 			name := s.Name
-			if s.Estimated {
-				name += " (est.)"
-			}
 			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, humanBytes(s.Bytes))
 		}
 		tw.Flush()

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -266,14 +265,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}()
 	r.rep.Setup.Repo = r.repoRoot
 	r.rep.Setup.RepoFS = r.locationFS(r.repoRoot)
-
-	for _, lvl := range r.compressionLevels(contenders) {
-		share := calibrate(r.base, lvl)
-		if r.rep.CompressShare == nil {
-			r.rep.CompressShare = map[string]float64{}
-		}
-		r.rep.CompressShare[lvl] = share
-	}
 
 	for round := range cfg.Runs {
 		for i := range contenders {
@@ -535,24 +526,6 @@ func runMeasured(cmd *exec.Cmd) ([]byte, usage, float64, error) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
-}
-
-// compressionLevels lists the zstd levels the mover contenders use.
-func (r *runner) compressionLevels(cs []contender) []string {
-	var out []string
-	for _, c := range cs {
-		if c.tool != "mover" {
-			continue
-		}
-		lvl := c.settings.Compression
-		if lvl == "" {
-			lvl = repo.CompressFastest
-		}
-		if !slices.Contains(out, lvl) {
-			out = append(out, lvl)
-		}
-	}
-	return out
 }
 
 func isBlockDevice(path string) bool {

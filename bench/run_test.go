@@ -119,6 +119,12 @@ func TestRunEndToEnd(t *testing.T) {
 	if len(main.Stages) != 7 || main.Bottleneck == "" {
 		t.Errorf("full export stages %+v, bottleneck %q", main.Stages, main.Bottleneck)
 	}
+	for _, s := range main.Stages {
+		// Every stage is timed, compress and encrypt each on its own.
+		if s.Seconds <= 0 || s.Bytes <= 0 {
+			t.Errorf("full export stage %s: %.3f s, %d bytes", s.Name, s.Seconds, s.Bytes)
+		}
+	}
 	if rep.Raw == nil || rep.Raw.Note == "" && len(rep.Raw.Points) != 4 {
 		t.Errorf("raw speed: %+v", rep.Raw)
 	}

@@ -468,3 +468,27 @@ func TestIncompressible(t *testing.T) {
 		}
 	}
 }
+
+// TestPackerBusy: the packer times compression and sealing apart.
+func TestPackerBusy(t *testing.T) {
+	r, _ := newTestRepo(t)
+	h := r.NewHasher()
+	p := r.NewPacker(0)
+	if c, s := p.Busy(); c != 0 || s != 0 {
+		t.Fatalf("new packer busy %v %v", c, s)
+	}
+	text := bytes.Repeat([]byte("a compressible line of text\n"), 1<<15)
+	if _, err := p.Add(BlobData, h.Sum(text), text); err != nil {
+		t.Fatal(err)
+	}
+	c1, s1 := p.Busy()
+	if c1 <= 0 || s1 <= 0 {
+		t.Fatalf("after a compressible blob: compress %v, seal %v", c1, s1)
+	}
+	if _, err := p.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if c2, s2 := p.Busy(); c2 != c1 || s2 <= s1 {
+		t.Fatalf("sealing the header: compress %v -> %v, seal %v -> %v", c1, c2, s1, s2)
+	}
+}

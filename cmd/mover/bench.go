@@ -70,7 +70,9 @@ disk, unless peers run or --on-disk is given (then it is an image file in
 --workdir, read warm from the page cache, or cold with --cold), or
 --device /dev/X --destroy-data writes it to a block device that the runs
 then read and restore onto. Repositories go under --repo (a directory or
-s3://BUCKET/PREFIX; default: --workdir) and are removed afterwards.
+s3://BUCKET/PREFIX; default: --workdir) and are removed afterwards;
+$MOVER_REPOSITORY is ignored, so that a benchmark never writes beside a
+real repository by accident.
 
 Presets: empty-disk, vm-image, database, random, mixed; --zero,
 --compressible, --ratio, --duplicate, --change-rate and friends override

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
@@ -180,19 +181,10 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 
 func stageMap(s mover.Stages) map[string]string {
 	m := map[string]string{}
-	add := func(k string, d interface{ Seconds() float64 }) {
-		if d.Seconds() > 0 {
+	s.Each(func(k string, d time.Duration) {
+		if d > 0 {
 			m[k] = fmt.Sprintf("%.3fs", d.Seconds())
 		}
-	}
-	add("read", s.Read)
-	add("zero_check", s.ZeroCheck)
-	add("cut", s.Cut)
-	add("hash", s.Hash)
-	add("compress_encrypt", s.Pack)
-	add("upload", s.Upload)
-	add("download", s.Download)
-	add("decrypt_verify", s.Decode)
-	add("write", s.Write)
+	})
 	return m
 }

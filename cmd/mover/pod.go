@@ -345,8 +345,8 @@ func (m *metrics) write(w io.Writer) {
 	metric("mover_written_bytes_total", "counter", "Bytes written to the target device (import).", float64(m.p.WrittenBytes))
 	metric("mover_chunks_total", "counter", "Chunks in the snapshot (known at the end).", float64(m.chunks))
 	metric("mover_new_chunks_total", "counter", "Chunks the repository did not hold (export; known at the end).", float64(m.newChunks))
-	stages := map[string]time.Duration{"read": m.stages.Read, "zero_check": m.stages.ZeroCheck, "cut": m.stages.Cut, "hash": m.stages.Hash,
-		"compress_encrypt": m.stages.Pack, "upload": m.stages.Upload, "download": m.stages.Download, "decrypt_verify": m.stages.Decode, "write": m.stages.Write}
+	stages := map[string]time.Duration{}
+	m.stages.Each(func(k string, d time.Duration) { stages[k] = d })
 	names := make([]string, 0, len(stages))
 	for k, d := range stages {
 		if d > 0 {
