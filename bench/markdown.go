@@ -79,8 +79,7 @@ func (rep *Report) Markdown(w io.Writer) error {
 		}
 		p("\nmover %s per stage (seconds summed over workers; bottleneck: **%s**):\n\n| stage | seconds | workers | busy | MB/s of the stage | bytes in |\n| --- | --- | --- | --- | --- | --- |\n", r.Op, r.Bottleneck)
 		for _, s := range r.Stages {
-			name := s.Name
-			p("| %s | %.2f | %d | %.0f%% | %s | %s |\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), humanBytes(s.Bytes))
+			p("| %s | %.2f | %d | %.0f%% | %s | %s |\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), humanBytes(s.Bytes))
 		}
 	}
 	if raw := rep.Raw; raw != nil {

@@ -318,8 +318,7 @@ func (rep *Report) Text(out io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s (est.)\tbytes in\t")
 		for _, s := range r.Stages {
-			name := s.Name
-			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, humanBytes(s.Bytes))
+			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, humanBytes(s.Bytes))
 		}
 		tw.Flush()
 		if r.Bottleneck != "" {
