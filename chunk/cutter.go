@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/blockmover/blockmover/internal/cpuclock"
 )
 
 // Piece is one entry of a chunk list: a run of the volume's bytes that is
@@ -40,7 +42,8 @@ type Sparse interface {
 // returns nil.
 var ErrStop = errors.New("stop cutting")
 
-// Stats counts a cutter's work. Durations are wall time spent in each step.
+// Stats counts a cutter's work. Times are wall time spent in each step;
+// CPU times are the cutting goroutine's CPU time in it (internal/cpuclock).
 type Stats struct {
 	ReadBytes    int64         // bytes read from the source
 	SkippedBytes int64         // bytes known to be zero without reading (Sparse)
@@ -51,6 +54,9 @@ type Stats struct {
 	ReadTime     time.Duration // in Source.ReadAt
 	ZeroTime     time.Duration // checking blocks for zeros
 	CutTime      time.Duration // finding cut points and copying chunks out
+	ReadCPU      time.Duration
+	ZeroCPU      time.Duration
+	CutCPU       time.Duration
 }
 
 // Add adds o to s.
@@ -64,6 +70,9 @@ func (s *Stats) Add(o Stats) {
 	s.ReadTime += o.ReadTime
 	s.ZeroTime += o.ZeroTime
 	s.CutTime += o.CutTime
+	s.ReadCPU += o.ReadCPU
+	s.ZeroCPU += o.ZeroCPU
+	s.CutCPU += o.CutCPU
 }
 
 // Options tune a Cutter without changing where cuts fall.
@@ -201,20 +210,27 @@ func (c *Cutter) cut(pos, end int64, fn func(Piece) error) error {
 func (c *Cutter) stretch(pos, end int64, fn func(Piece) error) (int64, error) {
 	sr := &c.win
 	sr.startStretch(pos)
-	t0 := time.Now()
-	r0, z0 := c.stats.ReadTime, c.stats.ZeroTime
-	account := func() {
-		now := time.Now()
-		c.stats.CutTime += now.Sub(t0) - (c.stats.ReadTime - r0) - (c.stats.ZeroTime - z0)
-		t0, r0, z0 = now, c.stats.ReadTime, c.stats.ZeroTime
+	// The cut's time is the span's minus the reads and zero checks within
+	// it; the span ends before each callback, whose time is the caller's.
+	var span cpuclock.Span
+	var r0, z0, rc0, zc0 time.Duration
+	begin := func() {
+		span = cpuclock.Start()
+		r0, z0, rc0, zc0 = c.stats.ReadTime, c.stats.ZeroTime, c.stats.ReadCPU, c.stats.ZeroCPU
 	}
+	account := func() {
+		wall, cpu := span.End()
+		c.stats.CutTime += wall - (c.stats.ReadTime - r0) - (c.stats.ZeroTime - z0)
+		c.stats.CutCPU += max(0, cpu-(c.stats.ReadCPU-rc0)-(c.stats.ZeroCPU-zc0))
+	}
+	begin()
+	defer span.End() // on error returns
 	emit := func(off int64, data []byte) error {
 		c.stats.DataBytes += int64(len(data))
 		c.stats.Chunks++
 		account()
 		err := fn(Piece{Offset: off, Length: int64(len(data)), Data: data})
-		// The callback's time is the caller's, not the cutter's.
-		t0 = time.Now()
+		begin()
 		return err
 	}
 	if c.p.Splitter == Fixed {
@@ -369,9 +385,11 @@ func (w *window) blockZero(off int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	t := time.Now()
+	span := cpuclock.Start()
 	w.z = bytes.Equal(b, w.c.zeros[:len(b)])
-	w.c.stats.ZeroTime += time.Since(t)
+	wall, cpu := span.End()
+	w.c.stats.ZeroTime += wall
+	w.c.stats.ZeroCPU += cpu
 	w.zoff, w.zok = bs, true
 	return w.z, nil
 }
@@ -394,9 +412,11 @@ func (w *window) bytes(s, e int64) ([]byte, error) {
 			n = min(n, (w.dataEnd+g-1)/g*g-start)
 		}
 	}
-	t := time.Now()
+	span := cpuclock.Start()
 	got, err := w.src.ReadAt(w.buf[:n], start)
-	w.c.stats.ReadTime += time.Since(t)
+	wall, cpu := span.End()
+	w.c.stats.ReadTime += wall
+	w.c.stats.ReadCPU += cpu
 	w.c.stats.ReadBytes += int64(got)
 	if int64(got) < e-start {
 		if err == nil || err == io.EOF {

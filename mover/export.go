@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/cpuclock"
 	"github.com/blockmover/blockmover/repo"
 	"golang.org/x/sync/errgroup"
 )
@@ -92,7 +93,10 @@ type Progress struct {
 
 // Stages times the pipeline's steps, summed over workers (CPU-bound steps)
 // or over parallel requests (uploads, downloads). Stage time divided by
-// wall time shows which stage bounds the throughput.
+// wall time shows which stage bounds the throughput. Results carry two:
+// wall time in each stage, and the CPU time of the goroutines while in it
+// (their own, system time of their syscalls included; work that a stage
+// hands to other goroutines, such as an HTTP transport's, is not in it).
 type Stages struct {
 	Read      time.Duration `json:"read"`
 	ZeroCheck time.Duration `json:"zero_check"`
@@ -123,6 +127,13 @@ func (s Stages) Each(f func(name string, d time.Duration)) {
 	f("write", s.Write)
 }
 
+// addSpan ends span and adds its wall and CPU time to a stage's.
+func addSpan(span *cpuclock.Span, wall, cpu *time.Duration) {
+	w, c := span.End()
+	*wall += w
+	*cpu += c
+}
+
 // ExportResult describes a finished export.
 type ExportResult struct {
 	Snapshot *repo.Snapshot
@@ -135,7 +146,7 @@ type ExportResult struct {
 	ReusedBytes       int64
 	Chunks, NewChunks int64
 	Duration          time.Duration
-	Stages            Stages
+	Stages, StageCPU  Stages
 }
 
 // newChunk is a chunk the repository lacks, on its way to a packer. Data
@@ -182,6 +193,7 @@ type exporter struct {
 
 	mu       sync.Mutex
 	stages   Stages
+	stageCPU Stages
 	pages    []repo.ID
 	snapshot *repo.Snapshot
 	written0 int64 // st.WrittenBytes at the start
@@ -366,6 +378,7 @@ type worker struct {
 	opener   *repo.BlobOpener
 	out      chan<- newChunk
 	hashTime time.Duration
+	hashCPU  time.Duration
 }
 
 // add hashes a piece and passes it on if the repository lacks it; it
@@ -375,9 +388,9 @@ func (w *worker) add(ctx context.Context, pc chunk.Piece) (repo.Entry, error) {
 		return repo.Entry{Length: pc.Length, Hole: true}, nil
 	}
 	e := w.e
-	t := time.Now()
+	span := cpuclock.Start()
 	id := w.hasher.Sum(pc.Data)
-	w.hashTime += time.Since(t)
+	addSpan(&span, &w.hashTime, &w.hashCPU)
 	e.chunks.Add(1)
 	if !e.st.Reserve(id) {
 		e.bufs.put(pc.Data)
@@ -409,6 +422,10 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 		e.stages.ZeroCheck += s.ZeroTime
 		e.stages.Cut += s.CutTime
 		e.stages.Hash += w.hashTime
+		e.stageCPU.Read += s.ReadCPU
+		e.stageCPU.ZeroCheck += s.ZeroCPU
+		e.stageCPU.Cut += s.CutCPU
+		e.stageCPU.Hash += w.hashCPU
 		e.mu.Unlock()
 	}()
 	var entries []repo.Entry
@@ -482,10 +499,12 @@ func (e *exporter) readSize() int {
 func (e *exporter) pack(ctx context.Context, in <-chan newChunk, out chan<- *repo.Pack) error {
 	pk := e.st.NewPacker(e.opts.PackSize)
 	defer func() {
-		compress, seal := pk.Busy()
+		b := pk.Busy()
 		e.mu.Lock()
-		e.stages.Compress += compress
-		e.stages.Encrypt += seal
+		e.stages.Compress += b.Compress
+		e.stages.Encrypt += b.Seal
+		e.stageCPU.Compress += b.CompressCPU
+		e.stageCPU.Encrypt += b.SealCPU
 		e.mu.Unlock()
 	}()
 	send := func(p *repo.Pack) error {
@@ -525,17 +544,18 @@ func (e *exporter) pack(ctx context.Context, in <-chan newChunk, out chan<- *rep
 }
 
 func (e *exporter) upload(ctx context.Context, in <-chan *repo.Pack) error {
-	var busy time.Duration
+	var busy, cpu time.Duration
 	defer func() {
 		e.mu.Lock()
 		e.stages.Upload += busy
+		e.stageCPU.Upload += cpu
 		e.mu.Unlock()
 	}()
 	for p := range in {
-		t := time.Now()
+		span := cpuclock.Start()
 		err := e.st.SavePack(ctx, p)
 		e.st.ReleasePack(p)
-		busy += time.Since(t)
+		addSpan(&span, &busy, &cpu)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
@@ -633,6 +653,6 @@ func (e *exporter) result() *ExportResult {
 		ReadBytes: s.Stats.ReadBytes, ZeroBytes: s.Stats.ZeroBytes, NewBytes: s.Stats.NewBytes,
 		StoredBytes: s.Stats.StoredBytes, Chunks: s.Stats.Chunks, NewChunks: s.Stats.NewChunks,
 		ReusedBytes: e.reusedBytes.Load(),
-		Duration:    time.Since(e.start), Stages: e.stages,
+		Duration:    time.Since(e.start), Stages: e.stages, StageCPU: e.stageCPU,
 	}
 }

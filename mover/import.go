@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/cpuclock"
 	"github.com/blockmover/blockmover/repo"
 	"golang.org/x/sync/errgroup"
 )
@@ -74,7 +75,7 @@ type ImportResult struct {
 	SkippedBytes, VerifiedBytes             int64
 	Chunks                                  int64
 	Duration                                time.Duration
-	Stages                                  Stages
+	Stages, StageCPU                        Stages
 }
 
 // fetch is one ranged read of a pack and the blobs it carries.
@@ -102,8 +103,8 @@ type importer struct {
 
 	written, zeroed, fetched, chunks, skipped, verified atomic.Int64
 
-	mu     sync.Mutex
-	stages Stages
+	mu               sync.Mutex
+	stages, stageCPU Stages
 }
 
 // Import writes snapshot snap from st onto dst and syncs it. Every chunk is
@@ -156,9 +157,9 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 	stop := runProgress(ctx, o.Progress, o.ProgressInterval, im.current)
 	err := g.Wait()
 	if err == nil {
-		t := time.Now()
+		span := cpuclock.Start()
 		err = dst.Sync()
-		im.stages.Write += time.Since(t)
+		addSpan(&span, &im.stages.Write, &im.stageCPU.Write)
 	}
 	stop()
 	if err != nil {
@@ -168,7 +169,7 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 		Snapshot: snap, Size: snap.Size,
 		WrittenBytes: im.written.Load(), ZeroedBytes: im.zeroed.Load(), FetchedBytes: im.fetched.Load(),
 		SkippedBytes: im.skipped.Load(), VerifiedBytes: im.verified.Load(),
-		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages,
+		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages, StageCPU: im.stageCPU,
 	}, nil
 }
 
@@ -399,51 +400,56 @@ func (im *importer) coalesce(byID map[repo.ID]*want) []*fetch {
 func (im *importer) work(ctx context.Context, jobs <-chan any) error {
 	o := im.st.NewBlobOpener()
 	var buf, rbuf []byte // decoded chunk, fetched range: reused
-	var st Stages
+	var st, cpu Stages
 	defer func() {
 		im.mu.Lock()
 		im.stages.Download += st.Download
 		im.stages.Decode += st.Decode
 		im.stages.Write += st.Write
+		im.stageCPU.Download += cpu.Download
+		im.stageCPU.Decode += cpu.Decode
+		im.stageCPU.Write += cpu.Write
 		im.mu.Unlock()
 	}()
 	for j := range jobs {
 		switch j := j.(type) {
 		case zeroRun:
 			if !im.opts.TargetZeroed {
-				t := time.Now()
-				if err := im.dst.Zero(j.off, j.n); err != nil {
+				span := cpuclock.Start()
+				err := im.dst.Zero(j.off, j.n)
+				addSpan(&span, &st.Write, &cpu.Write)
+				if err != nil {
 					return err
 				}
-				st.Write += time.Since(t)
 			}
 			im.zeroed.Add(j.n)
 		case *fetch:
-			t := time.Now()
+			span := cpuclock.Start()
 			data, err := im.st.ReadPackInto(ctx, j.pack, j.off, j.n, rbuf)
 			rbuf = data[:0]
-			st.Download += time.Since(t)
+			addSpan(&span, &st.Download, &cpu.Download)
 			if err != nil {
 				return err
 			}
 			im.fetched.Add(int64(len(data)))
 			for _, w := range j.blobs {
-				t := time.Now()
+				span := cpuclock.Start()
 				s := int64(w.ref.Offset) - j.off
 				buf, err = o.Open(w.ref, data[s:s+int64(w.ref.Length)], buf[:0])
-				st.Decode += time.Since(t)
+				addSpan(&span, &st.Decode, &cpu.Decode)
 				if err != nil {
 					return err
 				}
-				t = time.Now()
+				span = cpuclock.Start()
 				for _, off := range w.offs {
 					if _, err := im.dst.WriteAt(buf, off); err != nil {
+						span.End()
 						return fmt.Errorf("writing at %d: %w", off, err)
 					}
 					im.written.Add(int64(len(buf)))
 					im.chunks.Add(1)
 				}
-				st.Write += time.Since(t)
+				addSpan(&span, &st.Write, &cpu.Write)
 			}
 		}
 		if err := ctx.Err(); err != nil {
