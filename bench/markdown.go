@@ -77,12 +77,10 @@ func (rep *Report) Markdown(w io.Writer) error {
 		if r.Tool != "mover" || r.Variant != "" || len(r.Stages) == 0 || r.Op != FullExport && r.Op != FullImport {
 			continue
 		}
-		p("\nmover %s per stage (seconds summed over workers; CPU seconds of those workers in the stage; bottleneck: **%s**):\n\n| stage | seconds | CPU s | workers | busy | MB/s of the stage | bytes in |\n| --- | --- | --- | --- | --- | --- | --- |\n", r.Op, r.Bottleneck)
+		p("\nmover %s per stage (seconds summed over workers; bottleneck: **%s**):\n\n| stage | seconds | workers | busy | MB/s of the stage | bytes in |\n| --- | --- | --- | --- | --- | --- |\n", r.Op, r.Bottleneck)
 		for _, s := range r.Stages {
-			p("| %s | %.2f | %.2f | %d | %.0f%% | %s | %s |\n", s.Name, s.Seconds, s.CPUSeconds, s.Workers, 100*s.Busy, rateText(s.MBps), humanBytes(s.Bytes))
+			p("| %s | %.2f | %d | %.0f%% | %s | %s |\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), humanBytes(s.Bytes))
 		}
-		m := medianRun(r.Runs)
-		p("\nCPU outside the stages (Go runtime and GC, setup, HTTP transport): %.2f s of the run's %.2f s.\n", m.OtherCPU(), m.CPU())
 	}
 	if raw := rep.Raw; raw != nil {
 		p("\nRaw sequential speed of the storage (%s, O_DIRECT, %s I/Os):", raw.Kind, humanBytes(int64(raw.BlockSize)))

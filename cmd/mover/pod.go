@@ -285,7 +285,7 @@ type metrics struct {
 	start             time.Time
 	p                 mover.Progress
 	chunks, newChunks int64
-	stages, stageCPU  mover.Stages
+	stages            mover.Stages
 	done              bool
 	success           bool
 	end               time.Time
@@ -309,7 +309,7 @@ func (m *metrics) exported(r *mover.ExportResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, ReadBytes: r.ReadBytes, ZeroBytes: r.ZeroBytes, NewBytes: r.NewBytes, StoredBytes: r.StoredBytes}
-	m.chunks, m.newChunks, m.stages, m.stageCPU = r.Chunks, r.NewChunks, r.Stages, r.StageCPU
+	m.chunks, m.newChunks, m.stages = r.Chunks, r.NewChunks, r.Stages
 	m.done, m.success, m.end = true, true, time.Now()
 }
 
@@ -317,7 +317,7 @@ func (m *metrics) imported(r *mover.ImportResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, WrittenBytes: r.WrittenBytes, ZeroBytes: r.ZeroedBytes}
-	m.chunks, m.stages, m.stageCPU = r.Chunks, r.Stages, r.StageCPU
+	m.chunks, m.stages = r.Chunks, r.Stages
 	m.done, m.success, m.end = true, true, time.Now()
 }
 
@@ -346,16 +346,19 @@ func (m *metrics) write(w io.Writer) {
 	metric("mover_written_bytes_total", "counter", "Bytes written to the target device (import).", float64(m.p.WrittenBytes))
 	metric("mover_chunks_total", "counter", "Chunks in the snapshot (known at the end).", float64(m.chunks))
 	metric("mover_new_chunks_total", "counter", "Chunks the repository did not hold (export; known at the end).", float64(m.newChunks))
-	stageMetric := func(name, help string, s mover.Stages) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
-		s.Each(func(k string, d time.Duration) {
-			if d > 0 {
-				fmt.Fprintf(w, "%s{%s,stage=\"%s\"} %g\n", name, m.labels, k, d.Seconds())
-			}
-		})
+	stages := map[string]time.Duration{}
+	m.stages.Each(func(k string, d time.Duration) { stages[k] = d })
+	names := make([]string, 0, len(stages))
+	for k, d := range stages {
+		if d > 0 {
+			names = append(names, k)
+		}
 	}
-	stageMetric("mover_stage_seconds_total", "Time spent in each pipeline stage, summed over workers (known at the end).", m.stages)
-	stageMetric("mover_stage_cpu_seconds_total", "CPU time of the workers in each pipeline stage (known at the end).", m.stageCPU)
+	sort.Strings(names)
+	fmt.Fprintf(w, "# HELP mover_stage_seconds_total Time spent in each pipeline stage, summed over workers (known at the end).\n# TYPE mover_stage_seconds_total counter\n")
+	for _, k := range names {
+		fmt.Fprintf(w, "mover_stage_seconds_total{%s,stage=\"%s\"} %g\n", m.labels, k, stages[k].Seconds())
+	}
 	end := time.Now()
 	if m.done {
 		end = m.end
