@@ -235,8 +235,7 @@ func (rep *Report) HTML(w io.Writer) error {
 		if r.Tool != "mover" || r.Variant != "" || len(r.Stages) == 0 {
 			continue
 		}
-		m := medianRun(r.Runs)
-		p("<h2>mover %s: stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th>workers</th><th>busy</th><th>MB/s of the stage</th><th>CPU s</th><th>bytes in</th></tr>\n", e(r.Op.String()))
+		p("<h2>mover %s: stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th>workers</th><th>busy</th><th>MB/s of the stage</th><th>CPU s (est.)</th><th>bytes in</th></tr>\n", e(r.Op.String()))
 		for _, s := range r.Stages {
 			name := s.Name
 			if s.Name == r.Bottleneck {
@@ -246,7 +245,7 @@ func (rep *Report) HTML(w io.Writer) error {
 			}
 			p("<tr><td>%s</td><td>%.2f</td><td>%d</td><td>%.0f%%</td><td>%s</td><td>%.2f</td><td>%s</td></tr>\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, e(humanBytes(s.Bytes)))
 		}
-		p("</table>\n<p class=\"note\">Stage seconds are summed over the stage's workers; busy is the share of the pipeline's time each worker spent in the stage. CPU seconds are the stage goroutines' own, from their threads' CPU clocks; %.2f s of the run's %.2f s were spent outside the stages (Go runtime and GC, setup, HTTP transport).</p>\n", m.OtherCPU(), m.CPU())
+		p("</table>\n<p class=\"note\">Stage seconds are summed over the stage's workers; busy is the share of the pipeline's time each worker spent in the stage. CPU seconds are the run's CPU time shared out by stage time (an estimate).</p>\n")
 	}
 	p("<h2>Charts</h2>\n")
 	for _, c := range rep.Charts() {

@@ -150,8 +150,6 @@ type Sample struct {
 	RepoBytes int64 `json:"repo_bytes,omitempty"`
 
 	Stages Stages `json:"stages"`
-	// StageCPU: CPU seconds of the goroutines while in each stage.
-	StageCPU Stages `json:"stage_cpu"`
 	// Parallelism of the stages: cutting and packing workers, uploads,
 	// import workers.
 	Workers   int `json:"workers,omitempty"`
@@ -161,15 +159,6 @@ type Sample struct {
 
 // CPU returns user plus system CPU seconds.
 func (s Sample) CPU() float64 { return s.UserCPU + s.SysCPU }
-
-// OtherCPU returns the CPU seconds of the run spent outside mover's
-// stages: the Go runtime and garbage collector, opening the repository,
-// index and snapshot writes, an HTTP transport's goroutines.
-func (s Sample) OtherCPU() float64 {
-	c := s.StageCPU
-	in := c.Read + c.ZeroCheck + c.Cut + c.Hash + c.Compress + c.Encrypt + c.Upload + c.Download + c.Decode + c.Write
-	return max(0, s.CPU()-in)
-}
 
 // JobResult is what a job reports: the snapshot it made (exports) and its
 // figures. Seconds, CPU and memory are filled in by whoever timed it.
@@ -278,7 +267,7 @@ func runExport(ctx context.Context, job Job, r *repo.Repository) (*JobResult, er
 	out := &JobResult{Snapshot: res.Snapshot.ID.String(), Sample: Sample{
 		PipelineSeconds: res.Duration.Seconds(),
 		ReadBytes:       res.ReadBytes, ZeroBytes: res.ZeroBytes, NewBytes: res.NewBytes, StoredBytes: res.StoredBytes,
-		ReusedBytes: res.ReusedBytes, Chunks: res.Chunks, Stages: stagesOf(res.Stages), StageCPU: stagesOf(res.StageCPU),
+		ReusedBytes: res.ReusedBytes, Chunks: res.Chunks, Stages: stagesOf(res.Stages),
 		Workers: orDefault(s.Workers, gomaxprocs()), Uploads: orDefault(s.Uploads, 2),
 	}}
 	return out, nil
@@ -323,7 +312,7 @@ func runImport(ctx context.Context, job Job, r *repo.Repository) (*JobResult, er
 	return &JobResult{Snapshot: snap.ID.String(), Sample: Sample{
 		PipelineSeconds: res.Duration.Seconds(),
 		WrittenBytes:    res.WrittenBytes, ZeroedBytes: res.ZeroedBytes, FetchedBytes: res.FetchedBytes, SkippedBytes: res.SkippedBytes,
-		Chunks: res.Chunks, Stages: stagesOf(res.Stages), StageCPU: stagesOf(res.StageCPU),
+		Chunks: res.Chunks, Stages: stagesOf(res.Stages),
 		Downloads: orDefault(opts.Downloads, max(4, 2*gomaxprocs())),
 	}}, nil
 }

@@ -85,9 +85,9 @@ type StageFigure struct {
 	// workers: Bytes / (Seconds / Workers).
 	Bytes int64   `json:"bytes"`
 	MBps  float64 `json:"mb_per_s"`
-	// CPUSeconds: CPU time of the stage's goroutines while in the stage
-	// (median over runs), measured with their threads' CPU clocks. It is
-	// below Seconds when workers waited for a CPU or for I/O.
+	// CPUSeconds: the process's CPU time apportioned to the stages by
+	// their time (an estimate: it equals Seconds unless more workers were
+	// runnable than there were CPUs, when waiting for a CPU is scaled out).
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
@@ -188,45 +188,50 @@ func stageFigures(op Op, size int64, runs []Sample) ([]StageFigure, string) {
 	if len(runs) == 0 {
 		return nil, ""
 	}
-	med := func(f func(Stages) float64, cpu bool) float64 {
+	med := func(f func(Stages) float64) float64 {
 		v := make([]float64, len(runs))
 		for i, s := range runs {
-			if cpu {
-				v[i] = f(s.StageCPU)
-			} else {
-				v[i] = f(s.Stages)
-			}
+			v[i] = f(s.Stages)
 		}
 		return statOf(v).Median
 	}
 	m := medianRun(runs)
-	var pipeline []float64
+	var pipeline, cpu []float64
 	for _, s := range runs {
 		pipeline = append(pipeline, s.PipelineSeconds)
+		cpu = append(cpu, s.CPU())
 	}
-	wall := statOf(pipeline).Median
+	wall, procCPU := statOf(pipeline).Median, statOf(cpu).Median
 	var st []StageFigure
-	add := func(name string, get func(Stages) float64, workers int, bytes int64) {
-		st = append(st, StageFigure{Name: name, Seconds: med(get, false), Workers: max(workers, 1), Bytes: bytes,
-			CPUSeconds: med(get, true)})
+	add := func(name string, secs float64, workers int, bytes int64) {
+		st = append(st, StageFigure{Name: name, Seconds: secs, Workers: max(workers, 1), Bytes: bytes})
 	}
 	if op.isExport() {
 		data := max(0, min(m.ReadBytes, size-m.ZeroBytes-m.ReusedBytes))
-		add("read", func(s Stages) float64 { return s.Read }, m.Workers, m.ReadBytes)
-		add("zero check", func(s Stages) float64 { return s.ZeroCheck }, m.Workers, m.ReadBytes)
-		add("cut", func(s Stages) float64 { return s.Cut }, m.Workers, data)
-		add("hash", func(s Stages) float64 { return s.Hash }, m.Workers, data)
-		add("compress", func(s Stages) float64 { return s.Compress }, m.Workers, m.NewBytes)
-		add("encrypt", func(s Stages) float64 { return s.Encrypt }, m.Workers, m.NewBytes)
-		add("upload", func(s Stages) float64 { return s.Upload }, m.Uploads, m.StoredBytes)
+		add("read", med(func(s Stages) float64 { return s.Read }), m.Workers, m.ReadBytes)
+		add("zero check", med(func(s Stages) float64 { return s.ZeroCheck }), m.Workers, m.ReadBytes)
+		add("cut", med(func(s Stages) float64 { return s.Cut }), m.Workers, data)
+		add("hash", med(func(s Stages) float64 { return s.Hash }), m.Workers, data)
+		add("compress", med(func(s Stages) float64 { return s.Compress }), m.Workers, m.NewBytes)
+		add("encrypt", med(func(s Stages) float64 { return s.Encrypt }), m.Workers, m.NewBytes)
+		add("upload", med(func(s Stages) float64 { return s.Upload }), m.Uploads, m.StoredBytes)
 	} else {
-		add("download", func(s Stages) float64 { return s.Download }, m.Downloads, m.FetchedBytes)
-		add("decrypt+verify", func(s Stages) float64 { return s.Decode }, m.Downloads, m.FetchedBytes)
-		add("write", func(s Stages) float64 { return s.Write }, m.Downloads, m.WrittenBytes+m.ZeroedBytes)
+		add("download", med(func(s Stages) float64 { return s.Download }), m.Downloads, m.FetchedBytes)
+		add("decrypt+verify", med(func(s Stages) float64 { return s.Decode }), m.Downloads, m.FetchedBytes)
+		add("write", med(func(s Stages) float64 { return s.Write }), m.Downloads, m.WrittenBytes+m.ZeroedBytes)
+	}
+	var total float64
+	for _, s := range st {
+		total += s.Seconds
+	}
+	scale := 1.0
+	if total > 0 {
+		scale = min(1, procCPU/total)
 	}
 	best, bottleneck := 0.0, ""
 	for i := range st {
 		s := &st[i]
+		s.CPUSeconds = s.Seconds * scale
 		per := s.Seconds / float64(s.Workers)
 		if wall > 0 {
 			s.Busy = per / wall
@@ -311,12 +316,11 @@ func (rep *Report) Text(out io.Writer) error {
 		m := medianRun(r.Runs)
 		p("\nmover %s per stage (pipeline %.2f s of %.2f s wall; stage seconds summed over workers):\n", r.Op, m.PipelineSeconds, m.Seconds)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s\tbytes in\t")
+		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s (est.)\tbytes in\t")
 		for _, s := range r.Stages {
 			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, humanBytes(s.Bytes))
 		}
 		tw.Flush()
-		p("CPU outside the stages (Go runtime and GC, setup, HTTP transport): %.2f s of the run's %.2f s\n", m.OtherCPU(), m.CPU())
 		if r.Bottleneck != "" {
 			for _, s := range r.Stages {
 				if s.Name == r.Bottleneck {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/blockmover/blockmover/internal/cpuclock"
 )
 
 // Piece is one entry of a chunk list: a run of the volume's bytes that is
@@ -42,8 +40,7 @@ type Sparse interface {
 // returns nil.
 var ErrStop = errors.New("stop cutting")
 
-// Stats counts a cutter's work. Times are wall time spent in each step;
-// CPU times are the cutting goroutine's CPU time in it (internal/cpuclock).
+// Stats counts a cutter's work. Durations are wall time spent in each step.
 type Stats struct {
 	ReadBytes    int64         // bytes read from the source
 	SkippedBytes int64         // bytes known to be zero without reading (Sparse)
@@ -54,9 +51,6 @@ type Stats struct {
 	ReadTime     time.Duration // in Source.ReadAt
 	ZeroTime     time.Duration // checking blocks for zeros
 	CutTime      time.Duration // finding cut points and copying chunks out
-	ReadCPU      time.Duration
-	ZeroCPU      time.Duration
-	CutCPU       time.Duration
 }
 
 // Add adds o to s.
@@ -70,9 +64,6 @@ func (s *Stats) Add(o Stats) {
 	s.ReadTime += o.ReadTime
 	s.ZeroTime += o.ZeroTime
 	s.CutTime += o.CutTime
-	s.ReadCPU += o.ReadCPU
-	s.ZeroCPU += o.ZeroCPU
-	s.CutCPU += o.CutCPU
 }
 
 // Options tune a Cutter without changing where cuts fall.
@@ -210,27 +201,20 @@ func (c *Cutter) cut(pos, end int64, fn func(Piece) error) error {
 func (c *Cutter) stretch(pos, end int64, fn func(Piece) error) (int64, error) {
 	sr := &c.win
 	sr.startStretch(pos)
-	// The cut's time is the span's minus the reads and zero checks within
-	// it; the span ends before each callback, whose time is the caller's.
-	var span cpuclock.Span
-	var r0, z0, rc0, zc0 time.Duration
-	begin := func() {
-		span = cpuclock.Start()
-		r0, z0, rc0, zc0 = c.stats.ReadTime, c.stats.ZeroTime, c.stats.ReadCPU, c.stats.ZeroCPU
-	}
+	t0 := time.Now()
+	r0, z0 := c.stats.ReadTime, c.stats.ZeroTime
 	account := func() {
-		wall, cpu := span.End()
-		c.stats.CutTime += wall - (c.stats.ReadTime - r0) - (c.stats.ZeroTime - z0)
-		c.stats.CutCPU += max(0, cpu-(c.stats.ReadCPU-rc0)-(c.stats.ZeroCPU-zc0))
+		now := time.Now()
+		c.stats.CutTime += now.Sub(t0) - (c.stats.ReadTime - r0) - (c.stats.ZeroTime - z0)
+		t0, r0, z0 = now, c.stats.ReadTime, c.stats.ZeroTime
 	}
-	begin()
-	defer span.End() // on error returns
 	emit := func(off int64, data []byte) error {
 		c.stats.DataBytes += int64(len(data))
 		c.stats.Chunks++
 		account()
 		err := fn(Piece{Offset: off, Length: int64(len(data)), Data: data})
-		begin()
+		// The callback's time is the caller's, not the cutter's.
+		t0 = time.Now()
 		return err
 	}
 	if c.p.Splitter == Fixed {
@@ -385,11 +369,9 @@ func (w *window) blockZero(off int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	span := cpuclock.Start()
+	t := time.Now()
 	w.z = bytes.Equal(b, w.c.zeros[:len(b)])
-	wall, cpu := span.End()
-	w.c.stats.ZeroTime += wall
-	w.c.stats.ZeroCPU += cpu
+	w.c.stats.ZeroTime += time.Since(t)
 	w.zoff, w.zok = bs, true
 	return w.z, nil
 }
@@ -412,11 +394,9 @@ func (w *window) bytes(s, e int64) ([]byte, error) {
 			n = min(n, (w.dataEnd+g-1)/g*g-start)
 		}
 	}
-	span := cpuclock.Start()
+	t := time.Now()
 	got, err := w.src.ReadAt(w.buf[:n], start)
-	wall, cpu := span.End()
-	w.c.stats.ReadTime += wall
-	w.c.stats.ReadCPU += cpu
+	w.c.stats.ReadTime += time.Since(t)
 	w.c.stats.ReadBytes += int64(got)
 	if int64(got) < e-start {
 		if err == nil || err == io.EOF {

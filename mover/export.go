@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
-	"github.com/blockmover/blockmover/internal/cpuclock"
 	"github.com/blockmover/blockmover/repo"
 	"golang.org/x/sync/errgroup"
 )
@@ -93,10 +92,7 @@ type Progress struct {
 
 // Stages times the pipeline's steps, summed over workers (CPU-bound steps)
 // or over parallel requests (uploads, downloads). Stage time divided by
-// wall time shows which stage bounds the throughput. Results carry two:
-// wall time in each stage, and the CPU time of the goroutines while in it
-// (their own, system time of their syscalls included; work that a stage
-// hands to other goroutines, such as an HTTP transport's, is not in it).
+// wall time shows which stage bounds the throughput.
 type Stages struct {
 	Read      time.Duration `json:"read"`
 	ZeroCheck time.Duration `json:"zero_check"`
@@ -127,13 +123,6 @@ func (s Stages) Each(f func(name string, d time.Duration)) {
 	f("write", s.Write)
 }
 
-// addSpan ends span and adds its wall and CPU time to a stage's.
-func addSpan(span *cpuclock.Span, wall, cpu *time.Duration) {
-	w, c := span.End()
-	*wall += w
-	*cpu += c
-}
-
 // ExportResult describes a finished export.
 type ExportResult struct {
 	Snapshot *repo.Snapshot
@@ -146,7 +135,7 @@ type ExportResult struct {
 	ReusedBytes       int64
 	Chunks, NewChunks int64
 	Duration          time.Duration
-	Stages, StageCPU  Stages
+	Stages            Stages
 }
 
 // newChunk is a chunk the repository lacks, on its way to a packer. Data
@@ -193,7 +182,6 @@ type exporter struct {
 
 	mu       sync.Mutex
 	stages   Stages
-	stageCPU Stages
 	pages    []repo.ID
 	snapshot *repo.Snapshot
 	written0 int64 // st.WrittenBytes at the start
@@ -378,7 +366,6 @@ type worker struct {
 	opener   *repo.BlobOpener
 	out      chan<- newChunk
 	hashTime time.Duration
-	hashCPU  time.Duration
 }
 
 // add hashes a piece and passes it on if the repository lacks it; it
@@ -388,9 +375,9 @@ func (w *worker) add(ctx context.Context, pc chunk.Piece) (repo.Entry, error) {
 		return repo.Entry{Length: pc.Length, Hole: true}, nil
 	}
 	e := w.e
-	span := cpuclock.Start()
+	t := time.Now()
 	id := w.hasher.Sum(pc.Data)
-	addSpan(&span, &w.hashTime, &w.hashCPU)
+	w.hashTime += time.Since(t)
 	e.chunks.Add(1)
 	if !e.st.Reserve(id) {
 		e.bufs.put(pc.Data)
@@ -422,10 +409,6 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 		e.stages.ZeroCheck += s.ZeroTime
 		e.stages.Cut += s.CutTime
 		e.stages.Hash += w.hashTime
-		e.stageCPU.Read += s.ReadCPU
-		e.stageCPU.ZeroCheck += s.ZeroCPU
-		e.stageCPU.Cut += s.CutCPU
-		e.stageCPU.Hash += w.hashCPU
 		e.mu.Unlock()
 	}()
 	var entries []repo.Entry
@@ -499,12 +482,10 @@ func (e *exporter) readSize() int {
 func (e *exporter) pack(ctx context.Context, in <-chan newChunk, out chan<- *repo.Pack) error {
 	pk := e.st.NewPacker(e.opts.PackSize)
 	defer func() {
-		b := pk.Busy()
+		compress, seal := pk.Busy()
 		e.mu.Lock()
-		e.stages.Compress += b.Compress
-		e.stages.Encrypt += b.Seal
-		e.stageCPU.Compress += b.CompressCPU
-		e.stageCPU.Encrypt += b.SealCPU
+		e.stages.Compress += compress
+		e.stages.Encrypt += seal
 		e.mu.Unlock()
 	}()
 	send := func(p *repo.Pack) error {
@@ -544,18 +525,17 @@ func (e *exporter) pack(ctx context.Context, in <-chan newChunk, out chan<- *rep
 }
 
 func (e *exporter) upload(ctx context.Context, in <-chan *repo.Pack) error {
-	var busy, cpu time.Duration
+	var busy time.Duration
 	defer func() {
 		e.mu.Lock()
 		e.stages.Upload += busy
-		e.stageCPU.Upload += cpu
 		e.mu.Unlock()
 	}()
 	for p := range in {
-		span := cpuclock.Start()
+		t := time.Now()
 		err := e.st.SavePack(ctx, p)
 		e.st.ReleasePack(p)
-		addSpan(&span, &busy, &cpu)
+		busy += time.Since(t)
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
@@ -653,6 +633,6 @@ func (e *exporter) result() *ExportResult {
 		ReadBytes: s.Stats.ReadBytes, ZeroBytes: s.Stats.ZeroBytes, NewBytes: s.Stats.NewBytes,
 		StoredBytes: s.Stats.StoredBytes, Chunks: s.Stats.Chunks, NewChunks: s.Stats.NewChunks,
 		ReusedBytes: e.reusedBytes.Load(),
-		Duration:    time.Since(e.start), Stages: e.stages, StageCPU: e.stageCPU,
+		Duration:    time.Since(e.start), Stages: e.stages,
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/blockmover/blockmover/internal/cpuclock"
 	"github.com/blockmover/blockmover/repo"
 	"golang.org/x/sync/errgroup"
 )
@@ -75,7 +74,7 @@ type ImportResult struct {
 	SkippedBytes, VerifiedBytes             int64
 	Chunks                                  int64
 	Duration                                time.Duration
-	Stages, StageCPU                        Stages
+	Stages                                  Stages
 }
 
 // fetch is one ranged read of a pack and the blobs it carries.
@@ -103,8 +102,8 @@ type importer struct {
 
 	written, zeroed, fetched, chunks, skipped, verified atomic.Int64
 
-	mu               sync.Mutex
-	stages, stageCPU Stages
+	mu     sync.Mutex
+	stages Stages
 }
 
 // Import writes snapshot snap from st onto dst and syncs it. Every chunk is
@@ -157,9 +156,9 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 	stop := runProgress(ctx, o.Progress, o.ProgressInterval, im.current)
 	err := g.Wait()
 	if err == nil {
-		span := cpuclock.Start()
+		t := time.Now()
 		err = dst.Sync()
-		addSpan(&span, &im.stages.Write, &im.stageCPU.Write)
+		im.stages.Write += time.Since(t)
 	}
 	stop()
 	if err != nil {
@@ -169,7 +168,7 @@ func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts
 		Snapshot: snap, Size: snap.Size,
 		WrittenBytes: im.written.Load(), ZeroedBytes: im.zeroed.Load(), FetchedBytes: im.fetched.Load(),
 		SkippedBytes: im.skipped.Load(), VerifiedBytes: im.verified.Load(),
-		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages, StageCPU: im.stageCPU,
+		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages,
 	}, nil
 }
 
@@ -400,56 +399,51 @@ func (im *importer) coalesce(byID map[repo.ID]*want) []*fetch {
 func (im *importer) work(ctx context.Context, jobs <-chan any) error {
 	o := im.st.NewBlobOpener()
 	var buf, rbuf []byte // decoded chunk, fetched range: reused
-	var st, cpu Stages
+	var st Stages
 	defer func() {
 		im.mu.Lock()
 		im.stages.Download += st.Download
 		im.stages.Decode += st.Decode
 		im.stages.Write += st.Write
-		im.stageCPU.Download += cpu.Download
-		im.stageCPU.Decode += cpu.Decode
-		im.stageCPU.Write += cpu.Write
 		im.mu.Unlock()
 	}()
 	for j := range jobs {
 		switch j := j.(type) {
 		case zeroRun:
 			if !im.opts.TargetZeroed {
-				span := cpuclock.Start()
-				err := im.dst.Zero(j.off, j.n)
-				addSpan(&span, &st.Write, &cpu.Write)
-				if err != nil {
+				t := time.Now()
+				if err := im.dst.Zero(j.off, j.n); err != nil {
 					return err
 				}
+				st.Write += time.Since(t)
 			}
 			im.zeroed.Add(j.n)
 		case *fetch:
-			span := cpuclock.Start()
+			t := time.Now()
 			data, err := im.st.ReadPackInto(ctx, j.pack, j.off, j.n, rbuf)
 			rbuf = data[:0]
-			addSpan(&span, &st.Download, &cpu.Download)
+			st.Download += time.Since(t)
 			if err != nil {
 				return err
 			}
 			im.fetched.Add(int64(len(data)))
 			for _, w := range j.blobs {
-				span := cpuclock.Start()
+				t := time.Now()
 				s := int64(w.ref.Offset) - j.off
 				buf, err = o.Open(w.ref, data[s:s+int64(w.ref.Length)], buf[:0])
-				addSpan(&span, &st.Decode, &cpu.Decode)
+				st.Decode += time.Since(t)
 				if err != nil {
 					return err
 				}
-				span = cpuclock.Start()
+				t = time.Now()
 				for _, off := range w.offs {
 					if _, err := im.dst.WriteAt(buf, off); err != nil {
-						span.End()
 						return fmt.Errorf("writing at %d: %w", off, err)
 					}
 					im.written.Add(int64(len(buf)))
 					im.chunks.Add(1)
 				}
-				addSpan(&span, &st.Write, &cpu.Write)
+				st.Write += time.Since(t)
 			}
 		}
 		if err := ctx.Err(); err != nil {

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-
-	"github.com/blockmover/blockmover/internal/cpuclock"
 )
 
 // PackedBlob describes one blob inside a pack.
@@ -58,15 +56,7 @@ type Packer struct {
 	check  []byte
 	stored int64
 	// Time spent compressing and sealing (see Busy).
-	busy PackerTimes
-}
-
-// PackerTimes are the wall and CPU time a packer spent compressing
-// (including the test for random-looking data) and sealing (including the
-// check that opens every seal again, and the pack headers).
-type PackerTimes struct {
-	Compress, CompressCPU time.Duration
-	Seal, SealCPU         time.Duration
+	compressTime, sealTime time.Duration
 }
 
 // NewPacker returns a packer that finishes packs of about target bytes
@@ -101,27 +91,22 @@ func (p *Packer) Add(t BlobType, id ID, plain []byte) (int, error) {
 		return 0, fmt.Errorf("blob %s of %d bytes is larger than %d", id.Short(), len(plain), maxBlob)
 	}
 	payload, compressed := plain, false
-	span := cpuclock.Start()
+	t0 := time.Now()
 	if len(plain) > 0 && !incompressible(plain) {
 		p.zbuf = p.r.enc.EncodeAll(plain, p.zbuf[:0])
 		if len(p.zbuf) <= len(plain)-len(plain)>>minSavingShift {
 			payload, compressed = p.zbuf, true
 		}
 	}
-	wall, cpu := span.End()
-	p.busy.Compress += wall
-	p.busy.CompressCPU += cpu
+	p.compressTime += time.Since(t0)
 	return p.addPayload(t, id, payload, compressed, len(plain))
 }
 
-// Busy returns the time the packer has spent so far, for stage timings.
-func (p *Packer) Busy() PackerTimes { return p.busy }
-
-// sealed adds a sealing span to the packer's times.
-func (p *Packer) sealed(span *cpuclock.Span) {
-	wall, cpu := span.End()
-	p.busy.Seal += wall
-	p.busy.SealCPU += cpu
+// Busy returns the time the packer has spent compressing (including the
+// test for random-looking data) and sealing (including the check that
+// opens every seal again, and the pack headers), for stage timings.
+func (p *Packer) Busy() (compress, seal time.Duration) {
+	return p.compressTime, p.sealTime
 }
 
 // incompressible reports whether b looks like random data (encrypted,
@@ -163,11 +148,11 @@ func (p *Packer) addPayload(t BlobType, id ID, payload []byte, compressed bool, 
 	}
 	aad := blobAAD(t, id)
 	off := len(p.buf)
-	span := cpuclock.Start()
+	t0 := time.Now()
 	p.buf = seal(p.aead, p.buf, payload, aad)
 	var err error
 	p.check, err = open(p.aead, p.check[:0], p.buf[off:], aad)
-	p.sealed(&span)
+	p.sealTime += time.Since(t0)
 	if err != nil || !bytes.Equal(p.check, payload) {
 		return 0, fmt.Errorf("blob %s did not decrypt to what was sealed (memory or CPU fault?)", id.Short())
 	}
@@ -193,11 +178,11 @@ func (p *Packer) Finish() (*Pack, error) {
 	if len(p.blobs) == 0 {
 		return nil, nil
 	}
-	span := cpuclock.Start()
+	t0 := time.Now()
 	hdr := encodePackHeader(p.key, p.blobs)
 	data := seal(p.r.aead, p.buf, hdr, []byte(aadPackHeader))
 	data = binary.LittleEndian.AppendUint32(data, uint32(len(data)-len(p.buf)))
-	p.sealed(&span)
+	p.sealTime += time.Since(t0)
 	pk := &Pack{Key: p.key, Data: data, Blobs: append([]PackedBlob(nil), p.blobs...)}
 	if _, err := rand.Read(pk.ID[:]); err != nil {
 		return nil, err

@@ -69,7 +69,6 @@ type exportJSON struct {
 	Seconds     float64           `json:"seconds"`
 	MBPerSecond float64           `json:"mb_per_s"`
 	Stages      map[string]string `json:"stages"`
-	StageCPU    map[string]string `json:"stage_cpu"`
 }
 
 func parseTags(tags []string) (map[string]string, error) {
@@ -165,7 +164,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		ReadBytes: res.ReadBytes, ZeroBytes: res.ZeroBytes, NewBytes: res.NewBytes, StoredBytes: res.StoredBytes,
 		ReusedBytes: res.ReusedBytes,
 		Chunks:      res.Chunks, NewChunks: res.NewChunks, Seconds: res.Duration.Seconds(),
-		MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(), Stages: stageMap(res.Stages), StageCPU: stageMap(res.StageCPU),
+		MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(), Stages: stageMap(res.Stages),
 	}
 	if base != nil {
 		out.Parent = base.ID.String()

@@ -59,7 +59,6 @@ type importJSON struct {
 	Seconds      float64           `json:"seconds"`
 	MBPerSecond  float64           `json:"mb_per_s"`
 	Stages       map[string]string `json:"stages"`
-	StageCPU     map[string]string `json:"stage_cpu"`
 }
 
 func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
@@ -100,7 +99,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		WrittenBytes: res.WrittenBytes, ZeroedBytes: res.ZeroedBytes, FetchedBytes: res.FetchedBytes,
 		SkippedBytes: res.SkippedBytes,
 		Seconds:      res.Duration.Seconds(), MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(),
-		Stages: stageMap(res.Stages), StageCPU: stageMap(res.StageCPU),
+		Stages: stageMap(res.Stages),
 	}
 	g.pod.imported(out, res)
 	if g.json {

@@ -169,7 +169,7 @@ func (p *podState) writeResult(v any) {
 }
 
 // terminationMessage returns v as JSON of at most maxTerminationMessage
-// bytes: as it is if it fits, else without "stages" and "stage_cpu", else with "error" cut
+// bytes: as it is if it fits, else without "stages", else with "error" cut
 // short (at a character boundary, ending in "..."). It fails only when
 // even that does not fit.
 func terminationMessage(v any) ([]byte, error) {
@@ -182,7 +182,6 @@ func terminationMessage(v any) ([]byte, error) {
 		return nil, err
 	}
 	delete(m, "stages")
-	delete(m, "stage_cpu")
 	if b, err = json.Marshal(m); err != nil || len(b) <= maxTerminationMessage {
 		return b, err
 	}
