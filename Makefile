@@ -75,8 +75,8 @@ fuzz:
 # `mover bench` (about 17 minutes on 2 cores): the 4 GiB vm-image scenario,
 # 3 interleaved runs against restic (and kopia if installed), four sweeps;
 # then the Go benchmarks (about 7 minutes; second, so that the load average
-# mover bench records does not count them). mover bench refreshes the generated section of
-# BENCHMARKS.md (between the "mover bench" markers) and writes
+# mover bench records does not count them). mover bench refreshes the
+# generated section of BENCHMARKS.md (between the "mover bench" markers) and writes
 # out/bench/report.html. Image, restore targets and repositories go to
 # BENCH_WORK (BENCHMARKS.md's figures: BENCH_WORK=/dev/shm/mover-bench, to
 # measure the data path rather than this machine's disk).
