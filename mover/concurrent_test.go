@@ -93,8 +93,9 @@ func TestConcurrentExportsWithGC(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	// Let gc run past the grace period, so condemned packs are deleted.
-	time.Sleep(grace + time.Second)
+	// Let gc run past twice the grace period: packs younger than it are
+	// kept whole, and condemned packs are deleted a grace period later.
+	time.Sleep(2*grace + time.Second)
 	close(done)
 	if err := <-gcErr; err != nil {
 		t.Fatal(err)

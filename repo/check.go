@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/blockmover/blockmover/repo/backend"
 	"golang.org/x/sync/errgroup"
@@ -163,7 +164,7 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 		for _, p := range packs {
 			size, ok := packSizes[p.ID]
 			if !ok {
-				c.problem(PackKey(p.ID), false, "pack named by %s is missing", name)
+				c.problem(PackKey(p.ID), false, "pack named by %s is missing (mover repair index drops its entries)", name)
 				continue
 			}
 			for _, b := range p.Blobs {
@@ -171,15 +172,13 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 					c.problem(PackKey(p.ID), false, "blob %s at %d+%d lies beyond the pack's %d bytes (index %s)", b.ID.Short(), b.Offset, b.Length, size, name)
 				}
 			}
-			c.r.idx.add(p.ID, p.Key, p.Blobs)
+			c.r.idx.add(p.ID, p.Key, time.Time{}, p.Blobs)
 			if _, dup := indexed[p.ID]; !dup {
 				indexed[p.ID] = p
 			}
 		}
 	}
-	c.r.idx.mu.Lock()
-	c.r.idx.merge()
-	c.r.idx.mu.Unlock()
+	c.r.idx.finish()
 	c.res.Blobs = c.r.idx.Len()
 	return indexed, nil
 }

@@ -77,7 +77,34 @@ func newer(a, b *Snapshot) bool {
 	return a.ID.String() > b.ID.String()
 }
 
+// Forget deletes the snapshots ids while holding the maintenance lease
+// (staleLease: see LeaseOptions.Stale), checking before each batch that it
+// still holds it. A snapshot already gone counts as forgotten, so a rerun
+// after a kill finishes the work. Their data stays until gc.
+func (r *Repository) Forget(ctx context.Context, ids []ID, staleLease time.Duration) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	lease, err := r.AcquireLease(ctx, LeaseOptions{Stale: staleLease, Purpose: "forget"})
+	if err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
+	defer lease.Release(ctx)
+	for i, id := range ids {
+		if i%deleteBatch == 0 {
+			if err := lease.Check(ctx); err != nil {
+				return fmt.Errorf("forget: %w", err)
+			}
+		}
+		if err := r.DeleteSnapshot(ctx, id); err != nil && !errors.Is(err, ErrSnapshotNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // DeleteSnapshot removes a snapshot object. Its data stays until gc.
+// Prefer Forget, which holds the maintenance lease.
 func (r *Repository) DeleteSnapshot(ctx context.Context, id ID) error {
 	if err := r.be.Delete(ctx, snapshotPrefix+id.String()); err != nil {
 		if errors.Is(err, backend.ErrNotFound) {

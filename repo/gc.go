@@ -1,12 +1,13 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -14,16 +15,17 @@ import (
 	"github.com/blockmover/blockmover/repo/backend"
 )
 
-// Garbage collection runs beside writers without stopping them. Its safety
-// argument is in FORMAT.md ("Garbage collection"); in short: a pack is
-// deleted only if it was unreferenced at two gc runs at least the grace
-// period apart, writers never deduplicate against a pack that a gc run has
-// condemned, and every time is the backend's.
+// Garbage collection runs beside writers without stopping them, and is
+// safe to kill at any instruction. Its safety argument is in FORMAT.md
+// ("Garbage collection"); in short: a pack is deleted only if it was
+// unreferenced at two gc runs at least the grace period apart, writers
+// never deduplicate against a pack that a gc run has condemned, a pack is
+// deleted only after no index file names it, and every time is the
+// backend's.
 
 const (
-	gcPrefix  = "gc/"
-	gcLockKey = "locks/gc"
-	aadGC     = "blockmover gc state v1"
+	gcPrefix = "gc/"
+	aadGC    = "blockmover gc state v1"
 )
 
 // DefaultGrace is how long a pack stays condemned before gc deletes it. It
@@ -40,14 +42,17 @@ type gcState struct {
 // GCOptions tune a garbage collection.
 type GCOptions struct {
 	// Grace is the minimum time, by the backend's clock, between the gc run
-	// that first finds a pack unreferenced and the run that deletes it.
-	// Zero deletes unreferenced packs at once: only safe when no export or
-	// import runs at the same time.
+	// that first finds a pack unreferenced and the run that deletes it;
+	// packs younger than Grace are never condemned (an interrupted
+	// export's rerun reuses them). Zero deletes unreferenced packs at
+	// once: only safe when no export or import runs at the same time.
 	Grace time.Duration
 	// RepackThreshold: a pack whose unreferenced bytes are at least this
 	// fraction of it has its live blobs copied to new packs, and is then
-	// condemned (default 0.1).
+	// condemned (default 0.1; must be in (0, 1]).
 	RepackThreshold float64
+	// StaleLease: see LeaseOptions.Stale.
+	StaleLease time.Duration
 	// DryRun reports what would be done, and changes nothing.
 	DryRun bool
 	// Log, if set, receives one line per step.
@@ -60,12 +65,14 @@ type GCResult struct {
 	LiveBlobs      int   `json:"live_blobs"`
 	Packs          int   `json:"packs"`
 	LiveBytes      int64 `json:"live_bytes"`
+	Young          int   `json:"young"`           // packs younger than the grace period, kept whole
 	Condemned      int   `json:"condemned"`       // packs unreferenced now
 	Deleted        int   `json:"deleted"`         // packs deleted by this run
 	DeletedBytes   int64 `json:"deleted_bytes"`   // their size
 	Repacked       int   `json:"repacked"`        // packs whose live blobs were copied
 	RepackedBytes  int64 `json:"repacked_bytes"`  // live bytes copied
 	Waiting        int   `json:"waiting"`         // condemned packs still in their grace period
+	MissingPacks   int   `json:"missing_packs"`   // packs the index named that do not exist (their entries are dropped)
 	IndexFiles     int   `json:"index_files"`     // index files read
 	IndexFilesLeft int   `json:"index_files_now"` // after compaction
 	TempFiles      int   `json:"temp_files"`      // stale temporary files deleted (fs)
@@ -76,8 +83,9 @@ type GCResult struct {
 // the grace period: a write in progress never leaves its file that long.
 const minTempAge = time.Hour
 
-// ErrGCLocked: another gc holds the gc lock.
-var ErrGCLocked = errors.New("another gc is running")
+// deleteBatch is how many objects gc deletes between two checks that it
+// still holds the lease.
+const deleteBatch = 32
 
 type gcPack struct {
 	size, total, live int64
@@ -88,74 +96,75 @@ type gcPack struct {
 // GC marks every blob reachable from every snapshot, repacks packs that
 // are mostly garbage, condemns unreferenced packs, deletes the packs that
 // were condemned at least Grace ago (and unindexed packs older than
-// Grace, left by interrupted exports), compacts the index files, and on a
-// backend.TempCleaner deletes the temporary files that interrupted writes
-// left (those older than Grace, and at least an hour).
+// Grace, left by interrupted exports or killed gc runs), compacts the
+// index files, and on a backend.TempCleaner deletes the temporary files
+// that interrupted writes left (those older than Grace, and at least an
+// hour). It holds the maintenance lease while it runs (see AcquireLease).
+//
+// GC deletes nothing while any index file or snapshot is unreadable, or a
+// snapshot needs a blob that no existing pack holds: it says which and
+// what to repair. Killed at any point, it leaves a valid repository, and
+// the next run finishes the work.
 //
 // Memory: one bit per indexed blob for the mark, plus the index itself;
 // pages and index files are streamed.
 func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCResult, error) {
-	if opts.RepackThreshold == 0 {
+	switch t := opts.RepackThreshold; {
+	case t == 0:
 		opts.RepackThreshold = 0.1
+	case math.IsNaN(t) || t < 0 || t > 1:
+		return nil, fmt.Errorf("gc: repack threshold %g: want a fraction above 0 and at most 1", t)
+	}
+	if opts.Grace < 0 {
+		return nil, fmt.Errorf("gc: negative grace period %v", opts.Grace)
 	}
 	logf := func(format string, args ...any) {
 		if opts.Log != nil {
 			opts.Log(fmt.Sprintf(format, args...))
 		}
 	}
-	start, err := r.lockGC(ctx, opts.DryRun)
-	if err != nil {
-		return nil, err
+	g := &gc{r: r, opts: opts, logf: logf, res: &GCResult{}}
+	if opts.DryRun {
+		now, err := storageNow(ctx, r.be)
+		if err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+		g.start = now
+	} else {
+		lease, err := r.AcquireLease(ctx, LeaseOptions{Stale: opts.StaleLease, Purpose: "gc"})
+		if err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+		defer lease.Release(ctx)
+		g.lease, g.start = lease, lease.Start()
 	}
-	if !opts.DryRun {
-		defer r.be.Delete(context.WithoutCancel(ctx), gcLockKey)
-	}
-	g := &gc{r: r, opts: opts, logf: logf, start: start, res: &GCResult{}}
 	if err := g.run(ctx); err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	return g.res, nil
 }
 
-// lockGC takes the gc lock and returns its time by the backend's clock: the
-// start of this run.
-func (r *Repository) lockGC(ctx context.Context, dryRun bool) (time.Time, error) {
-	host, _ := os.Hostname()
-	body := fmt.Appendf(nil, `{"host":%q,"pid":%d}`, host, os.Getpid())
-	key := gcLockKey
-	if dryRun {
-		key = fmt.Sprintf("locks/gc-dry-run-%x", newRandom(8))
-		defer r.be.Delete(context.WithoutCancel(ctx), key)
-	}
-	if err := r.be.Put(ctx, key, body); err != nil {
-		if errors.Is(err, backend.ErrExists) {
-			info := ""
-			if oi, err := r.be.Stat(ctx, key); err == nil {
-				info = fmt.Sprintf(" since %s", oi.ModTime.UTC().Format(time.RFC3339))
-			}
-			return time.Time{}, fmt.Errorf("%w: %s exists%s; delete it if no gc is running", ErrGCLocked, key, info)
-		}
-		return time.Time{}, fmt.Errorf("taking the gc lock: %w", err)
-	}
-	oi, err := r.be.Stat(ctx, key)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("reading the gc lock's time: %w", err)
-	}
-	return oi.ModTime, nil
-}
-
 type gc struct {
 	r     *Repository
 	opts  GCOptions
 	logf  func(string, ...any)
-	start time.Time
+	lease *Lease    // nil in a dry run
+	start time.Time // the lease's time: this run's start by the backend's clock
 	res   *GCResult
 
-	snapIDs    []ID     // listed at the start, before the index
-	indexFiles []string // read at the start, replaced at the end
-	packs      map[ID]*gcPack
-	marked     bitmap // by position in the index's sorted array
-	states     []gcStateInfo
+	snapIDs    []ID            // listed at the start, before the index
+	indexFiles []indexFileInfo // read at the start, in name order
+	packs      map[ID]*gcPack  // listed at the start
+	newPacks   map[ID]bool     // written by this run's repack
+	missing    map[ID]int      // named by the index, not in the listing
+	marked     bitmap          // by index position
+	states     []gcStateInfo   // earlier runs, oldest first
+}
+
+type indexFileInfo struct {
+	name  string
+	blobs int
+	packs []ID
 }
 
 // bitmap is one bit per index position.
@@ -172,54 +181,48 @@ type gcStateInfo struct {
 
 func (g *gc) run(ctx context.Context) error {
 	r := g.r
-	// Snapshots first, then the index: an export writes its index files
-	// before its snapshot, so every snapshot listed here has its chunks in
-	// an index file listed below. (Snapshots written later are protected
-	// by the grace period, see FORMAT.md.)
+	// Snapshots first, then packs, then the index: an export writes its
+	// packs, then its index files, then its snapshot, so every snapshot
+	// listed here has its chunks in index files listed below, in packs
+	// that exist unless damage removed them. (Snapshots written later are
+	// protected by the grace period, see FORMAT.md.)
 	var err error
 	if g.snapIDs, err = r.SnapshotIDs(ctx); err != nil {
 		return err
 	}
-	// A fresh view of the index: everything written until now.
-	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
-		g.indexFiles = append(g.indexFiles, oi.Key)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("listing index: %w", err)
+	packs, err := r.listPacks(ctx)
+	if err != nil {
+		return err
 	}
-	g.res.IndexFiles = len(g.indexFiles)
-	r.idx = newIndex()
-	for _, name := range g.indexFiles {
-		packs, err := r.readIndexFile(ctx, name)
-		if err != nil {
-			return fmt.Errorf("%w (run mover check; mover repair index rebuilds the index)", err)
-		}
-		for _, p := range packs {
-			r.idx.add(p.ID, p.Key, p.Blobs)
-		}
-	}
-	r.idx.mu.Lock()
-	r.idx.merge()
-	r.idx.mu.Unlock()
 	if err := g.loadStates(ctx); err != nil {
 		return err
 	}
-	g.packs = map[ID]*gcPack{}
-	if err := r.be.List(ctx, dataPrefix, func(oi backend.ObjectInfo) error {
-		id, err := ParseID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
-		if err != nil || PackKey(id) != oi.Key {
-			return nil
-		}
-		g.packs[id] = &gcPack{size: oi.Size, modTime: oi.ModTime}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("listing packs: %w", err)
+	var condemned []ID
+	if n := len(g.states); n > 0 {
+		condemned = g.states[n-1].condemned
+	}
+	load, err := r.loadIndexFiles(ctx, packs, condemned)
+	if err != nil {
+		return err
+	}
+	if len(load.damaged) > 0 {
+		return fmt.Errorf("index file %s is damaged (%s); gc deletes nothing while an index file is unreadable: run mover repair index", load.damaged[0].Object, load.damaged[0].Err)
+	}
+	g.missing = load.missing
+	g.res.MissingPacks = len(load.missing)
+	if len(load.missing) > 0 {
+		g.logf("the index names %d packs that do not exist: their entries are dropped", len(load.missing))
+	}
+	g.res.IndexFiles = len(load.files)
+	g.packs = make(map[ID]*gcPack, len(packs))
+	for id, m := range packs {
+		g.packs[id] = &gcPack{size: m.size, modTime: m.mod}
 	}
 	g.res.Packs = len(g.packs)
 	if err := g.mark(ctx); err != nil {
 		return err
 	}
-	if err := g.account(ctx); err != nil {
+	if err := g.account(ctx, load.files); err != nil {
 		return err
 	}
 	dead, repack := g.classify()
@@ -231,13 +234,11 @@ func (g *gc) run(ctx context.Context) error {
 	} else {
 		g.res.Repacked = len(repack)
 	}
-	slices.SortFunc(dead, func(a, b ID) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(dead, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
 	g.res.Condemned = len(dead)
 	deletable := g.deletable(dead)
 	g.res.Waiting = len(dead) - len(deletable)
-	for _, id := range g.unindexedOld() {
-		deletable = append(deletable, id)
-	}
+	deletable = append(deletable, g.unindexedOld()...)
 	if g.opts.DryRun {
 		g.res.Deleted = len(deletable)
 		for _, id := range deletable {
@@ -245,17 +246,21 @@ func (g *gc) run(ctx context.Context) error {
 		}
 		return nil
 	}
+	// The order that keeps every index entry pointing at a pack that
+	// exists (FORMAT.md): condemn, write the index without the packs to
+	// delete, delete the index files it replaces, and only then the packs.
 	if err := g.saveState(ctx, dead); err != nil {
 		return err
 	}
-	deleted := map[ID]bool{}
+	drop := make(map[ID]bool, len(deletable))
 	for _, id := range deletable {
-		if err := r.be.Delete(ctx, PackKey(id)); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("deleting pack %s: %w", id.Short(), err)
-		}
-		deleted[id] = true
-		g.res.Deleted++
-		g.res.DeletedBytes += g.packs[id].size
+		drop[id] = true
+	}
+	if err := g.compact(ctx, drop); err != nil {
+		return err
+	}
+	if err := g.deletePacks(ctx, deletable); err != nil {
+		return err
 	}
 	g.logf("deleted %d packs (%d bytes); %d condemned packs wait for their grace period", g.res.Deleted, g.res.DeletedBytes, g.res.Waiting)
 	if tc, ok := r.be.(backend.TempCleaner); ok {
@@ -268,10 +273,38 @@ func (g *gc) run(ctx context.Context) error {
 			g.logf("deleted %d stale temporary files (%d bytes) left by interrupted writes", n, size)
 		}
 	}
-	if err := g.compact(ctx, deleted); err != nil {
-		return err
-	}
 	return g.pruneStates(ctx)
+}
+
+// deleteKeys deletes objects in batches, checking before each batch that
+// this run still holds the lease.
+func (g *gc) deleteKeys(ctx context.Context, keys []string, done func(i int)) error {
+	for i, k := range keys {
+		if i%deleteBatch == 0 {
+			if err := g.lease.Check(ctx); err != nil {
+				return err
+			}
+		}
+		if err := g.r.be.Delete(ctx, k); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("deleting %s: %w", k, err)
+		}
+		if done != nil {
+			done(i)
+		}
+	}
+	return nil
+}
+
+// deletePacks deletes packs that no index file names any more.
+func (g *gc) deletePacks(ctx context.Context, ids []ID) error {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = PackKey(id)
+	}
+	return g.deleteKeys(ctx, keys, func(i int) {
+		g.res.Deleted++
+		g.res.DeletedBytes += g.packs[ids[i]].size
+	})
 }
 
 // loadStates reads the records of earlier gc runs.
@@ -290,7 +323,12 @@ func (g *gc) loadStates(ctx context.Context) error {
 		}
 		g.states = append(g.states, gcStateInfo{key: oi.Key, time: oi.ModTime, condemned: st.Condemned})
 	}
-	slices.SortFunc(g.states, func(a, b gcStateInfo) int { return a.time.Compare(b.time) })
+	slices.SortFunc(g.states, func(a, b gcStateInfo) int {
+		if c := a.time.Compare(b.time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
 	return nil
 }
 
@@ -313,79 +351,81 @@ func (r *Repository) readGCState(ctx context.Context, key string) (*gcState, err
 	return &st, nil
 }
 
-// loadCondemned marks the packs that the newest gc run condemned, so that
-// this writer does not deduplicate against them. Each run lists every pack
-// unreferenced at that run, so the newest state is the current view; a
-// pack that older states listed but the newest does not was found
-// referenced again, and is usable.
-func (r *Repository) loadCondemned(ctx context.Context) error {
-	var newest backend.ObjectInfo
-	if err := r.be.List(ctx, gcPrefix, func(oi backend.ObjectInfo) error {
-		if newest.Key == "" || oi.ModTime.After(newest.ModTime) || oi.ModTime.Equal(newest.ModTime) && oi.Key > newest.Key {
-			newest = oi
+// newestCondemned returns the packs that the newest gc run condemned:
+// each run lists every pack unreferenced at that run, so the newest state
+// is the current view; a pack that older states listed but the newest does
+// not was found referenced again, and is usable.
+func (r *Repository) newestCondemned(ctx context.Context) ([]ID, error) {
+	for {
+		var newest backend.ObjectInfo
+		if err := r.be.List(ctx, gcPrefix, func(oi backend.ObjectInfo) error {
+			if newest.Key == "" || oi.ModTime.After(newest.ModTime) || oi.ModTime.Equal(newest.ModTime) && oi.Key > newest.Key {
+				newest = oi
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("listing gc states: %w", err)
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("listing gc states: %w", err)
+		if newest.Key == "" {
+			return nil, nil
+		}
+		st, err := r.readGCState(ctx, newest.Key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // pruned meanwhile: a newer one exists
+		}
+		if err != nil {
+			return nil, err
+		}
+		return st.Condemned, nil
 	}
-	if newest.Key == "" {
-		return nil
-	}
-	st, err := r.readGCState(ctx, newest.Key)
-	if errors.Is(err, backend.ErrNotFound) {
-		return r.loadCondemned(ctx) // pruned meanwhile: a newer one exists
-	}
-	if err != nil {
-		return err
-	}
-	r.idx.condemn(st.Condemned)
-	return nil
 }
 
 // mark sets a bit for every blob reachable from a snapshot: pages and the
-// chunks they list.
+// chunks they list. A blob that no existing pack holds stops gc.
 func (g *gc) mark(ctx context.Context) error {
 	r := g.r
-	g.marked = make(bitmap, (r.idx.n+63)/64)
+	g.marked = make(bitmap, (r.idx.positions()+63)/64)
 	markID := func(id ID) (bool, error) {
-		_, pos, ok := r.idx.findPos(id)
-		if !ok || pos < 0 {
-			return false, fmt.Errorf("blob %s is not in the index", id.Short())
+		pos, _, ok := r.idx.locate(id)
+		if !ok {
+			return false, fmt.Errorf("blob %s is in no existing pack", id.Short())
+		}
+		if pos < 0 {
+			return false, fmt.Errorf("blob %s: the index changed during the mark", id.Short())
 		}
 		was := g.marked.get(pos)
 		g.marked.set(pos)
 		return was, nil
 	}
-	ids := g.snapIDs
-	g.res.Snapshots = len(ids)
+	g.res.Snapshots = len(g.snapIDs)
 	o := r.NewBlobOpener()
-	for _, sid := range ids {
+	for _, sid := range g.snapIDs {
 		s, err := r.LoadSnapshot(ctx, sid)
 		if errors.Is(err, backend.ErrNotFound) {
 			g.res.Snapshots--
 			continue // forgotten since it was listed
 		}
 		if err != nil {
-			return fmt.Errorf("%w; nothing was deleted (run mover check)", err)
+			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget it (mover forget %s) if it is not needed", err, sid.Short())
 		}
 		for i, pid := range s.Pages {
 			seen, err := markID(pid)
 			if err != nil {
-				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted (run mover repair snapshots)", sid.Short(), i, err)
+				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted (run mover repair index, then mover repair snapshots)", sid.Short(), i, err)
 			}
 			if seen {
 				continue
 			}
 			entries, err := r.LoadPage(ctx, o, s, i)
 			if err != nil {
-				return fmt.Errorf("%w; nothing was deleted", err)
+				return fmt.Errorf("%w; nothing was deleted (run mover check)", err)
 			}
 			for _, e := range entries {
 				if e.Hole {
 					continue
 				}
 				if _, err := markID(e.ID); err != nil {
-					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted (run mover repair snapshots)", sid.Short(), i, err)
+					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted (run mover repair index, then mover repair snapshots)", sid.Short(), i, err)
 				}
 			}
 		}
@@ -397,34 +437,53 @@ func (g *gc) mark(ctx context.Context) error {
 	return nil
 }
 
+// live reports whether blob id is marked and its preferred copy is in
+// pack.
+func (g *gc) live(id, pack ID) bool {
+	pos, at, ok := g.r.idx.locate(id)
+	return ok && pos >= 0 && g.marked.get(pos) && at == pack
+}
+
 // account sums, per pack, the bytes of all its blobs and of the live ones
-// (a blob counts as live only at its preferred location).
-func (g *gc) account(ctx context.Context) error {
+// (a blob counts as live only at its preferred location), and notes which
+// packs each index file names, for the compaction.
+func (g *gc) account(ctx context.Context, files []string) error {
 	r := g.r
 	seen := map[ID]bool{}
-	for _, name := range g.indexFiles {
-		packs, err := r.readIndexFile(ctx, name)
+	for _, name := range files {
+		recs, err := r.readIndexFile(ctx, name)
 		if err != nil {
 			return err
 		}
-		for _, p := range packs {
+		info := indexFileInfo{name: name}
+		for _, p := range recs {
+			info.packs = append(info.packs, p.ID)
+			info.blobs += len(p.Blobs)
 			gp := g.packs[p.ID]
 			if gp == nil || seen[p.ID] {
-				continue // missing packs are check's to report
+				continue // missing, or counted already
 			}
 			seen[p.ID] = true
 			gp.indexed = true
 			for _, b := range p.Blobs {
 				gp.total += int64(b.Length)
-				e, pos, ok := r.idx.findPos(b.ID)
-				if ok && pos >= 0 && g.marked.get(pos) && r.idx.packs[e.pack].id == p.ID {
+				if g.live(b.ID, p.ID) {
 					gp.live += int64(b.Length)
 					g.res.LiveBytes += int64(b.Length)
 				}
 			}
 		}
+		g.indexFiles = append(g.indexFiles, info)
 	}
 	return nil
+}
+
+// young reports whether a pack is younger than the grace period: it may
+// belong to an export that has not written its snapshot yet, or to an
+// interrupted one whose rerun will reuse it, so gc neither condemns nor
+// repacks it.
+func (g *gc) young(p *gcPack) bool {
+	return p.modTime.After(g.start.Add(-g.opts.Grace))
 }
 
 // classify splits indexed packs into dead ones and ones to repack.
@@ -432,6 +491,8 @@ func (g *gc) classify() (dead, repack []ID) {
 	for id, p := range g.packs {
 		switch {
 		case !p.indexed:
+		case g.young(p):
+			g.res.Young++
 		case p.live == 0:
 			dead = append(dead, id)
 		case float64(p.total-p.live) >= g.opts.RepackThreshold*float64(p.total):
@@ -446,7 +507,7 @@ func (g *gc) classify() (dead, repack []ID) {
 // later run found referenced again starts over.
 func (g *gc) deletable(dead []ID) []ID {
 	if g.opts.Grace <= 0 {
-		return dead
+		return slices.Clone(dead)
 	}
 	in := make([]map[ID]bool, len(g.states))
 	for i, st := range g.states {
@@ -471,28 +532,32 @@ func (g *gc) deletable(dead []ID) []ID {
 }
 
 // unindexedOld returns packs that no index names and that are older than
-// the grace period: left by interrupted exports.
+// the grace period: left by interrupted exports, or by a gc killed after
+// it rewrote the index and before it deleted them.
 func (g *gc) unindexedOld() []ID {
 	var out []ID
 	for id, p := range g.packs {
-		if !p.indexed && !p.modTime.After(g.start.Add(-g.opts.Grace)) {
+		if !p.indexed && !g.young(p) {
 			out = append(out, id)
 		}
 	}
+	slices.SortFunc(out, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
 	return out
 }
 
-// repack copies the live blobs of packs into new packs and makes the copies
-// their preferred location. The old packs are then dead.
+// repack copies the live blobs of packs into new packs, indexes them, and
+// makes the copies their preferred location. The old packs are then dead.
 func (g *gc) repack(ctx context.Context, packs []ID) error {
 	r := g.r
 	pk := r.NewPacker(0)
 	o := r.NewBlobOpener()
+	g.newPacks = map[ID]bool{}
 	save := func(p *Pack) error {
 		if p == nil {
 			return nil
 		}
 		defer r.ReleasePack(p)
+		g.newPacks[p.ID] = true
 		if err := r.SavePack(ctx, p); err != nil {
 			return err
 		}
@@ -509,8 +574,7 @@ func (g *gc) repack(ctx context.Context, packs []ID) error {
 			return fmt.Errorf("repacking %s: %w", PackKey(id), err)
 		}
 		for _, b := range blobs {
-			e, pos, ok := r.idx.findPos(b.ID)
-			if !ok || pos < 0 || !g.marked.get(pos) || r.idx.packs[e.pack].id != id {
+			if !g.live(b.ID, id) {
 				continue
 			}
 			ref := BlobRef{Type: b.Type, ID: b.ID, Pack: id, PackKey: key, Offset: b.Offset, Length: b.Length, RawLength: b.RawLength, Compressed: b.Compressed}
@@ -569,50 +633,69 @@ func (g *gc) saveState(ctx context.Context, dead []ID) error {
 	return nil
 }
 
-// compact replaces the index files read at the start (and those this run
-// wrote while repacking) with fewer files, without the deleted packs.
-func (g *gc) compact(ctx context.Context, deleted map[ID]bool) error {
+// compact rewrites the index files that name a pack to drop (one to
+// delete now, or one that does not exist), name a pack that an earlier
+// file names too, or are small, into fewer files without those packs;
+// then it deletes the files it replaced. Every pack that stays is in a
+// durable index file before any file naming it is deleted. Index files
+// that other writers added meanwhile are left alone; those this run wrote
+// while repacking are merged.
+func (g *gc) compact(ctx context.Context, drop map[ID]bool) error {
 	r := g.r
-	var files []string
-	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
-		files = append(files, oi.Key)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("listing index: %w", err)
+	keepPack := func(id ID) bool {
+		return g.newPacks[id] || g.packs[id] != nil && !drop[id]
 	}
-	// Only files known to this run are replaced: index files that other
-	// writers add meanwhile are left alone.
-	known := map[string]bool{}
-	for _, f := range g.indexFiles {
-		known[f] = true
-	}
-	written := map[string]bool{}
-	for _, f := range r.writtenIndexFiles() {
-		known[f] = true
-		written[f] = true
-	}
-	var old []string
-	for _, f := range files {
-		if known[f] {
-			old = append(old, f)
-		}
-	}
-	if len(old) <= 1 && len(deleted) == 0 {
-		g.res.IndexFilesLeft = len(files)
-		return nil
-	}
-	seen := map[ID]bool{}
-	w := &indexWriter{r: r}
-	for _, f := range old {
-		packs, err := r.readIndexFile(ctx, f)
+	files := slices.Clone(g.indexFiles)
+	for _, name := range r.writtenIndexFiles() {
+		recs, err := r.readIndexFile(ctx, name)
 		if err != nil {
 			return err
 		}
-		for _, p := range packs {
-			if deleted[p.ID] || seen[p.ID] {
+		info := indexFileInfo{name: name}
+		for _, p := range recs {
+			info.packs = append(info.packs, p.ID)
+			info.blobs += len(p.Blobs)
+		}
+		files = append(files, info)
+	}
+	small := 0
+	for _, f := range files {
+		if f.blobs < compactBlobs/2 {
+			small++
+		}
+	}
+	named := map[ID]bool{}
+	var replace []indexFileInfo
+	kept := map[ID]bool{} // packs named by files that stay
+	for _, f := range files {
+		rewrite := small > 1 && f.blobs < compactBlobs/2
+		for _, id := range f.packs {
+			rewrite = rewrite || !keepPack(id) || named[id]
+			named[id] = true
+		}
+		if rewrite {
+			replace = append(replace, f)
+			continue
+		}
+		for _, id := range f.packs {
+			kept[id] = true
+		}
+	}
+	g.res.IndexFilesLeft = len(files) - len(replace)
+	if len(replace) == 0 {
+		return nil
+	}
+	w := &indexWriter{r: r}
+	for _, f := range replace {
+		recs, err := r.readIndexFile(ctx, f.name)
+		if err != nil {
+			return err
+		}
+		for _, p := range recs {
+			if !keepPack(p.ID) || kept[p.ID] {
 				continue
 			}
-			seen[p.ID] = true
+			kept[p.ID] = true
 			if err := w.add(ctx, p); err != nil {
 				return err
 			}
@@ -621,21 +704,21 @@ func (g *gc) compact(ctx context.Context, deleted map[ID]bool) error {
 	if err := w.flush(ctx); err != nil {
 		return err
 	}
-	newFiles := w.written
-	keep := map[string]bool{}
-	for _, f := range newFiles {
-		keep[f] = true
+	written := map[string]bool{}
+	for _, k := range w.written {
+		written[k] = true
 	}
-	for _, f := range old {
-		if keep[f] {
-			continue
-		}
-		if err := r.be.Delete(ctx, f); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("deleting replaced index file %s: %w", f, err)
+	var old []string
+	for _, f := range replace {
+		if !written[f.name] {
+			old = append(old, f.name)
 		}
 	}
-	g.res.IndexFilesLeft = len(files) - len(old) + len(newFiles)
-	g.logf("compacted %d index files into %d", len(old), len(newFiles))
+	if err := g.deleteKeys(ctx, old, nil); err != nil {
+		return fmt.Errorf("deleting replaced index files: %w", err)
+	}
+	g.res.IndexFilesLeft += len(w.written)
+	g.logf("rewrote %d index files into %d", len(replace), len(w.written))
 	return nil
 }
 
@@ -648,18 +731,15 @@ func (g *gc) pruneStates(ctx context.Context) error {
 			newestOld = i
 		}
 	}
-	for i := 0; i < newestOld; i++ {
-		if err := g.r.be.Delete(ctx, g.states[i].key); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("deleting old gc state: %w", err)
-		}
-	}
 	if g.opts.Grace <= 0 {
-		// Every state before this run has been acted on.
-		for _, st := range g.states {
-			if err := g.r.be.Delete(ctx, st.key); err != nil && !errors.Is(err, backend.ErrNotFound) {
-				return fmt.Errorf("deleting old gc state: %w", err)
-			}
-		}
+		newestOld = len(g.states) // every state before this run has been acted on
+	}
+	var keys []string
+	for i := 0; i < newestOld && i < len(g.states); i++ {
+		keys = append(keys, g.states[i].key)
+	}
+	if err := g.deleteKeys(ctx, keys, nil); err != nil {
+		return fmt.Errorf("deleting old gc states: %w", err)
 	}
 	return nil
 }

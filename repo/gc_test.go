@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,6 +154,7 @@ func TestGCDeletesAfterGrace(t *testing.T) {
 	if err := r.DeleteSnapshot(ctx, drop.ID); err != nil {
 		t.Fatal(err)
 	}
+	be.advance(2 * time.Hour) // packs younger than the grace period are kept whole
 	g := reopen(t, be, Options{})
 	opts := GCOptions{Grace: time.Hour}
 	res, err := g.GC(ctx, opts)
@@ -217,6 +219,7 @@ func TestGCWriterSafety(t *testing.T) {
 	}
 	old := store(r)
 	r.DeleteSnapshot(ctx, old.ID)
+	be.advance(2 * time.Hour) // packs younger than the grace period are kept whole
 
 	early := reopen(t, be, Options{}) // opened before gc: sees the blob as usable
 	if !early.Has(id) {
@@ -330,15 +333,16 @@ func TestGCRefusesDamagedRepository(t *testing.T) {
 	if n, _ := packCount(t, be); n != n0 {
 		t.Fatal("gc deleted packs of a damaged repository")
 	}
-	// The lock was released.
-	if _, err := be.Stat(ctx, gcLockKey); err == nil {
-		t.Fatal("gc lock left behind")
-	}
-	res, err := reopen(t, be, Options{NoIndex: true}).RepairIndex(ctx, 2)
+	// The lease was released.
+	be.List(ctx, "locks/", func(oi backend.ObjectInfo) error {
+		t.Errorf("lease object left behind: %s", oi.Key)
+		return nil
+	})
+	res, err := reopen(t, be, Options{NoIndex: true}).RepairIndex(ctx, RepairIndexOptions{Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Packs != n0 || len(res.Unreadable) != 0 {
+	if res.Packs != n0 || len(res.Unreadable) != 0 || len(res.Salvaged) != 0 {
 		t.Fatalf("repair index: %+v", res)
 	}
 	mustCheck(t, be)
@@ -347,13 +351,23 @@ func TestGCRefusesDamagedRepository(t *testing.T) {
 	}
 }
 
-func TestGCLock(t *testing.T) {
+// TestGCLegacyLock: the lock object of an earlier mover's gc holds gc off
+// while it is fresh, and is taken over once stale.
+func TestGCLegacyLock(t *testing.T) {
 	ctx := context.Background()
-	_, be := newTestRepo(t)
-	be.Put(ctx, gcLockKey, []byte("{}"))
+	_, mb := newTestRepo(t)
+	be := &clock{Backend: mb}
+	be.Put(ctx, legacyGCLock, []byte("{}"))
 	_, err := reopen(t, be, Options{}).GC(ctx, GCOptions{})
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("another gc")) {
-		t.Fatalf("gc with the lock held: %v", err)
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), legacyGCLock) {
+		t.Fatalf("gc with a fresh legacy lock: %v, want ErrLeaseHeld naming it", err)
+	}
+	be.advance(DefaultStaleLease + time.Minute)
+	if _, err := reopen(t, be, Options{}).GC(ctx, GCOptions{}); err != nil {
+		t.Fatalf("gc with a stale legacy lock: %v", err)
+	}
+	if _, err := be.Stat(ctx, legacyGCLock); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("stale legacy lock left: %v", err)
 	}
 }
 
@@ -416,6 +430,7 @@ func TestGCCondemnationRestarts(t *testing.T) {
 	ref, _ := r.Lookup(blob)
 	packKey := PackKey(ref.Pack)
 	r.DeleteSnapshot(ctx, s0.ID)
+	be.advance(2 * time.Hour) // packs younger than the grace period are kept whole
 	opts := GCOptions{Grace: time.Hour}
 	gcRun := func() *GCResult {
 		t.Helper()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // BlobRef locates a blob: its pack, its place in it and the pack's key.
@@ -38,6 +39,15 @@ const (
 type packRef struct {
 	id  ID
 	key [keySize]byte
+	// mod is the pack's ModTime by the storage's clock, when known (zero
+	// for packs this process wrote): of two copies of a blob, the newer
+	// pack's is preferred, so that a repacked copy wins over the original
+	// whatever order index files load in.
+	mod time.Time
+	// condemned packs are unreferenced and due for deletion by gc: their
+	// blobs can still be read, but writers must not deduplicate against
+	// them (see FORMAT.md, "Garbage collection").
+	condemned bool
 }
 
 // index maps blob IDs to their packs. Most entries live in one sorted array
@@ -55,19 +65,17 @@ type index struct {
 	fan     []uint32       // len 65537: positions [fan[k], fan[k+1]) start with k
 	recent  map[ID]indexEntry
 	pending map[ID]struct{}
-	// condemned packs are unreferenced and due for deletion by gc: their
-	// blobs can still be read, but writers must not deduplicate against
-	// them (see FORMAT.md, "Garbage collection").
-	condemned map[uint32]bool
+	// condemnedIDs are the packs the newest gc state condemns, also those
+	// not added yet.
+	condemnedIDs map[ID]bool
 }
 
 func newIndex() *index {
 	return &index{
-		packIdx:   make(map[ID]uint32),
-		fan:       make([]uint32, 65537),
-		recent:    make(map[ID]indexEntry),
-		pending:   make(map[ID]struct{}),
-		condemned: make(map[uint32]bool),
+		packIdx: make(map[ID]uint32),
+		fan:     make([]uint32, 65537),
+		recent:  make(map[ID]indexEntry),
+		pending: make(map[ID]struct{}),
 	}
 }
 
@@ -108,7 +116,7 @@ func (x *index) findPos(id ID) (indexEntry, int, bool) {
 // indexed in a pack that is not condemned.
 func (x *index) usable(id ID) bool {
 	e, ok := x.find(id)
-	return ok && !x.condemned[e.pack]
+	return ok && !x.packs[e.pack].condemned
 }
 
 func (x *index) ref(e indexEntry) BlobRef {
@@ -169,12 +177,13 @@ func (x *index) Len() int {
 	return x.n + len(x.recent)
 }
 
-// add indexes the blobs of a pack; a blob already indexed keeps its first
-// location.
-func (x *index) add(pack ID, key [keySize]byte, blobs []PackedBlob) {
+// add indexes the blobs of a pack whose storage ModTime is mod (zero if
+// unknown); a blob already indexed keeps its location unless this one is
+// better (see put).
+func (x *index) add(pack ID, key [keySize]byte, mod time.Time, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key)
+	pi := x.packNum(pack, key, mod)
 	for _, b := range blobs {
 		delete(x.pending, b.ID)
 		x.put(pi, b, false)
@@ -185,14 +194,13 @@ func (x *index) add(pack ID, key [keySize]byte, blobs []PackedBlob) {
 }
 
 // put indexes blob b of pack pi. A blob already indexed keeps its location
-// unless that location is condemned (then a live copy is preferred) or
-// force is set. Caller holds mu.
+// unless force is set or pack pi is better (see better). Caller holds mu.
 func (x *index) put(pi uint32, b PackedBlob, force bool) {
 	e, pos, ok := x.findPos(b.ID)
 	switch {
 	case !ok:
 		x.recent[b.ID] = entryOf(pi, b)
-	case force || x.condemned[e.pack] && !x.condemned[pi]:
+	case force || x.better(pi, e.pack):
 		if pos >= 0 {
 			*x.at(pos) = entryOf(pi, b)
 		} else {
@@ -201,36 +209,89 @@ func (x *index) put(pi uint32, b PackedBlob, force bool) {
 	}
 }
 
+// better reports whether a blob's copy in pack a is preferred to its copy
+// in pack b: a pack that is not condemned wins over a condemned one, then
+// the newer pack by the storage's clock, then (equal times) the larger ID,
+// so every process that loads the same index files prefers the same copy.
+func (x *index) better(a, b uint32) bool {
+	pa, pb := &x.packs[a], &x.packs[b]
+	if pa.condemned != pb.condemned {
+		return pb.condemned
+	}
+	if pa.mod.IsZero() || pb.mod.IsZero() {
+		return false
+	}
+	if c := pa.mod.Compare(pb.mod); c != 0 {
+		return c > 0
+	}
+	return bytes.Compare(pa.id[:], pb.id[:]) > 0
+}
+
 // relocate makes the blobs of pack (just written by a repack) their
 // preferred location.
 func (x *index) relocate(pack ID, key [keySize]byte, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key)
+	pi := x.packNum(pack, key, time.Time{})
 	for _, b := range blobs {
 		x.put(pi, b, true)
 	}
 }
 
-func (x *index) packNum(pack ID, key [keySize]byte) uint32 {
+func (x *index) packNum(pack ID, key [keySize]byte, mod time.Time) uint32 {
 	pi, ok := x.packIdx[pack]
 	if !ok {
 		pi = uint32(len(x.packs))
-		x.packs = append(x.packs, packRef{id: pack, key: key})
+		x.packs = append(x.packs, packRef{id: pack, key: key, mod: mod, condemned: x.condemnedIDs[pack]})
 		x.packIdx[pack] = pi
 	}
 	return pi
 }
 
-// condemn marks packs as condemned. Unknown packs are ignored.
+// condemn marks packs as condemned, also packs added later. Call it before
+// loading index files, so that a blob's preferred copy is one that is not
+// condemned.
 func (x *index) condemn(packs []ID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.condemnedIDs == nil {
+		x.condemnedIDs = make(map[ID]bool, len(packs))
+	}
 	for _, p := range packs {
+		x.condemnedIDs[p] = true
 		if pi, ok := x.packIdx[p]; ok {
-			x.condemned[pi] = true
+			x.packs[pi].condemned = true
 		}
 	}
+}
+
+// finish merges every entry added so far into the sorted array, so that
+// positions (see locate) are stable until the next add.
+func (x *index) finish() {
+	x.mu.Lock()
+	x.merge()
+	x.mu.Unlock()
+}
+
+// positions returns how many positions locate can return: the number of
+// merged entries.
+func (x *index) positions() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.n
+}
+
+// locate returns blob id's position in the sorted array (valid until the
+// next add; -1 for an entry added since finish) and the pack of its
+// preferred copy.
+func (x *index) locate(id ID) (pos int, pack ID, ok bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, pos, ok := x.findPos(id)
+	if !ok {
+		return 0, ID{}, false
+	}
+	return pos, x.packs[e.pack].id, true
 }
 
 func entryOf(pack uint32, b PackedBlob) indexEntry {

@@ -113,6 +113,7 @@ type Repository struct {
 	pagePacker *Packer
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
+	warnings   []string // damage LoadIndex worked around
 }
 
 // Init creates a repository on be, sealed under password.
@@ -220,10 +221,6 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	}
 	if !opts.NoIndex {
 		if err := r.LoadIndex(ctx); err != nil {
-			r.Close()
-			return nil, err
-		}
-		if err := r.loadCondemned(ctx); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -436,7 +433,7 @@ func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
 		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
 	}
-	r.idx.add(p.ID, p.Key, p.Blobs)
+	r.idx.add(p.ID, p.Key, time.Time{}, p.Blobs)
 	r.mu.Lock()
 	r.unindexed = append(r.unindexed, indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs})
 	n := len(r.unindexed)
@@ -570,38 +567,6 @@ func (r *Repository) Flush(ctx context.Context) error {
 		}
 	}
 	return r.flushIndex(ctx)
-}
-
-// LoadIndex reads every index file into memory.
-func (r *Repository) LoadIndex(ctx context.Context) error {
-	var names []string
-	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
-		names = append(names, oi.Key)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("listing index: %w", err)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, name := range names {
-		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, name)
-			if err != nil {
-				return err
-			}
-			for _, p := range packs {
-				r.idx.add(p.ID, p.Key, p.Blobs)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	r.idx.mu.Lock()
-	r.idx.merge()
-	r.idx.mu.Unlock()
-	return nil
 }
 
 func (r *Repository) readIndexFile(ctx context.Context, key string) ([]indexPack, error) {

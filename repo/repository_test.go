@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/repo/backend"
@@ -283,7 +284,7 @@ func TestCheckFindsDamage(t *testing.T) {
 		prefix   string
 		at       func(n int) int
 		readData bool // damage only visible when reading data
-		openErr  bool // Open without NoIndex fails
+		warns    bool // Open without NoIndex warns, naming the object
 	}{
 		{"pack blob", dataPrefix, func(n int) int { return 100 }, true, false},
 		{"pack header", dataPrefix, func(n int) int { return n - 10 }, true, false},
@@ -296,13 +297,15 @@ func TestCheckFindsDamage(t *testing.T) {
 			writeBlobs(t, r, 30)
 			key := firstKey(t, be, tc.prefix)
 			flip(t, be, key, tc.at)
-			_, err := Open(context.Background(), be, testPassword, Options{})
-			if tc.openErr != (err != nil) {
+			opened, err := Open(context.Background(), be, testPassword, Options{})
+			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
-			if err != nil && !strings.Contains(err.Error(), key) {
-				t.Fatalf("open error does not name %s: %v", key, err)
+			warns := strings.Join(opened.Warnings(), "\n")
+			if tc.warns != strings.Contains(warns, key) || tc.warns && !strings.Contains(warns, "repair index") {
+				t.Fatalf("open warned %q; want a warning naming %s and repair index: %v", warns, key, tc.warns)
 			}
+			opened.Close()
 			r2 := reopen(t, be, Options{NoIndex: true})
 			res, err := r2.Check(context.Background(), CheckOptions{ReadData: tc.readData})
 			if err != nil {
@@ -360,7 +363,7 @@ func TestIndexMerge(t *testing.T) {
 			ids = append(ids, id)
 			blobs = append(blobs, PackedBlob{Type: BlobData, ID: id, Offset: uint32(i * 100), Length: 100, RawLength: 90})
 		}
-		x.add(ID{byte(p)}, [32]byte{}, blobs)
+		x.add(ID{byte(p)}, [32]byte{}, time.Time{}, blobs)
 	}
 	for i, id := range ids {
 		ref, ok := x.Lookup(id)
@@ -411,15 +414,13 @@ func BenchmarkIndexMemory(b *testing.B) {
 		x := newIndex()
 		var peak uint64
 		for i := 0; i < n; i += 1000 {
-			x.add(ID{byte(i >> 10), byte(i >> 18)}, [32]byte{}, blobs[i:min(i+1000, n)])
+			x.add(ID{byte(i >> 10), byte(i >> 18)}, [32]byte{}, time.Time{}, blobs[i:min(i+1000, n)])
 			if i%(64<<10) == 0 {
 				peak = max(peak, heap()-before)
 			}
 		}
 		peak = max(peak, heap()-before)
-		x.mu.Lock()
-		x.merge()
-		x.mu.Unlock()
+		x.finish()
 		after := heap() - before
 		b.ReportMetric(float64(peak)/n, "peak-bytes/blob")
 		b.ReportMetric(float64(after)/n, "bytes/blob")

@@ -38,6 +38,9 @@ type Snapshot struct {
 	Pages       []ID  `json:"pages"`
 	// Stats of the export that wrote the snapshot.
 	Stats SnapshotStats `json:"stats"`
+	// Repaired is set on a snapshot that RepairSnapshot wrote in place of
+	// a damaged one: the listed ranges restore as zeros.
+	Repaired *Repaired `json:"repaired,omitempty"`
 }
 
 // SnapshotStats records what an export did.

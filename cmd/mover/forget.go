@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
 
 type forgetOptions struct {
-	backend backendOptions
-	volume  string
-	policy  repo.Policy
-	dryRun  bool
+	backend   backendOptions
+	volume    string
+	policy    repo.Policy
+	dryRun    bool
+	staleLock time.Duration
 }
 
 func newForgetCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -36,6 +38,7 @@ weeks and months that have snapshots. Chunks are freed by mover gc.`,
 	f.IntVar(&o.policy.Weekly, "keep-weekly", 0, "keep the newest snapshot of each of the last N weeks with snapshots")
 	f.IntVar(&o.policy.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last N months with snapshots")
 	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "only print what would be removed")
+	registerStaleLock(f, &o.staleLock)
 	return cmd
 }
 
@@ -49,6 +52,9 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 	p := o.policy
 	if p.Last < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 {
 		return usagef("--keep-* values must not be negative")
+	}
+	if o.staleLock <= 0 {
+		return usagef("--stale-lock %v: must be positive", o.staleLock)
 	}
 	if len(args) > 0 && (!p.Empty() || o.volume != "") {
 		return usagef("give snapshot IDs or a policy, not both")
@@ -100,12 +106,16 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 			}
 		}
 	}
-	for _, s := range remove {
-		if !o.dryRun {
-			if err := r.DeleteSnapshot(ctx, s.ID); err != nil {
-				return err
-			}
+	if !o.dryRun {
+		ids := make([]repo.ID, len(remove))
+		for i, s := range remove {
+			ids[i] = s.ID
 		}
+		if err := r.Forget(ctx, ids, o.staleLock); err != nil {
+			return err
+		}
+	}
+	for _, s := range remove {
 		out.Removed = append(out.Removed, s.ID.String())
 		if !g.json && !g.quiet {
 			verb := "remove"

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 type gcOptions struct {
@@ -14,6 +16,7 @@ type gcOptions struct {
 	grace   time.Duration
 	repack  float64
 	dryRun  bool
+	stale   time.Duration
 }
 
 func newGCCommand(ctx context.Context, g *globalOptions) *cobra.Command {
@@ -23,9 +26,17 @@ func newGCCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 		Short: "Delete data no snapshot needs, safely beside running exports",
 		Long: `Mark every chunk that any snapshot needs, repack packs that are mostly garbage,
 and delete packs that were unreferenced at two gc runs at least --grace apart
-(by the storage's clock). Exports and imports may run meanwhile, as long as
-none takes longer than --grace. --grace 0 deletes at once: only when nothing
-else uses the repository.`,
+(by the storage's clock); packs younger than --grace are kept whole, so the
+rerun of an interrupted export reuses them. Exports and imports may run
+meanwhile, as long as none takes longer than --grace. --grace 0 deletes at
+once: only when nothing else uses the repository.
+
+gc is safe to kill at any point (OOM, eviction, SIGKILL): the repository stays
+valid and the next gc finishes the work. It holds the repository's maintenance
+lease while it runs (forget and repair index take the same lease); a lease
+left by a killed command is taken over once it has not been renewed for
+--stale-lock, or at once when its holder was a process on this machine that
+no longer runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runGC(ctx, g, &o) },
 	}
@@ -34,6 +45,7 @@ else uses the repository.`,
 	f.DurationVar(&o.grace, "grace", repo.DefaultGrace, "minimum age of a condemned pack before it is deleted; longer than any export")
 	f.Float64Var(&o.repack, "repack-threshold", 0.1, "repack packs whose garbage is at least this fraction")
 	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "report what would be done, change nothing")
+	registerStaleLock(f, &o.stale)
 	return cmd
 }
 
@@ -41,7 +53,10 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 	if o.grace < 0 {
 		return usagef("--grace %v: must not be negative", o.grace)
 	}
-	if o.repack <= 0 || o.repack > 1 {
+	if o.stale <= 0 {
+		return usagef("--stale-lock %v: must be positive", o.stale)
+	}
+	if math.IsNaN(o.repack) || o.repack <= 0 || o.repack > 1 {
 		return usagef("--repack-threshold %g: want a fraction above 0 and at most 1", o.repack)
 	}
 	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
@@ -49,7 +64,7 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 		return err
 	}
 	defer closeRepo(r)
-	opts := repo.GCOptions{Grace: o.grace, RepackThreshold: o.repack, DryRun: o.dryRun}
+	opts := repo.GCOptions{Grace: o.grace, RepackThreshold: o.repack, DryRun: o.dryRun, StaleLease: o.stale}
 	if !g.json && !g.quiet {
 		opts.Log = func(s string) { fmt.Fprintln(g.env.stderr, "gc:", s) }
 	}
@@ -64,7 +79,13 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 	if o.dryRun {
 		verb = "would delete"
 	}
-	fmt.Fprintf(g.env.stdout, "%d snapshots, %d live blobs (%s) in %d packs; %s %d packs (%s), repacked %d, %d condemned packs wait for the grace period\n",
-		res.Snapshots, res.LiveBlobs, humanBytes(res.LiveBytes), res.Packs, verb, res.Deleted, humanBytes(res.DeletedBytes), res.Repacked, res.Waiting)
+	fmt.Fprintf(g.env.stdout, "%d snapshots, %d live blobs (%s) in %d packs; %s %d packs (%s), repacked %d, %d condemned packs wait for the grace period, %d packs younger than it are kept\n",
+		res.Snapshots, res.LiveBlobs, humanBytes(res.LiveBytes), res.Packs, verb, res.Deleted, humanBytes(res.DeletedBytes), res.Repacked, res.Waiting, res.Young)
 	return nil
+}
+
+// registerStaleLock adds --stale-lock to a command that takes the
+// repository's maintenance lease.
+func registerStaleLock(f *pflag.FlagSet, d *time.Duration) {
+	f.DurationVar(d, "stale-lock", repo.DefaultStaleLease, "take over the maintenance lease of gc, forget or repair index when its holder has not renewed it for this long (a killed command's lease)")
 }

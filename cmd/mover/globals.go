@@ -138,6 +138,9 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 		}
 		return nil, err
 	}
+	for _, w := range r.Warnings() {
+		warnf(g.env.stderr, "%s", w)
+	}
 	return r, nil
 }
 

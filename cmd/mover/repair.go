@@ -3,34 +3,57 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
 
+type repairOptions struct {
+	backend       backendOptions
+	staleLock     time.Duration
+	readData      bool
+	writeRepaired bool
+	forgetDamaged bool
+}
+
 func newRepairCommand(ctx context.Context, g *globalOptions) *cobra.Command {
-	var bo backendOptions
+	var o repairOptions
 	cmd := &cobra.Command{
 		Use:   "repair",
-		Short: "Rebuild the index from packs, or report damaged snapshots",
+		Short: "Rebuild the index from packs, or find and repair damaged snapshots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return usagef("repair needs a subcommand: index or snapshots")
 		},
 	}
-	bo.register(cmd)
+	o.backend.register(cmd)
+	registerStaleLock(cmd.Flags(), &o.staleLock)
 	index := &cobra.Command{
 		Use:   "index",
-		Short: "Rebuild the index from the pack headers alone, replacing every index file",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, args []string) error { return runRepairIndex(ctx, g, bo) },
+		Short: "Rebuild the index from the pack headers, keeping what the old index knows of damaged packs",
+		Long: `Rebuild the index: every pack is indexed from its own header; a pack whose
+header is damaged keeps the entries the old index files give it, each blob
+verified by decrypting it. Entries of packs that do not exist are dropped.
+Nothing that can still be read is ever dropped from the index.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runRepairIndex(ctx, g, &o) },
 	}
 	snaps := &cobra.Command{
 		Use:   "snapshots",
-		Short: "Report which snapshots reference missing chunks, and which (changes nothing)",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, args []string) error { return runRepairSnapshots(ctx, g, bo) },
+		Short: "Report snapshots that cannot be restored whole; optionally repair or forget them",
+		Long: `Report every snapshot that cannot be restored whole: its file is unreadable,
+a page or a chunk is in no existing pack, or (--read-data) does not verify;
+and which byte ranges of the volume are lost. Nothing is changed unless asked:
+--write-repaired replaces each damaged snapshot by a copy in which the lost
+ranges restore as zeros (the copy lists them: mover snapshots shows it);
+--forget-damaged forgets the damaged snapshots instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runRepairSnapshots(ctx, g, &o) },
 	}
+	snaps.Flags().BoolVar(&o.readData, "read-data", false, "read and verify every chunk, not only that the index places it in an existing pack")
+	snaps.Flags().BoolVar(&o.writeRepaired, "write-repaired", false, "replace each damaged snapshot by a copy whose lost ranges restore as zeros")
+	snaps.Flags().BoolVar(&o.forgetDamaged, "forget-damaged", false, "forget the damaged snapshots")
 	for _, c := range []*cobra.Command{index, snaps} {
 		c.Flags().AddFlagSet(cmd.Flags())
 	}
@@ -38,72 +61,127 @@ func newRepairCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func runRepairIndex(ctx context.Context, g *globalOptions, bo backendOptions) error {
-	r, err := g.openRepo(ctx, bo, repo.Options{NoIndex: true})
+func runRepairIndex(ctx context.Context, g *globalOptions, o *repairOptions) error {
+	if o.staleLock <= 0 {
+		return usagef("--stale-lock %v: must be positive", o.staleLock)
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
 	if err != nil {
 		return err
 	}
 	defer closeRepo(r)
-	res, err := r.RepairIndex(ctx, bo.connections)
+	res, err := r.RepairIndex(ctx, repo.RepairIndexOptions{Workers: o.backend.connections, StaleLease: o.staleLock})
 	if err != nil {
 		return err
+	}
+	lost := 0
+	for _, sp := range res.Salvaged {
+		lost += sp.Lost
 	}
 	if g.json {
 		if err := g.printJSON(res); err != nil {
 			return err
 		}
 	} else {
+		for _, p := range res.Damaged {
+			fmt.Fprintf(g.env.stdout, "damaged index file (replaced): %s\n", p)
+		}
+		for _, sp := range res.Salvaged {
+			fmt.Fprintf(g.env.stdout, "pack %s: header unreadable (%s); kept %d blobs that verify, lost %d\n", sp.Pack.Short(), sp.Err, sp.Kept, sp.Lost)
+		}
 		for _, p := range res.Unreadable {
-			fmt.Fprintf(g.env.stdout, "unreadable: %s\n", p)
+			fmt.Fprintf(g.env.stdout, "unreadable, and no old index entry describes it: %s\n", p)
+		}
+		if res.MissingRefs > 0 {
+			fmt.Fprintf(g.env.stdout, "dropped %d entries of packs that do not exist\n", res.MissingRefs)
 		}
 		fmt.Fprintf(g.env.stdout, "indexed %d blobs in %d packs into %d index files (replaced %d); read %s of headers\n",
 			res.Blobs, res.Packs, res.IndexFiles, res.Replaced, humanBytes(res.HeaderBytes))
 	}
-	if len(res.Unreadable) > 0 {
-		return fmt.Errorf("%d packs have unreadable headers and were left out of the index, the first: %s", len(res.Unreadable), res.Unreadable[0])
+	if len(res.Unreadable) > 0 || lost > 0 || res.MissingRefs > 0 {
+		return fmt.Errorf("the index is rebuilt, but %d packs are unreadable, %d blobs did not verify and %d entries named missing packs: run mover repair snapshots to see which snapshots are affected", len(res.Unreadable), lost, res.MissingRefs)
 	}
 	return nil
 }
 
-func runRepairSnapshots(ctx context.Context, g *globalOptions, bo backendOptions) error {
-	r, err := g.openRepo(ctx, bo, repo.Options{})
+func runRepairSnapshots(ctx context.Context, g *globalOptions, o *repairOptions) error {
+	if o.writeRepaired && o.forgetDamaged {
+		return usagef("--write-repaired and --forget-damaged exclude each other")
+	}
+	if o.staleLock <= 0 {
+		return usagef("--stale-lock %v: must be positive", o.staleLock)
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{})
 	if err != nil {
 		return err
 	}
 	defer closeRepo(r)
-	damaged, err := r.DamagedSnapshots(ctx)
+	damaged, err := r.DamagedSnapshots(ctx, repo.DamageOptions{ReadData: o.readData})
 	if err != nil {
 		return err
 	}
-	if g.json {
-		if damaged == nil {
-			damaged = []repo.SnapshotDamage{}
+	var repaired []*repo.Snapshot
+	switch {
+	case o.writeRepaired:
+		if repaired, err = r.RepairSnapshots(ctx, damaged, o.staleLock); err != nil {
+			return err
 		}
-		if err := g.printJSON(damaged); err != nil {
+	case o.forgetDamaged:
+		ids := make([]repo.ID, len(damaged))
+		for i, d := range damaged {
+			ids[i] = d.Snapshot
+		}
+		if err := r.Forget(ctx, ids, o.staleLock); err != nil {
+			return err
+		}
+	}
+	if g.json {
+		out := struct {
+			Damaged   []repo.SnapshotDamage `json:"damaged"`
+			Repaired  []string              `json:"repaired,omitempty"`
+			Forgotten bool                  `json:"forgotten,omitempty"`
+		}{Damaged: damaged, Forgotten: o.forgetDamaged && len(damaged) > 0}
+		if out.Damaged == nil {
+			out.Damaged = []repo.SnapshotDamage{}
+		}
+		for _, s := range repaired {
+			out.Repaired = append(out.Repaired, s.ID.String())
+		}
+		if err := g.printJSON(out); err != nil {
 			return err
 		}
 	} else {
-		for _, d := range damaged {
-			if d.Err != "" {
-				fmt.Fprintf(g.env.stdout, "snapshot %s: unreadable: %s\n", d.Snapshot.Short(), d.Err)
-				continue
-			}
-			fmt.Fprintf(g.env.stdout, "snapshot %s (%s): %d missing pages, %d missing chunks, %s of the volume affected\n",
-				d.Snapshot.Short(), d.Volume, len(d.MissingPages), len(d.MissingChunks), humanBytes(d.MissingBytes))
-			for i, id := range d.MissingChunks {
-				if i == 10 {
-					fmt.Fprintf(g.env.stdout, "  … %d more\n", len(d.MissingChunks)-10)
-					break
-				}
-				fmt.Fprintf(g.env.stdout, "  missing chunk %s\n", id)
-			}
+		printDamage(g, damaged)
+		for i, s := range repaired {
+			fmt.Fprintf(g.env.stdout, "snapshot %s replaced by %s: %s restore as zeros\n", damaged[i].Snapshot.Short(), s.ID.Short(), humanBytes(damaged[i].MissingBytes))
+		}
+		if o.forgetDamaged && len(damaged) > 0 {
+			fmt.Fprintf(g.env.stdout, "forgot %d damaged snapshots; mover gc frees their data\n", len(damaged))
 		}
 		if len(damaged) == 0 {
-			fmt.Fprintln(g.env.stdout, "every snapshot has all its pages and chunks")
+			fmt.Fprintln(g.env.stdout, "every snapshot can be restored whole")
 		}
 	}
-	if len(damaged) > 0 {
-		return fmt.Errorf("%d snapshots reference missing data (nothing was changed)", len(damaged))
+	if len(damaged) > 0 && !o.writeRepaired && !o.forgetDamaged {
+		return fmt.Errorf("%d snapshots cannot be restored whole (nothing was changed; --write-repaired or --forget-damaged changes them)", len(damaged))
 	}
 	return nil
+}
+
+func printDamage(g *globalOptions, damaged []repo.SnapshotDamage) {
+	for _, d := range damaged {
+		if d.Err != "" {
+			fmt.Fprintf(g.env.stdout, "snapshot %s: unreadable: %s\n", d.Snapshot.Short(), d.Err)
+			continue
+		}
+		fmt.Fprintf(g.env.stdout, "snapshot %s (%s): %d missing pages, %d missing chunks, %s of the volume lost in %d ranges\n",
+			d.Snapshot.Short(), d.Volume, len(d.MissingPages), len(d.MissingChunks), humanBytes(d.MissingBytes), len(d.Ranges))
+		for i, rg := range d.Ranges {
+			if i == 10 {
+				fmt.Fprintf(g.env.stdout, "  … %d more ranges\n", len(d.Ranges)-10)
+				break
+			}
+			fmt.Fprintf(g.env.stdout, "  lost bytes %d..%d\n", rg.Offset, rg.Offset+rg.Length)
+		}
+	}
 }
