@@ -154,6 +154,16 @@ func (p Params) Validate() error {
 	return nil
 }
 
+// MinChunk returns the size most chunks of p have at least (only the
+// last chunk of a stretch may be shorter): for estimates of how many
+// chunks a volume makes.
+func (p Params) MinChunk() int {
+	if p.Splitter == Fixed {
+		return p.FixedSize
+	}
+	return p.MinSize
+}
+
 // MaxChunk returns the largest chunk p can produce: the buffer size a
 // cutter's allocator must provide.
 func (p Params) MaxChunk() int {

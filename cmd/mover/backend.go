@@ -82,7 +82,7 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 		if err != nil {
 			return nil, err
 		}
-		return backend.NewRetry(backend.NewLimit(be, conns), backend.RetryOptions{}), nil
+		return g.wrap(backend.NewRetry(backend.NewLimit(be, conns), backend.RetryOptions{})), nil
 	}
 	if strings.Contains(loc, "://") {
 		scheme, _, _ := strings.Cut(loc, "://")
@@ -96,7 +96,7 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", loc, err)
 		}
-		return be, nil
+		return g.wrap(be), nil
 	}
 	if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("repository %s does not exist (run mover init first)", loc)
@@ -105,7 +105,15 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", loc, err)
 	}
-	return be, nil
+	return g.wrap(be), nil
+}
+
+// wrap applies the environment's backend wrapper, if any.
+func (g *globalOptions) wrap(be backend.Backend) backend.Backend {
+	if g.env.wrapBackend == nil {
+		return be
+	}
+	return g.env.wrapBackend(be)
 }
 
 // openBackend opens an existing repository's storage. For S3 it reads the

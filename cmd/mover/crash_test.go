@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/blockmover/blockmover/repo/backend/fs"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 )
@@ -26,8 +29,18 @@ const testPolynomial = "3DA3358B4DC173"
 func TestMain(m *testing.M) {
 	if os.Getenv("MOVER_TEST_EXEC") == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := run(ctx, os.Args[1:], &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+		env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+		var k *killer
+		if n := os.Getenv("MOVER_TEST_KILL_AFTER"); n != "" {
+			k = &killer{}
+			k.after, _ = strconv.ParseInt(n, 10, 64)
+			env.wrapBackend = k.wrap
+		}
+		code := run(ctx, os.Args[1:], env)
 		stop()
+		if f := os.Getenv("MOVER_TEST_OPS_FILE"); f != "" && k != nil {
+			os.WriteFile(f, []byte(strconv.FormatInt(k.ops.Load(), 10)), 0o600)
+		}
 		os.Exit(code)
 	}
 	s3test.SetTestEnv()
@@ -107,4 +120,52 @@ func indexedBytes(t *testing.T, dir string) int64 {
 	}
 	defer r.Close()
 	return r.IndexedBytes()
+}
+
+// killer wraps the backends of a mover child process and SIGKILLs the
+// process right after its after-th write or delete to the storage
+// returns: a deterministic crash point for every step of a command.
+type killer struct {
+	after int64
+	ops   atomic.Int64
+}
+
+func (k *killer) wrap(be backend.Backend) backend.Backend { return &killingBackend{Backend: be, k: k} }
+
+func (k *killer) count() {
+	if n := k.ops.Add(1); k.after > 0 && n >= k.after {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way
+	}
+}
+
+type killingBackend struct {
+	backend.Backend
+	k *killer
+}
+
+func (b *killingBackend) Put(ctx context.Context, key string, data []byte) error {
+	err := b.Backend.Put(ctx, key, data)
+	b.k.count()
+	return err
+}
+
+func (b *killingBackend) Delete(ctx context.Context, key string) error {
+	err := b.Backend.Delete(ctx, key)
+	b.k.count()
+	return err
+}
+
+// RemoveStaleTemp keeps gc's temporary-file cleanup of a directory
+// repository (each file deleted counts as one write).
+func (b *killingBackend) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (int, int64, error) {
+	tc, ok := b.Backend.(backend.TempCleaner)
+	if !ok {
+		return 0, 0, nil
+	}
+	n, size, err := tc.RemoveStaleTemp(ctx, olderThan)
+	for range n {
+		b.k.count()
+	}
+	return n, size, err
 }

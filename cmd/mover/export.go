@@ -153,7 +153,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		Progress: g.progressFunc("export"),
 	}
 	// The index grows by at most one entry per minimum-size chunk.
-	blobs := int64(r.IndexLen()) + src.Size()/int64(r.Config().Chunking.MinSize)
+	blobs := int64(r.IndexLen()) + src.Size()/int64(max(r.Config().Chunking.MinChunk(), 1))
 	defer g.limitMemory(mover.ExportMemory(eo, r.Config()) + blobs*indexBytesPerBlob)()
 	res, err := mover.Export(ctx, src, r, eo)
 	if err != nil {

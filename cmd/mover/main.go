@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 )
 
@@ -82,6 +83,9 @@ type environment struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// wrapBackend, if set, wraps every repository backend a command opens
+	// (the crash tests count writes with it, and kill the process at one).
+	wrapBackend func(backend.Backend) backend.Backend
 }
 
 func newRootCommand(ctx context.Context, env *environment) *cobra.Command {
