@@ -455,10 +455,7 @@ func (g *gc) account(ctx context.Context, files []string) error {
 		if err != nil {
 			return err
 		}
-		info := indexFileInfo{name: name}
 		for _, p := range recs {
-			info.packs = append(info.packs, p.ID)
-			info.blobs += len(p.Blobs)
 			gp := g.packs[p.ID]
 			if gp == nil || seen[p.ID] {
 				continue // missing, or counted already
@@ -473,7 +470,7 @@ func (g *gc) account(ctx context.Context, files []string) error {
 				}
 			}
 		}
-		g.indexFiles = append(g.indexFiles, info)
+		g.indexFiles = append(g.indexFiles, fileInfoOf(name, recs))
 	}
 	return nil
 }
@@ -651,36 +648,9 @@ func (g *gc) compact(ctx context.Context, drop map[ID]bool) error {
 		if err != nil {
 			return err
 		}
-		info := indexFileInfo{name: name}
-		for _, p := range recs {
-			info.packs = append(info.packs, p.ID)
-			info.blobs += len(p.Blobs)
-		}
-		files = append(files, info)
+		files = append(files, fileInfoOf(name, recs))
 	}
-	small := 0
-	for _, f := range files {
-		if f.blobs < compactBlobs/2 {
-			small++
-		}
-	}
-	named := map[ID]bool{}
-	var replace []indexFileInfo
-	kept := map[ID]bool{} // packs named by files that stay
-	for _, f := range files {
-		rewrite := small > 1 && f.blobs < compactBlobs/2
-		for _, id := range f.packs {
-			rewrite = rewrite || !keepPack(id) || named[id]
-			named[id] = true
-		}
-		if rewrite {
-			replace = append(replace, f)
-			continue
-		}
-		for _, id := range f.packs {
-			kept[id] = true
-		}
-	}
+	replace, kept := planCompaction(files, keepPack)
 	g.res.IndexFilesLeft = len(files) - len(replace)
 	if len(replace) == 0 {
 		return nil
@@ -720,6 +690,45 @@ func (g *gc) compact(ctx context.Context, drop map[ID]bool) error {
 	g.res.IndexFilesLeft += len(w.written)
 	g.logf("rewrote %d index files into %d", len(replace), len(w.written))
 	return nil
+}
+
+func fileInfoOf(name string, recs []indexPack) indexFileInfo {
+	info := indexFileInfo{name: name}
+	for _, p := range recs {
+		info.packs = append(info.packs, p.ID)
+		info.blobs += len(p.Blobs)
+	}
+	return info
+}
+
+// planCompaction picks the index files to rewrite: those that name a pack
+// not to keep, or a pack an earlier file names, and the small ones when
+// there are two or more. It returns them and the packs that the other
+// files name.
+func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []indexFileInfo, kept map[ID]bool) {
+	small := 0
+	for _, f := range files {
+		if f.blobs < compactBlobs/2 {
+			small++
+		}
+	}
+	named := map[ID]bool{}
+	kept = map[ID]bool{}
+	for _, f := range files {
+		rewrite := small > 1 && f.blobs < compactBlobs/2
+		for _, id := range f.packs {
+			rewrite = rewrite || !keepPack(id) || named[id]
+			named[id] = true
+		}
+		if rewrite {
+			replace = append(replace, f)
+			continue
+		}
+		for _, id := range f.packs {
+			kept[id] = true
+		}
+	}
+	return replace, kept
 }
 
 // pruneStates deletes gc states that a newer state old enough to act on

@@ -94,6 +94,25 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 		return nil, fmt.Errorf("repair index: %w", err)
 	}
 	defer lease.Release(ctx)
+	res, err := r.repairIndex(ctx, lease, opts)
+	if err != nil {
+		return nil, fmt.Errorf("repair index: %w", err)
+	}
+	return res, nil
+}
+
+// rebuild is the work of one RepairIndex.
+type rebuild struct {
+	r       *Repository
+	res     *RepairIndexResult
+	packs   map[ID]packMeta
+	ids     []ID         // packs, sorted
+	found   []*indexPack // by position in ids: what is known of each pack
+	errs    []error      // by position in ids: why its header is unreadable
+	damaged map[ID]int   // packs whose header is unreadable → position
+}
+
+func (r *Repository) repairIndex(ctx context.Context, lease *Lease, opts RepairIndexOptions) (*RepairIndexResult, error) {
 	// Index files, then packs: every pack an old index file names exists
 	// in the listing unless it is missing.
 	old, err := r.listIndexFiles(ctx)
@@ -104,99 +123,19 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]ID, 0, len(packs))
-	for id := range packs {
-		ids = append(ids, id)
+	rb := &rebuild{r: r, res: &RepairIndexResult{}, packs: packs, damaged: map[ID]int{}}
+	if err := rb.readHeaders(ctx, opts.Workers); err != nil {
+		return nil, err
 	}
-	slices.SortFunc(ids, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
-	res := &RepairIndexResult{}
-	results := make([]*indexPack, len(ids))
-	headerErr := make([]error, len(ids))
-	read := make([]int64, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Workers)
-	for i, id := range ids {
-		g.Go(func() error {
-			key, blobs, n, err := r.readHeaderOnly(gctx, id, packs[id].size)
-			read[i] = n
-			switch {
-			case err == nil:
-				results[i] = &indexPack{ID: id, Key: key, Blobs: blobs}
-			case damage(err) || errors.Is(err, backend.ErrInvalidRange):
-				headerErr[i] = err
-			default:
-				return err // a failure to read is no verdict on the pack
-			}
-			return nil
-		})
+	if err := rb.readOldIndex(ctx, old); err != nil {
+		return nil, err
 	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("repair index: %w", err)
+	if err := rb.salvage(ctx); err != nil {
+		return nil, err
 	}
-	unreadable := map[ID]int{} // pack → its position in ids
-	for i, id := range ids {
-		res.HeaderBytes += read[i]
-		if results[i] == nil {
-			unreadable[id] = i
-		}
-	}
-	// The old index files: what they say of packs whose header is damaged,
-	// and what damage they hold themselves.
-	for _, name := range old {
-		recs, err := r.readIndexFile(ctx, name)
-		switch {
-		case errors.Is(err, backend.ErrNotFound):
-			continue
-		case damage(err):
-			res.Damaged = append(res.Damaged, Problem{Object: name, Err: err.Error()})
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("repair index: %w", err)
-		}
-		for _, p := range recs {
-			if _, ok := packs[p.ID]; !ok {
-				res.MissingRefs += len(p.Blobs)
-				continue
-			}
-			if i, ok := unreadable[p.ID]; ok && results[i] == nil {
-				results[i] = &indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs}
-			}
-		}
-	}
-	for id, i := range unreadable {
-		if results[i] == nil {
-			res.Unreadable = append(res.Unreadable, Problem{Object: PackKey(id), Err: headerErr[i].Error()})
-			continue
-		}
-		sp, err := r.salvage(ctx, results[i], packs[id].size)
-		if err != nil {
-			return nil, fmt.Errorf("repair index: %w", err)
-		}
-		sp.Err = headerErr[i].Error()
-		res.Salvaged = append(res.Salvaged, sp)
-	}
-	slices.SortFunc(res.Salvaged, func(a, b SalvagedPack) int { return bytes.Compare(a.Pack[:], b.Pack[:]) })
-	slices.SortFunc(res.Unreadable, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
-	w := &indexWriter{r: r}
-	idx := newIndex()
-	for _, p := range results {
-		if p == nil || len(p.Blobs) == 0 {
-			continue
-		}
-		res.Packs++
-		res.Blobs += len(p.Blobs)
-		idx.add(p.ID, p.Key, packs[p.ID].mod, p.Blobs)
-		if err := w.add(ctx, *p); err != nil {
-			return nil, fmt.Errorf("repair index: %w", err)
-		}
-	}
-	if err := w.flush(ctx); err != nil {
-		return nil, fmt.Errorf("repair index: %w", err)
-	}
-	res.IndexFiles = len(w.written)
-	written := map[string]bool{}
-	for _, k := range w.written {
-		written[k] = true
+	written, err := rb.write(ctx)
+	if err != nil {
+		return nil, err
 	}
 	for i, k := range old {
 		if written[k] {
@@ -204,17 +143,129 @@ func (r *Repository) RepairIndex(ctx context.Context, opts RepairIndexOptions) (
 		}
 		if i%deleteBatch == 0 {
 			if err := lease.Check(ctx); err != nil {
-				return nil, fmt.Errorf("repair index: %w", err)
+				return nil, err
 			}
 		}
 		if err := r.be.Delete(ctx, k); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return nil, fmt.Errorf("repair index: deleting old index file %s: %w", k, err)
+			return nil, fmt.Errorf("deleting old index file %s: %w", k, err)
 		}
-		res.Replaced++
+		rb.res.Replaced++
+	}
+	return rb.res, nil
+}
+
+// readHeaders reads every pack's header, in parallel.
+func (rb *rebuild) readHeaders(ctx context.Context, workers int) error {
+	for id := range rb.packs {
+		rb.ids = append(rb.ids, id)
+	}
+	slices.SortFunc(rb.ids, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	rb.found = make([]*indexPack, len(rb.ids))
+	rb.errs = make([]error, len(rb.ids))
+	read := make([]int64, len(rb.ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for i, id := range rb.ids {
+		g.Go(func() error {
+			key, blobs, n, err := rb.r.readHeaderOnly(gctx, id, rb.packs[id].size)
+			read[i] = n
+			switch {
+			case err == nil:
+				rb.found[i] = &indexPack{ID: id, Key: key, Blobs: blobs}
+			case damage(err) || errors.Is(err, backend.ErrInvalidRange):
+				rb.errs[i] = err
+			default:
+				return err // a failure to read is no verdict on the pack
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i, id := range rb.ids {
+		rb.res.HeaderBytes += read[i]
+		if rb.found[i] == nil {
+			rb.damaged[id] = i
+		}
+	}
+	return nil
+}
+
+// readOldIndex takes from the old index files what they say of the packs
+// whose header is damaged, and notes the damage they hold themselves.
+func (rb *rebuild) readOldIndex(ctx context.Context, old []string) error {
+	for _, name := range old {
+		recs, err := rb.r.readIndexFile(ctx, name)
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+			continue
+		case damage(err):
+			rb.res.Damaged = append(rb.res.Damaged, Problem{Object: name, Err: err.Error()})
+			continue
+		case err != nil:
+			return err
+		}
+		for _, p := range recs {
+			if _, ok := rb.packs[p.ID]; !ok {
+				rb.res.MissingRefs += len(p.Blobs)
+				continue
+			}
+			if i, ok := rb.damaged[p.ID]; ok && rb.found[i] == nil {
+				rb.found[i] = &indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs}
+			}
+		}
+	}
+	return nil
+}
+
+// salvage keeps, of each damaged pack the old index describes, the blobs
+// that verify.
+func (rb *rebuild) salvage(ctx context.Context) error {
+	for id, i := range rb.damaged {
+		if rb.found[i] == nil {
+			rb.res.Unreadable = append(rb.res.Unreadable, Problem{Object: PackKey(id), Err: rb.errs[i].Error()})
+			continue
+		}
+		sp, err := rb.r.salvage(ctx, rb.found[i], rb.packs[id].size)
+		if err != nil {
+			return err
+		}
+		sp.Err = rb.errs[i].Error()
+		rb.res.Salvaged = append(rb.res.Salvaged, sp)
+	}
+	slices.SortFunc(rb.res.Salvaged, func(a, b SalvagedPack) int { return bytes.Compare(a.Pack[:], b.Pack[:]) })
+	slices.SortFunc(rb.res.Unreadable, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
+	return nil
+}
+
+// write writes the new index files, loads them as the repository's index,
+// and returns their names.
+func (rb *rebuild) write(ctx context.Context) (map[string]bool, error) {
+	w := &indexWriter{r: rb.r}
+	idx := newIndex()
+	for _, p := range rb.found {
+		if p == nil || len(p.Blobs) == 0 {
+			continue
+		}
+		rb.res.Packs++
+		rb.res.Blobs += len(p.Blobs)
+		idx.add(p.ID, p.Key, rb.packs[p.ID].mod, p.Blobs)
+		if err := w.add(ctx, *p); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.flush(ctx); err != nil {
+		return nil, err
 	}
 	idx.finish()
-	r.idx = idx
-	return res, nil
+	rb.r.idx = idx
+	rb.res.IndexFiles = len(w.written)
+	written := map[string]bool{}
+	for _, k := range w.written {
+		written[k] = true
+	}
+	return written, nil
 }
 
 // salvage verifies, blob by blob, what an old index says a pack with a
