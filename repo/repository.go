@@ -1,10 +1,3 @@
-// Package repo is blockmover's repository: an encrypted, deduplicating
-// store of chunks, manifest pages and snapshots on a backend.Backend. The
-// format is specified in FORMAT.md beside this file.
-//
-// Nothing stored is ever rewritten in place, so many writers (exports in
-// several Jobs) may share one repository without a lock: each writes its own
-// packs, index files and snapshots, all named by random or content IDs.
 package repo
 
 import (
