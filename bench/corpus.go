@@ -5,9 +5,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Corpus is real file data for File regions: the regular files under some
@@ -79,9 +81,26 @@ func NewCorpus(dirs ...string) (*Corpus, error) {
 
 // DefaultCorpusDirs are real files found on any Debian machine with Go:
 // source code (about 4× compressible with zstd), shared data and binaries
-// (about 2×).
+// (about 2×). goroot is the Go installation's root (see GoRoot).
 func DefaultCorpusDirs(goroot string) []string {
 	return []string{filepath.Join(goroot, "src"), "/usr/share", "/usr/lib", "/usr/bin", filepath.Join(goroot, "pkg")}
+}
+
+// GoRoot returns the root of the Go installation on this machine: what
+// `go env GOROOT` says, else the parent of the directory holding the go
+// command found on PATH, else "" (then the corpus has no Go files).
+func GoRoot() string {
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if root := strings.TrimSpace(string(out)); root != "" {
+			return root
+		}
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Dir(filepath.Dir(real))
+		}
+	}
+	return ""
 }
 
 // Size returns the corpus's size in bytes before it wraps around.

@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var corpus *Corpus
 	if cfg.Scenario.Volume.File > 0 {
 		if len(r.cfg.Corpus) == 0 {
-			r.cfg.Corpus = DefaultCorpusDirs(runtime.GOROOT())
+			r.cfg.Corpus = DefaultCorpusDirs(GoRoot())
 		}
 		var err error
 		if corpus, err = NewCorpus(r.cfg.Corpus...); err != nil {

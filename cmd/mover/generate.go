@@ -56,7 +56,7 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 	if o.file > 0 {
 		dirs := o.corpus
 		if len(dirs) == 0 {
-			dirs = bench.DefaultCorpusDirs(goRoot())
+			dirs = bench.DefaultCorpusDirs(bench.GoRoot())
 		}
 		if corpus, err = bench.NewCorpus(dirs...); err != nil {
 			return err

@@ -338,13 +338,13 @@ func testListCallbackUsesBackend(t *testing.T, be backend.Backend) {
 	err := be.List(ctx, "data/", func(fi backend.ObjectInfo) error {
 		n++
 		if _, err := be.Stat(ctx, fi.Key); err != nil {
-			return fmt.Errorf("Stat in fn: %w", err)
+			return fmt.Errorf("stat in fn: %w", err)
 		}
 		if _, err := backend.ReadAll(ctx, be, fi.Key, 0, -1); err != nil {
-			return fmt.Errorf("Get in fn: %w", err)
+			return fmt.Errorf("get in fn: %w", err)
 		}
 		if err := be.Delete(ctx, fi.Key); err != nil {
-			return fmt.Errorf("Delete in fn: %w", err)
+			return fmt.Errorf("delete in fn: %w", err)
 		}
 		return nil
 	})
