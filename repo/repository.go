@@ -44,9 +44,147 @@ func PackKey(id ID) string { s := id.String(); return dataPrefix + s[:2] + "/" +
 var (
 	// ErrNotRepository: there is no repository config at the location.
 	ErrNotRepository = errors.New("no repository here (run mover init first)")
-	// ErrRepositoryExists: init found a repository already.
+	// ErrRepositoryExists: init found a repository already. A caller that
+	// races another to initialise a location can open it instead.
 	ErrRepositoryExists = errors.New("a repository already exists here")
+	// ErrConfigLost: the location holds a repository's objects (key files,
+	// packs, index files, snapshots) but no config. The config holds the
+	// repository ID and the chunking parameters; a repository cannot be
+	// opened without it and init does not overwrite it (FORMAT.md, "Lost
+	// config").
+	ErrConfigLost = errors.New("the repository config is missing: it holds the repository ID and the chunker polynomial, without which mover cannot open the repository, and init will not overwrite it; restore the config object from a backup copy (see repo/FORMAT.md, \"Lost config\")")
+	// ErrNotEmpty: init found objects at a location that is not a
+	// repository.
+	ErrNotEmpty = errors.New("init needs an empty directory or S3 prefix")
 )
+
+// repoPrefixes are the prefixes of the objects that make a location a
+// repository (with or without its config).
+var repoPrefixes = []string{keysPrefix, dataPrefix, indexPrefix, snapshotPrefix}
+
+// initWait is how long Init waits for another init's config when it finds
+// key files and nothing else: the state between an init's first and last
+// write.
+const initWait = 5 * time.Second
+
+// errStopList stops a listing early.
+var errStopList = errors.New("stop listing")
+
+// maxSurvey bounds the objects Init looks at before it refuses a location.
+const maxSurvey = 1000
+
+// checkEmpty reports whether Init may create a repository on be: only if
+// the location holds no object at all. A config is ErrRepositoryExists; a
+// repository's other objects without a config are ErrConfigLost; anything
+// else is ErrNotEmpty, naming what is there.
+func checkEmpty(ctx context.Context, be backend.Backend) error {
+	if _, err := be.Stat(ctx, configKey); err == nil {
+		return ErrRepositoryExists
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("init: %w", err)
+	}
+	var n, keys, repoObjs int
+	var example string
+	err := be.List(ctx, "", func(oi backend.ObjectInfo) error {
+		n++
+		isRepo := false
+		for _, p := range repoPrefixes {
+			if strings.HasPrefix(oi.Key, p) {
+				isRepo = true
+			}
+		}
+		switch {
+		case oi.Key == configKey:
+			return ErrRepositoryExists
+		case strings.HasPrefix(oi.Key, keysPrefix):
+			keys++
+		case isRepo:
+			repoObjs++
+		case example == "":
+			example = oi.Key
+		}
+		if n >= maxSurvey {
+			return errStopList
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrRepositoryExists):
+		return err
+	case err != nil && !errors.Is(err, errStopList):
+		return fmt.Errorf("init: listing the location: %w", err)
+	case repoObjs > 0:
+		return configLost(ctx, be)
+	case example != "":
+		count := fmt.Sprintf("%d objects", n)
+		switch {
+		case n >= maxSurvey:
+			count = fmt.Sprintf("%d or more objects", n)
+		case n == 1:
+			count = "1 object"
+		}
+		return fmt.Errorf("the location is not empty (holds %s, e.g. %s); %w", count, example, ErrNotEmpty)
+	case keys > 0:
+		// Another init may be between its key file and its config.
+		if err := waitForConfig(ctx, be, initWait); err != nil {
+			return err
+		}
+		return configLost(ctx, be)
+	}
+	return nil
+}
+
+// waitForConfig polls for a config for up to d: ErrRepositoryExists if one
+// appears, nil if not.
+func waitForConfig(ctx context.Context, be backend.Backend, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := be.Stat(ctx, configKey); err == nil {
+			return ErrRepositoryExists
+		} else if !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("init: %w", err)
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// noConfig explains a location without a config: ErrConfigLost if it holds
+// a repository's objects, ErrNotRepository if not.
+func noConfig(ctx context.Context, be backend.Backend) error {
+	for _, p := range repoPrefixes {
+		err := be.List(ctx, p, func(backend.ObjectInfo) error { return errStopList })
+		switch {
+		case errors.Is(err, errStopList):
+			return configLost(ctx, be)
+		case err != nil:
+			return fmt.Errorf("no config, and listing %s failed: %w", p, err)
+		}
+	}
+	return ErrNotRepository
+}
+
+// configLost returns ErrConfigLost, saying what the location still holds.
+func configLost(ctx context.Context, be backend.Backend) error {
+	var found []string
+	for _, p := range repoPrefixes {
+		if err := be.List(ctx, p, func(backend.ObjectInfo) error { return errStopList }); errors.Is(err, errStopList) {
+			found = append(found, p)
+		}
+	}
+	if len(found) == 1 && found[0] == keysPrefix {
+		return fmt.Errorf("%w (the location holds key files and nothing else: if an init was interrupted, no data was stored yet, so delete %s and run init again)", ErrConfigLost, keysPrefix)
+	}
+	return fmt.Errorf("%w (the location still holds %s)", ErrConfigLost, strings.Join(found, ", "))
+}
 
 // Compression levels for new blobs.
 const (
@@ -116,12 +254,17 @@ type Repository struct {
 	warnings   []string // damage LoadIndex worked around
 }
 
-// Init creates a repository on be, sealed under password.
+// Init creates a repository on be, sealed under password. The location
+// must be empty: Init returns ErrRepositoryExists if it holds a repository
+// (also when another Init wins a race for it), an error wrapping
+// ErrConfigLost if it holds a repository's objects without their config,
+// and one wrapping ErrNotEmpty, naming an object, if it holds anything
+// else. Key files and nothing else are the state between the first and the
+// last write of an init: Init waits a few seconds for that init's config
+// before it calls them a lost config.
 func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOptions) (*Repository, error) {
-	if _, err := be.Stat(ctx, configKey); err == nil {
-		return nil, ErrRepositoryExists
-	} else if !errors.Is(err, backend.ErrNotFound) {
-		return nil, fmt.Errorf("init: %w", err)
+	if err := checkEmpty(ctx, be); err != nil {
+		return nil, err
 	}
 	cfg := Config{PackSize: opts.PackSize, Created: time.Now().UTC().Truncate(time.Second)}
 	if cfg.PackSize == 0 {
@@ -176,6 +319,10 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 	// (a stray key file is harmless and init can run again).
 	if err := be.Put(ctx, configKey, b); err != nil {
 		if errors.Is(err, backend.ErrExists) {
+			// Another init won the race: its config names its own key
+			// file, and ours (named by its random content) would only
+			// make opening with the same password fail. Best effort.
+			be.Delete(ctx, keysPrefix+r.keyID)
 			return nil, ErrRepositoryExists
 		}
 		return nil, fmt.Errorf("init: writing config: %w", err)
@@ -184,10 +331,12 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 }
 
 // Open opens the repository on be with password, and loads its index.
+// A location without a config is ErrNotRepository, or ErrConfigLost if it
+// holds a repository's other objects.
 func Open(ctx context.Context, be backend.Backend, password []byte, opts Options) (*Repository, error) {
 	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
-		return nil, ErrNotRepository
+		return nil, noConfig(ctx, be)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -234,7 +383,7 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error) {
 	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
-		return nil, ErrNotRepository
+		return nil, noConfig(ctx, be)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)

@@ -213,7 +213,7 @@ func TestCLIFailures(t *testing.T) {
 	makeImage(t, img, 16<<20)
 	c.fails(1, "does not exist", "snapshots")
 	c.ok("init")
-	c.fails(1, "already exists", "init")
+	c.fails(exitExists, "already exists", "init")
 	c.ok("export", "--source", img, "--name", "v", "-q")
 	wrong := &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "nope", "MOVER_REPOSITORY": repoDir}}
 	wrong.fails(1, "wrong password", "snapshots")
