@@ -395,6 +395,11 @@ func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error
 	return cf.ObjectLock, nil
 }
 
+// unlockAny opens the master key with the first key file that password
+// opens. A key file whose content does not hash to its name is damaged: it
+// is not tried, and the error names it. If no key file opens, the error is
+// ErrWrongPassword (naming damaged and unusable files beside it), or, if no
+// intact key file could be tried at all, says that.
 func unlockAny(ctx context.Context, be backend.Backend, password []byte) (masterKey, string, error) {
 	var names []string
 	err := be.List(ctx, keysPrefix, func(oi backend.ObjectInfo) error {
@@ -409,15 +414,20 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 	}
 	slices.Sort(names)
 	var errs []error
-	tried := 0
+	tried, damaged := 0, 0
 	for _, name := range names {
 		b, err := backend.ReadAll(ctx, be, keysPrefix+name, 0, -1)
 		if err != nil {
-			return masterKey{}, "", fmt.Errorf("reading key %s: %w", short(name), err)
+			return masterKey{}, "", fmt.Errorf("reading key file %s%s: %w", keysPrefix, name, err)
+		}
+		if err := checkKeyFileName(name, b); err != nil {
+			damaged++
+			errs = append(errs, err)
+			continue
 		}
 		kf, err := parseKeyFile(b)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+			errs = append(errs, fmt.Errorf("key file %s%s: %w", keysPrefix, name, err))
 			continue
 		}
 		tried++
@@ -426,24 +436,35 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 			return mk, name, nil
 		}
 		if !errors.Is(err, ErrWrongPassword) {
-			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+			errs = append(errs, fmt.Errorf("key file %s%s: %w", keysPrefix, name, err))
 		}
 	}
-	if tried == 0 {
-		return masterKey{}, "", fmt.Errorf("no usable key file: %w", errors.Join(errs...))
-	}
-	if len(errs) > 0 {
-		return masterKey{}, "", fmt.Errorf("%w (%w)", ErrWrongPassword, errors.Join(errs...))
+	switch {
+	case damaged == len(names):
+		return masterKey{}, "", listError{"every key file is damaged, so no password opens the repository: ", errs}
+	case tried == 0:
+		return masterKey{}, "", listError{"no usable key file: ", errs}
+	case len(errs) > 0:
+		return masterKey{}, "", fmt.Errorf("%w (not usable: %w)", ErrWrongPassword, listError{"", errs})
 	}
 	return masterKey{}, "", ErrWrongPassword
 }
 
-func short(name string) string {
-	if len(name) > 8 {
-		return name[:8]
-	}
-	return name
+// listError is several errors on one line, after a prefix.
+type listError struct {
+	prefix string
+	errs   []error
 }
+
+func (e listError) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return e.prefix + strings.Join(msgs, "; ")
+}
+
+func (e listError) Unwrap() []error { return e.errs }
 
 func (r *Repository) setup(opts Options) error {
 	aead, err := newAEAD(r.key.Enc[:])

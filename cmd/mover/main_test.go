@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/zeebo/blake3"
 )
 
 // cli runs mover in-process with the given environment variables.
@@ -348,12 +350,15 @@ func TestCLINewerFormatAndHostileKey(t *testing.T) {
 	os.Remove(cfg)
 	os.WriteFile(cfg, b, 0o600)
 
+	// A hostile key file is named by its hash, as a key file must be (a
+	// mismatch is reported as damage, TestCLIKeyFileDamage).
 	key := objects(t, repoDir, "keys")[0]
 	kb, _ := os.ReadFile(key)
 	json.Unmarshal(kb, &m)
 	m["n"] = 1 << 40
 	nb, _ = json.Marshal(m)
 	os.Remove(key)
-	os.WriteFile(key, nb, 0o600)
+	sum := blake3.Sum256(nb)
+	os.WriteFile(filepath.Join(filepath.Dir(key), hex.EncodeToString(sum[:])), nb, 0o600)
 	c.fails(1, "memory", "snapshots")
 }
