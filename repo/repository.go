@@ -759,8 +759,12 @@ func (r *Repository) readIndexFile(ctx context.Context, key string) ([]indexPack
 }
 
 // SaveSnapshot writes the snapshot object and sets s.ID. Call Flush first:
-// a snapshot must only name pages and chunks that are durable.
+// a snapshot must only name pages and chunks that are durable. The volume
+// name must pass CheckVolumeName.
 func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
+	if err := CheckVolumeName(s.Volume); err != nil {
+		return fmt.Errorf("saving snapshot: %w", err)
+	}
 	if err := s.validate(); err != nil {
 		return err
 	}

@@ -114,8 +114,8 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return err
 	}
 	var lock *repo.ObjectLock
-	if o.lockDays < 0 {
-		return usagef("--object-lock-days %d: must not be negative", o.lockDays)
+	if err := checkCount("object-lock-days", o.lockDays, maxLockDays); err != nil {
+		return err
 	}
 	if o.lockDays > 0 {
 		if o.lockMode != "compliance" && o.lockMode != "governance" {

@@ -194,6 +194,23 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"export", "--source", img, "--name", "x", "--verify-unchanged", "2"}, "--verify-unchanged"},
 		{[]string{"import", "--snapshot", "latest", "--target", img, "--assume-base", "a", "--verify-target"}, "none of the others"},
 		{[]string{"init", "--pack-size", "0"}, "pack size"},
+		// Numbers that size memory or goroutines have upper bounds;
+		// fractions refuse NaN.
+		{[]string{"export", "--source", img, "--name", "x", "--connections", "1000000000"}, "--connections 1000000000: want 1 to 256"},
+		{[]string{"import", "--snapshot", "latest", "--target", img, "--connections", "1000000000"}, "--connections"},
+		{[]string{"check", "--connections", "257"}, "--connections"},
+		{[]string{"snapshots", "--connections", "-1"}, "--connections"},
+		{[]string{"export", "--source", img, "--name", "x", "--workers", "1000000"}, "--workers 1000000: want 1 to 1024"},
+		{[]string{"export", "--source", img, "--name", "x", "--verify-unchanged", "NaN"}, "--verify-unchanged NaN"},
+		{[]string{"diff", "--workers", "100000", img, img}, "--workers"},
+		{[]string{"generate", "--zero", "NaN", filepath.Join(dir, "g.img")}, "--zero NaN"},
+		{[]string{"generate", "--duplicate", "-Inf", filepath.Join(dir, "g.img")}, "--duplicate"},
+		{[]string{"init", "--repo", filepath.Join(dir, "r2"), "--object-lock-days", "100000000"}, "--object-lock-days"},
+		// Volume names: 1 to 255 bytes, no "/", no control characters.
+		{[]string{"export", "--source", img, "--name", ""}, "--name: invalid volume name"},
+		{[]string{"export", "--source", img, "--name", "ns/pvc"}, `contains "/"`},
+		{[]string{"export", "--source", img, "--name", "a\nb"}, "control character"},
+		{[]string{"export", "--source", img, "--name", strings.Repeat("v", 256)}, "longer than 255"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
