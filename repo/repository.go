@@ -781,13 +781,21 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 	return nil
 }
 
-// LoadSnapshot reads snapshot id.
+// LoadSnapshot reads snapshot id. A damaged file is an error wrapping
+// ErrAuth (its content does not match its name, or it fails
+// authentication) or a format error.
 func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 	key := snapshotPrefix + id.String()
 	data, err := backend.ReadAll(ctx, r.be, key, 0, -1)
 	if err != nil {
 		return nil, fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
 	}
+	return r.decodeSnapshot(id, data)
+}
+
+// decodeSnapshot checks and decodes the bytes of snapshot file id. Every
+// error it returns means the file is damaged.
+func (r *Repository) decodeSnapshot(id ID, data []byte) (*Snapshot, error) {
 	if fileID(data) != id {
 		return nil, fmt.Errorf("snapshot %s: %w: content does not match its name", id.Short(), ErrAuth)
 	}
@@ -827,31 +835,84 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
 	return ids, nil
 }
 
-// Snapshots loads every snapshot, oldest first.
-func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+// UnreadableSnapshot is a snapshot file that exists but is damaged: its
+// content does not match its name, fails authentication or does not
+// decode. Its volume and time are unknown.
+type UnreadableSnapshot struct {
+	ID  ID
+	Err error
+}
+
+// Key returns the snapshot file's backend key.
+func (u UnreadableSnapshot) Key() string { return snapshotPrefix + u.ID.String() }
+
+func (u UnreadableSnapshot) Error() string { return fmt.Sprintf("%s: unreadable: %v", u.Key(), u.Err) }
+
+func (u UnreadableSnapshot) Unwrap() error { return u.Err }
+
+// ReadSnapshots loads every snapshot it can, oldest first, and returns the
+// damaged snapshot files apart, by ID: one damaged file never hides the
+// others. A snapshot deleted while it was being listed is left out. The
+// error is for what is not damage: the listing or a read failing.
+//
+// Anything that deletes data on the strength of the snapshots (gc) must
+// treat a damaged snapshot as one that may still need every chunk.
+func (r *Repository) ReadSnapshots(ctx context.Context) ([]*Snapshot, []UnreadableSnapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snaps := make([]*Snapshot, len(ids))
+	bad := make([]error, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {
-			s, err := r.LoadSnapshot(gctx, id)
-			snaps[i] = s
-			return err
+			data, err := backend.ReadAll(gctx, r.be, snapshotPrefix+id.String(), 0, -1)
+			if errors.Is(err, backend.ErrNotFound) {
+				return nil // forgotten meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
+			}
+			snaps[i], bad[i] = r.decodeSnapshot(id, data)
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	slices.SortFunc(snaps, func(a, b *Snapshot) int {
+	var good []*Snapshot
+	var damaged []UnreadableSnapshot
+	for i, s := range snaps {
+		switch {
+		case bad[i] != nil:
+			damaged = append(damaged, UnreadableSnapshot{ID: ids[i], Err: bad[i]})
+		case s != nil:
+			good = append(good, s)
+		}
+	}
+	slices.SortFunc(good, func(a, b *Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.ID.String(), b.ID.String())
 	})
+	slices.SortFunc(damaged, func(a, b UnreadableSnapshot) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
+	return good, damaged, nil
+}
+
+// Snapshots loads every snapshot, oldest first. It fails if any snapshot
+// file is damaged (the error is an UnreadableSnapshot); ReadSnapshots
+// returns the readable ones and the damaged ones apart.
+func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	snaps, damaged, err := r.ReadSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(damaged) > 0 {
+		return nil, damaged[0]
+	}
 	return snaps, nil
 }
 
@@ -860,30 +921,60 @@ var ErrSnapshotNotFound = errors.New("snapshot not found")
 
 // FindSnapshot resolves a snapshot reference: a full ID, a unique ID
 // prefix, "latest" (the newest snapshot) or "latest:VOLUME" (the newest of
-// that volume).
+// that volume). It is ResolveSnapshot without the list of damaged files
+// "latest" passed over.
 func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	s, _, err := r.ResolveSnapshot(ctx, ref)
+	return s, err
+}
+
+// ResolveSnapshot resolves a snapshot reference like FindSnapshot. "latest"
+// and "latest:VOLUME" choose among the readable snapshots; skipped lists
+// the damaged snapshot files they passed over (any of them might have been
+// newer, or of that volume), for the caller to warn about. An ID or prefix
+// that names a damaged file is an error naming it.
+func (r *Repository) ResolveSnapshot(ctx context.Context, ref string) (s *Snapshot, skipped []UnreadableSnapshot, err error) {
 	if ref == "" {
-		return nil, errors.New("empty snapshot reference")
+		return nil, nil, errors.New("empty snapshot reference")
 	}
 	if ref == "latest" || strings.HasPrefix(ref, "latest:") {
 		vol, byVol := strings.CutPrefix(ref, "latest:")
-		snaps, err := r.Snapshots(ctx)
+		snaps, damaged, err := r.ReadSnapshots(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i := len(snaps) - 1; i >= 0; i-- {
 			if !byVol || snaps[i].Volume == vol {
-				return snaps[i], nil
+				return snaps[i], damaged, nil
 			}
 		}
-		if byVol {
-			return nil, fmt.Errorf("%w: no snapshot of volume %q", ErrSnapshotNotFound, vol)
+		what, why := "snapshot", ""
+		if len(damaged) > 0 {
+			what, why = "readable snapshot", fmt.Sprintf(" (%d snapshot files are damaged)", len(damaged))
 		}
-		return nil, fmt.Errorf("%w: the repository has no snapshots", ErrSnapshotNotFound)
+		if byVol {
+			return nil, damaged, fmt.Errorf("%w: no %s of volume %q%s", ErrSnapshotNotFound, what, vol, why)
+		}
+		return nil, damaged, fmt.Errorf("%w: the repository has no %ss%s", ErrSnapshotNotFound, what, why)
+	}
+	id, err := r.MatchSnapshotID(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err = r.LoadSnapshot(ctx, id)
+	return s, nil, err
+}
+
+// MatchSnapshotID resolves a full snapshot ID or a unique prefix of one to
+// the ID of an existing snapshot file, without reading it, so that a
+// damaged snapshot can still be named (and forgotten).
+func (r *Repository) MatchSnapshotID(ctx context.Context, ref string) (ID, error) {
+	if ref == "" {
+		return ID{}, errors.New("empty snapshot reference")
 	}
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
-		return nil, err
+		return ID{}, err
 	}
 	var match []ID
 	for _, id := range ids {
@@ -893,11 +984,11 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, e
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("%w: %q", ErrSnapshotNotFound, ref)
+		return ID{}, fmt.Errorf("%w: %q", ErrSnapshotNotFound, ref)
 	case 1:
-		return r.LoadSnapshot(ctx, match[0])
+		return match[0], nil
 	}
-	return nil, fmt.Errorf("snapshot prefix %q is ambiguous (%d matches)", ref, len(match))
+	return ID{}, fmt.Errorf("snapshot prefix %q is ambiguous (%d matches)", ref, len(match))
 }
 
 // ReadPack reads length bytes of pack id at offset.

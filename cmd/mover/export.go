@@ -134,7 +134,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	defer closeRepo(r)
 	var base *repo.Snapshot
 	if o.base != "" {
-		if base, err = r.FindSnapshot(ctx, o.base); err != nil {
+		if base, err = g.findSnapshot(ctx, r, o.base); err != nil {
 			return fmt.Errorf("--base: %w", err)
 		}
 		if base.Volume != o.name {

@@ -67,13 +67,13 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		return err
 	}
 	defer closeRepo(r)
-	snap, err := r.FindSnapshot(ctx, o.snapshot)
+	snap, err := g.findSnapshot(ctx, r, o.snapshot)
 	if err != nil {
 		return err
 	}
 	var base *repo.Snapshot
 	if o.assumeBase != "" {
-		if base, err = r.FindSnapshot(ctx, o.assumeBase); err != nil {
+		if base, err = g.findSnapshot(ctx, r, o.assumeBase); err != nil {
 			return fmt.Errorf("--assume-base: %w", err)
 		}
 	}
