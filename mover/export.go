@@ -248,8 +248,8 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 // it still indexes the packs it uploaded, spending up to 15 s on it after
 // cancellation, so that the next export of the volume reuses them.
 func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*ExportResult, error) {
-	if opts.Volume == "" {
-		return nil, errors.New("export: a volume name is required")
+	if err := repo.CheckVolumeName(opts.Volume); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	cfg := st.Config()
 	e := &exporter{st: st, src: src, opts: opts, p: cfg.Chunking, size: src.Size(), start: time.Now()}
@@ -264,7 +264,7 @@ func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*Exp
 			return nil, errors.New("export: a change list needs a base snapshot")
 		}
 	}
-	if opts.VerifyUnchanged < 0 || opts.VerifyUnchanged > 1 {
+	if !(opts.VerifyUnchanged >= 0 && opts.VerifyUnchanged <= 1) { // NaN too
 		return nil, fmt.Errorf("export: verify fraction %g is not within 0..1", opts.VerifyUnchanged)
 	}
 	if b := opts.Base; b != nil {

@@ -135,6 +135,10 @@ func (c *checker) keys(ctx context.Context) error {
 			c.problem(oi.Key, false, "%v", err)
 			return nil
 		}
+		if fileID(b).String() != strings.TrimPrefix(oi.Key, keysPrefix) {
+			c.problem(oi.Key, false, "%v (remove it with mover key remove; another key file opens the repository)", ErrKeyFileDamaged)
+			return nil
+		}
 		if _, err := parseKeyFile(b); err != nil {
 			c.problem(oi.Key, false, "%v", err)
 		}

@@ -63,6 +63,20 @@ type keyFile struct {
 // ErrWrongPassword: no key file of the repository opens with the password.
 var ErrWrongPassword = errors.New("wrong password: no key file of the repository matches it")
 
+// ErrKeyFileDamaged: a key file's content does not hash to its name
+// (keys/<BLAKE3 of the file>), so it was changed or damaged after it was
+// written. It is never tried with a password.
+var ErrKeyFileDamaged = errors.New("damaged: content does not match its name")
+
+// checkKeyFileName returns an error wrapping ErrKeyFileDamaged, naming the
+// file, unless b hashes to name.
+func checkKeyFileName(name string, b []byte) error {
+	if fileID(b).String() != name {
+		return fmt.Errorf("key file %s%s: %w", keysPrefix, name, ErrKeyFileDamaged)
+	}
+	return nil
+}
+
 func deriveKey(password []byte, salt []byte, p KDFParams) ([]byte, error) {
 	return scrypt.Key(password, salt, p.N, p.R, p.P, keySize)
 }

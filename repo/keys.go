@@ -17,6 +17,9 @@ type KeyInfo struct {
 	Created  time.Time `json:"created"`
 	Hostname string    `json:"hostname,omitempty"`
 	Username string    `json:"username,omitempty"`
+	// Damaged says why the key file cannot be used (its content does not
+	// match its name, or it does not parse); such a key can be removed.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // AddKey adds a key file that opens the repository with password and
@@ -46,7 +49,11 @@ func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
 			return err
 		}
 		ki := KeyInfo{ID: name, Current: name == r.keyID}
-		if kf, err := parseKeyFile(b); err == nil {
+		if err := checkKeyFileName(name, b); err != nil {
+			ki.Damaged = ErrKeyFileDamaged.Error()
+		} else if kf, err := parseKeyFile(b); err != nil {
+			ki.Damaged = err.Error()
+		} else {
 			ki.Created, ki.Hostname, ki.Username = kf.Created, kf.Hostname, kf.Username
 		}
 		out = append(out, ki)

@@ -37,9 +37,147 @@ func PackKey(id ID) string { s := id.String(); return dataPrefix + s[:2] + "/" +
 var (
 	// ErrNotRepository: there is no repository config at the location.
 	ErrNotRepository = errors.New("no repository here (run mover init first)")
-	// ErrRepositoryExists: init found a repository already.
+	// ErrRepositoryExists: init found a repository already. A caller that
+	// races another to initialise a location can open it instead.
 	ErrRepositoryExists = errors.New("a repository already exists here")
+	// ErrConfigLost: the location holds a repository's objects (key files,
+	// packs, index files, snapshots) but no config. The config holds the
+	// repository ID and the chunking parameters; a repository cannot be
+	// opened without it and init does not overwrite it (FORMAT.md, "Lost
+	// config").
+	ErrConfigLost = errors.New("the repository config is missing: it holds the repository ID and the chunker polynomial, without which mover cannot open the repository, and init will not overwrite it; restore the config object from a backup copy (see repo/FORMAT.md, \"Lost config\")")
+	// ErrNotEmpty: init found objects at a location that is not a
+	// repository.
+	ErrNotEmpty = errors.New("init needs an empty directory or S3 prefix")
 )
+
+// repoPrefixes are the prefixes of the objects that make a location a
+// repository (with or without its config).
+var repoPrefixes = []string{keysPrefix, dataPrefix, indexPrefix, snapshotPrefix}
+
+// initWait is how long Init waits for another init's config when it finds
+// key files and nothing else: the state between an init's first and last
+// write.
+const initWait = 5 * time.Second
+
+// errStopList stops a listing early.
+var errStopList = errors.New("stop listing")
+
+// maxSurvey bounds the objects Init looks at before it refuses a location.
+const maxSurvey = 1000
+
+// checkEmpty reports whether Init may create a repository on be: only if
+// the location holds no object at all. A config is ErrRepositoryExists; a
+// repository's other objects without a config are ErrConfigLost; anything
+// else is ErrNotEmpty, naming what is there.
+func checkEmpty(ctx context.Context, be backend.Backend) error {
+	if _, err := be.Stat(ctx, configKey); err == nil {
+		return ErrRepositoryExists
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("init: %w", err)
+	}
+	var n, keys, repoObjs int
+	var example string
+	err := be.List(ctx, "", func(oi backend.ObjectInfo) error {
+		n++
+		isRepo := false
+		for _, p := range repoPrefixes {
+			if strings.HasPrefix(oi.Key, p) {
+				isRepo = true
+			}
+		}
+		switch {
+		case oi.Key == configKey:
+			return ErrRepositoryExists
+		case strings.HasPrefix(oi.Key, keysPrefix):
+			keys++
+		case isRepo:
+			repoObjs++
+		case example == "":
+			example = oi.Key
+		}
+		if n >= maxSurvey {
+			return errStopList
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrRepositoryExists):
+		return err
+	case err != nil && !errors.Is(err, errStopList):
+		return fmt.Errorf("init: listing the location: %w", err)
+	case repoObjs > 0:
+		return configLost(ctx, be)
+	case example != "":
+		count := fmt.Sprintf("%d objects", n)
+		switch {
+		case n >= maxSurvey:
+			count = fmt.Sprintf("%d or more objects", n)
+		case n == 1:
+			count = "1 object"
+		}
+		return fmt.Errorf("the location is not empty (holds %s, e.g. %s); %w", count, example, ErrNotEmpty)
+	case keys > 0:
+		// Another init may be between its key file and its config.
+		if err := waitForConfig(ctx, be, initWait); err != nil {
+			return err
+		}
+		return configLost(ctx, be)
+	}
+	return nil
+}
+
+// waitForConfig polls for a config for up to d: ErrRepositoryExists if one
+// appears, nil if not.
+func waitForConfig(ctx context.Context, be backend.Backend, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := be.Stat(ctx, configKey); err == nil {
+			return ErrRepositoryExists
+		} else if !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("init: %w", err)
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// noConfig explains a location without a config: ErrConfigLost if it holds
+// a repository's objects, ErrNotRepository if not.
+func noConfig(ctx context.Context, be backend.Backend) error {
+	for _, p := range repoPrefixes {
+		err := be.List(ctx, p, func(backend.ObjectInfo) error { return errStopList })
+		switch {
+		case errors.Is(err, errStopList):
+			return configLost(ctx, be)
+		case err != nil:
+			return fmt.Errorf("no config, and listing %s failed: %w", p, err)
+		}
+	}
+	return ErrNotRepository
+}
+
+// configLost returns ErrConfigLost, saying what the location still holds.
+func configLost(ctx context.Context, be backend.Backend) error {
+	var found []string
+	for _, p := range repoPrefixes {
+		if err := be.List(ctx, p, func(backend.ObjectInfo) error { return errStopList }); errors.Is(err, errStopList) {
+			found = append(found, p)
+		}
+	}
+	if len(found) == 1 && found[0] == keysPrefix {
+		return fmt.Errorf("%w (the location holds key files and nothing else: if an init was interrupted, no data was stored yet, so delete %s and run init again)", ErrConfigLost, keysPrefix)
+	}
+	return fmt.Errorf("%w (the location still holds %s)", ErrConfigLost, strings.Join(found, ", "))
+}
 
 // Compression levels for new blobs.
 const (
@@ -109,12 +247,17 @@ type Repository struct {
 	warnings   []string // damage LoadIndex worked around
 }
 
-// Init creates a repository on be, sealed under password.
+// Init creates a repository on be, sealed under password. The location
+// must be empty: Init returns ErrRepositoryExists if it holds a repository
+// (also when another Init wins a race for it), an error wrapping
+// ErrConfigLost if it holds a repository's objects without their config,
+// and one wrapping ErrNotEmpty, naming an object, if it holds anything
+// else. Key files and nothing else are the state between the first and the
+// last write of an init: Init waits a few seconds for that init's config
+// before it calls them a lost config.
 func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOptions) (*Repository, error) {
-	if _, err := be.Stat(ctx, configKey); err == nil {
-		return nil, ErrRepositoryExists
-	} else if !errors.Is(err, backend.ErrNotFound) {
-		return nil, fmt.Errorf("init: %w", err)
+	if err := checkEmpty(ctx, be); err != nil {
+		return nil, err
 	}
 	cfg := Config{PackSize: opts.PackSize, Created: time.Now().UTC().Truncate(time.Second)}
 	if cfg.PackSize == 0 {
@@ -169,6 +312,10 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 	// (a stray key file is harmless and init can run again).
 	if err := be.Put(ctx, configKey, b); err != nil {
 		if errors.Is(err, backend.ErrExists) {
+			// Another init won the race: its config names its own key
+			// file, and ours (named by its random content) would only
+			// make opening with the same password fail. Best effort.
+			be.Delete(ctx, keysPrefix+r.keyID)
 			return nil, ErrRepositoryExists
 		}
 		return nil, fmt.Errorf("init: writing config: %w", err)
@@ -177,10 +324,12 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 }
 
 // Open opens the repository on be with password, and loads its index.
+// A location without a config is ErrNotRepository, or ErrConfigLost if it
+// holds a repository's other objects.
 func Open(ctx context.Context, be backend.Backend, password []byte, opts Options) (*Repository, error) {
 	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
-		return nil, ErrNotRepository
+		return nil, noConfig(ctx, be)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -227,7 +376,7 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error) {
 	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
-		return nil, ErrNotRepository
+		return nil, noConfig(ctx, be)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -239,6 +388,11 @@ func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error
 	return cf.ObjectLock, nil
 }
 
+// unlockAny opens the master key with the first key file that password
+// opens. A key file whose content does not hash to its name is damaged: it
+// is not tried, and the error names it. If no key file opens, the error is
+// ErrWrongPassword (naming damaged and unusable files beside it), or, if no
+// intact key file could be tried at all, says that.
 func unlockAny(ctx context.Context, be backend.Backend, password []byte) (masterKey, string, error) {
 	var names []string
 	err := be.List(ctx, keysPrefix, func(oi backend.ObjectInfo) error {
@@ -253,15 +407,20 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 	}
 	slices.Sort(names)
 	var errs []error
-	tried := 0
+	tried, damaged := 0, 0
 	for _, name := range names {
 		b, err := backend.ReadAll(ctx, be, keysPrefix+name, 0, -1)
 		if err != nil {
-			return masterKey{}, "", fmt.Errorf("reading key %s: %w", short(name), err)
+			return masterKey{}, "", fmt.Errorf("reading key file %s%s: %w", keysPrefix, name, err)
+		}
+		if err := checkKeyFileName(name, b); err != nil {
+			damaged++
+			errs = append(errs, err)
+			continue
 		}
 		kf, err := parseKeyFile(b)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+			errs = append(errs, fmt.Errorf("key file %s%s: %w", keysPrefix, name, err))
 			continue
 		}
 		tried++
@@ -270,24 +429,35 @@ func unlockAny(ctx context.Context, be backend.Backend, password []byte) (master
 			return mk, name, nil
 		}
 		if !errors.Is(err, ErrWrongPassword) {
-			errs = append(errs, fmt.Errorf("key %s: %w", short(name), err))
+			errs = append(errs, fmt.Errorf("key file %s%s: %w", keysPrefix, name, err))
 		}
 	}
-	if tried == 0 {
-		return masterKey{}, "", fmt.Errorf("no usable key file: %w", errors.Join(errs...))
-	}
-	if len(errs) > 0 {
-		return masterKey{}, "", fmt.Errorf("%w (%w)", ErrWrongPassword, errors.Join(errs...))
+	switch {
+	case damaged == len(names):
+		return masterKey{}, "", listError{"every key file is damaged, so no password opens the repository: ", errs}
+	case tried == 0:
+		return masterKey{}, "", listError{"no usable key file: ", errs}
+	case len(errs) > 0:
+		return masterKey{}, "", fmt.Errorf("%w (not usable: %w)", ErrWrongPassword, listError{"", errs})
 	}
 	return masterKey{}, "", ErrWrongPassword
 }
 
-func short(name string) string {
-	if len(name) > 8 {
-		return name[:8]
-	}
-	return name
+// listError is several errors on one line, after a prefix.
+type listError struct {
+	prefix string
+	errs   []error
 }
+
+func (e listError) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return e.prefix + strings.Join(msgs, "; ")
+}
+
+func (e listError) Unwrap() []error { return e.errs }
 
 func (r *Repository) setup(opts Options) error {
 	aead, err := newAEAD(r.key.Enc[:])
@@ -582,8 +752,12 @@ func (r *Repository) readIndexFile(ctx context.Context, key string) ([]indexPack
 }
 
 // SaveSnapshot writes the snapshot object and sets s.ID. Call Flush first:
-// a snapshot must only name pages and chunks that are durable.
+// a snapshot must only name pages and chunks that are durable. The volume
+// name must pass CheckVolumeName.
 func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
+	if err := CheckVolumeName(s.Volume); err != nil {
+		return fmt.Errorf("saving snapshot: %w", err)
+	}
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -600,13 +774,21 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 	return nil
 }
 
-// LoadSnapshot reads snapshot id.
+// LoadSnapshot reads snapshot id. A damaged file is an error wrapping
+// ErrAuth (its content does not match its name, or it fails
+// authentication) or a format error.
 func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 	key := snapshotPrefix + id.String()
 	data, err := backend.ReadAll(ctx, r.be, key, 0, -1)
 	if err != nil {
 		return nil, fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
 	}
+	return r.decodeSnapshot(id, data)
+}
+
+// decodeSnapshot checks and decodes the bytes of snapshot file id. Every
+// error it returns means the file is damaged.
+func (r *Repository) decodeSnapshot(id ID, data []byte) (*Snapshot, error) {
 	if fileID(data) != id {
 		return nil, fmt.Errorf("snapshot %s: %w: content does not match its name", id.Short(), ErrAuth)
 	}
@@ -646,31 +828,84 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
 	return ids, nil
 }
 
-// Snapshots loads every snapshot, oldest first.
-func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+// UnreadableSnapshot is a snapshot file that exists but is damaged: its
+// content does not match its name, fails authentication or does not
+// decode. Its volume and time are unknown.
+type UnreadableSnapshot struct {
+	ID  ID
+	Err error
+}
+
+// Key returns the snapshot file's backend key.
+func (u UnreadableSnapshot) Key() string { return snapshotPrefix + u.ID.String() }
+
+func (u UnreadableSnapshot) Error() string { return fmt.Sprintf("%s: unreadable: %v", u.Key(), u.Err) }
+
+func (u UnreadableSnapshot) Unwrap() error { return u.Err }
+
+// ReadSnapshots loads every snapshot it can, oldest first, and returns the
+// damaged snapshot files apart, by ID: one damaged file never hides the
+// others. A snapshot deleted while it was being listed is left out. The
+// error is for what is not damage: the listing or a read failing.
+//
+// Anything that deletes data on the strength of the snapshots (gc) must
+// treat a damaged snapshot as one that may still need every chunk.
+func (r *Repository) ReadSnapshots(ctx context.Context) ([]*Snapshot, []UnreadableSnapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snaps := make([]*Snapshot, len(ids))
+	bad := make([]error, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {
-			s, err := r.LoadSnapshot(gctx, id)
-			snaps[i] = s
-			return err
+			data, err := backend.ReadAll(gctx, r.be, snapshotPrefix+id.String(), 0, -1)
+			if errors.Is(err, backend.ErrNotFound) {
+				return nil // forgotten meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
+			}
+			snaps[i], bad[i] = r.decodeSnapshot(id, data)
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	slices.SortFunc(snaps, func(a, b *Snapshot) int {
+	var good []*Snapshot
+	var damaged []UnreadableSnapshot
+	for i, s := range snaps {
+		switch {
+		case bad[i] != nil:
+			damaged = append(damaged, UnreadableSnapshot{ID: ids[i], Err: bad[i]})
+		case s != nil:
+			good = append(good, s)
+		}
+	}
+	slices.SortFunc(good, func(a, b *Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.ID.String(), b.ID.String())
 	})
+	slices.SortFunc(damaged, func(a, b UnreadableSnapshot) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
+	return good, damaged, nil
+}
+
+// Snapshots loads every snapshot, oldest first. It fails if any snapshot
+// file is damaged (the error is an UnreadableSnapshot); ReadSnapshots
+// returns the readable ones and the damaged ones apart.
+func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	snaps, damaged, err := r.ReadSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(damaged) > 0 {
+		return nil, damaged[0]
+	}
 	return snaps, nil
 }
 
@@ -679,30 +914,60 @@ var ErrSnapshotNotFound = errors.New("snapshot not found")
 
 // FindSnapshot resolves a snapshot reference: a full ID, a unique ID
 // prefix, "latest" (the newest snapshot) or "latest:VOLUME" (the newest of
-// that volume).
+// that volume). It is ResolveSnapshot without the list of damaged files
+// "latest" passed over.
 func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	s, _, err := r.ResolveSnapshot(ctx, ref)
+	return s, err
+}
+
+// ResolveSnapshot resolves a snapshot reference like FindSnapshot. "latest"
+// and "latest:VOLUME" choose among the readable snapshots; skipped lists
+// the damaged snapshot files they passed over (any of them might have been
+// newer, or of that volume), for the caller to warn about. An ID or prefix
+// that names a damaged file is an error naming it.
+func (r *Repository) ResolveSnapshot(ctx context.Context, ref string) (s *Snapshot, skipped []UnreadableSnapshot, err error) {
 	if ref == "" {
-		return nil, errors.New("empty snapshot reference")
+		return nil, nil, errors.New("empty snapshot reference")
 	}
 	if ref == "latest" || strings.HasPrefix(ref, "latest:") {
 		vol, byVol := strings.CutPrefix(ref, "latest:")
-		snaps, err := r.Snapshots(ctx)
+		snaps, damaged, err := r.ReadSnapshots(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i := len(snaps) - 1; i >= 0; i-- {
 			if !byVol || snaps[i].Volume == vol {
-				return snaps[i], nil
+				return snaps[i], damaged, nil
 			}
 		}
-		if byVol {
-			return nil, fmt.Errorf("%w: no snapshot of volume %q", ErrSnapshotNotFound, vol)
+		what, why := "snapshot", ""
+		if len(damaged) > 0 {
+			what, why = "readable snapshot", fmt.Sprintf(" (%d snapshot files are damaged)", len(damaged))
 		}
-		return nil, fmt.Errorf("%w: the repository has no snapshots", ErrSnapshotNotFound)
+		if byVol {
+			return nil, damaged, fmt.Errorf("%w: no %s of volume %q%s", ErrSnapshotNotFound, what, vol, why)
+		}
+		return nil, damaged, fmt.Errorf("%w: the repository has no %ss%s", ErrSnapshotNotFound, what, why)
+	}
+	id, err := r.MatchSnapshotID(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err = r.LoadSnapshot(ctx, id)
+	return s, nil, err
+}
+
+// MatchSnapshotID resolves a full snapshot ID or a unique prefix of one to
+// the ID of an existing snapshot file, without reading it, so that a
+// damaged snapshot can still be named (and forgotten).
+func (r *Repository) MatchSnapshotID(ctx context.Context, ref string) (ID, error) {
+	if ref == "" {
+		return ID{}, errors.New("empty snapshot reference")
 	}
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
-		return nil, err
+		return ID{}, err
 	}
 	var match []ID
 	for _, id := range ids {
@@ -712,11 +977,11 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string) (*Snapshot, e
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("%w: %q", ErrSnapshotNotFound, ref)
+		return ID{}, fmt.Errorf("%w: %q", ErrSnapshotNotFound, ref)
 	case 1:
-		return r.LoadSnapshot(ctx, match[0])
+		return match[0], nil
 	}
-	return nil, fmt.Errorf("snapshot prefix %q is ambiguous (%d matches)", ref, len(match))
+	return ID{}, fmt.Errorf("snapshot prefix %q is ambiguous (%d matches)", ref, len(match))
 }
 
 // ReadPack reads length bytes of pack id at offset.

@@ -217,14 +217,17 @@ func TestHostileKeyFile(t *testing.T) {
 	var key string
 	be.List(ctx, keysPrefix, func(oi backend.ObjectInfo) error { key = oi.Key; return nil })
 	// A key file that asks for 2^40 · 8 · 128 bytes of scrypt memory must
-	// be refused before any derivation starts.
-	rewrite(t, be, key, func(b []byte) []byte {
-		var m map[string]any
-		json.Unmarshal(b, &m)
-		m["n"] = 1 << 40
-		out, _ := json.Marshal(m)
-		return out
-	})
+	// be refused before any derivation starts. It is named by its hash,
+	// as a hostile one would be (a mismatch is reported as damage).
+	b, _ := backend.ReadAll(ctx, be, key, 0, -1)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["n"] = 1 << 40
+	hostile, _ := json.Marshal(m)
+	be.Delete(ctx, key)
+	if err := be.Put(ctx, keysPrefix+fileID(hostile).String(), hostile); err != nil {
+		t.Fatal(err)
+	}
 	_, err := Open(ctx, be, testPassword, Options{})
 	if err == nil || !strings.Contains(err.Error(), "memory") {
 		t.Fatalf("absurd KDF parameters: %v", err)

@@ -2,8 +2,12 @@ package repo
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Entry is one entry of a snapshot's chunk list: a data chunk or a hole.
@@ -52,6 +56,35 @@ type SnapshotStats struct {
 	Chunks      int64   `json:"chunks"`
 	NewChunks   int64   `json:"new_chunks"`
 	Seconds     float64 `json:"seconds"`
+}
+
+// MaxVolumeName is the longest volume name in bytes.
+const MaxVolumeName = 255
+
+// ErrInvalidVolumeName is wrapped by CheckVolumeName's errors.
+var ErrInvalidVolumeName = errors.New("invalid volume name")
+
+// CheckVolumeName reports whether name may name a volume in new snapshots:
+// 1 to MaxVolumeName bytes of UTF-8 without '/' and without control
+// characters (newlines, tabs, …). Names are shown one per line, used in
+// "latest:NAME" references and as file and object names by control planes;
+// these rules keep every such use unambiguous. Snapshots written before
+// the rule existed are still read.
+func CheckVolumeName(name string) error {
+	bad := func(why string) error { return fmt.Errorf("%w %q: %s", ErrInvalidVolumeName, name, why) }
+	switch {
+	case name == "":
+		return bad("empty")
+	case len(name) > MaxVolumeName:
+		return bad(fmt.Sprintf("%d bytes, longer than %d", len(name), MaxVolumeName))
+	case !utf8.ValidString(name):
+		return bad("not valid UTF-8")
+	case strings.ContainsRune(name, '/'):
+		return bad(`contains "/"`)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return bad("contains a control character")
+	}
+	return nil
 }
 
 // validate checks the snapshot's fields against each other.

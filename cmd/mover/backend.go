@@ -26,7 +26,7 @@ type backendOptions struct {
 
 func (b *backendOptions) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.IntVar(&b.connections, "connections", 0, "parallel repository requests: packs an export uploads at once, import and check workers, and the S3 connection limit (default: 4 uploads to S3, 2 to a directory; import 1 worker per CPU from a directory, 2 per CPU (at least 4) from S3; 16 S3 connections)")
+	f.IntVar(&b.connections, "connections", 0, "parallel repository requests, at most 256: packs an export uploads at once, import and check workers, and the S3 connection limit (default: 4 uploads to S3, 2 to a directory; import 1 worker per CPU from a directory, 2 per CPU (at least 4) from S3; 16 S3 connections)")
 	f.StringVar(&b.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL (default $AWS_ENDPOINT_URL, else AWS)")
 	f.StringVar(&b.s3Region, "s3-region", "", "S3 region (default $AWS_REGION, else us-east-1)")
 	f.BoolVar(&b.s3PathStyle, "s3-path-style", false, "address buckets as ENDPOINT/BUCKET (needed for localhost and most S3-compatible stores)")
@@ -51,8 +51,8 @@ func isS3(loc string) bool { return len(loc) >= 5 && strings.EqualFold(loc[:5], 
 // not wrapped: local errors do not heal by retrying. lock, if set, makes
 // every object written carry that Object Lock retention; it needs S3.
 func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOptions, create bool, lock *repo.ObjectLock) (backend.Backend, error) {
-	if bo.connections < 0 {
-		return nil, usagef("--connections %d: must be positive", bo.connections)
+	if err := checkCount("connections", bo.connections, maxConnections); err != nil {
+		return nil, err
 	}
 	if isS3(loc) {
 		bucket, prefix, err := s3.ParseURL(loc)

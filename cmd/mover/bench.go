@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 
@@ -200,6 +201,23 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 	sc, err := bench.Preset(o.preset, size, o.seed)
 	if err != nil {
 		return bench.Config{}, usageError{err}
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"zero", o.zero}, {"compressible", o.compressible}, {"duplicate", o.duplicate}, {"file", o.file}, {"change-rate", o.changeRate}} {
+		if err := checkShare(f.name, f.v); err != nil {
+			return bench.Config{}, err
+		}
+	}
+	if math.IsNaN(o.ratio) || math.IsInf(o.ratio, 0) {
+		return bench.Config{}, usagef("--ratio %g: want %g to %g", o.ratio, bench.MinRatio, bench.MaxRatio)
+	}
+	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
+		return bench.Config{}, err
+	}
+	if err := checkCount("connections", o.backend.connections, maxConnections); err != nil {
+		return bench.Config{}, err
 	}
 	v, c := &sc.Volume, &sc.Change
 	if flags.Changed("zero") || flags.Changed("compressible") || flags.Changed("duplicate") || flags.Changed("file") {

@@ -66,6 +66,10 @@ func TestCLIBenchUsage(t *testing.T) {
 		{"pattern", []string{"bench", "--change-pattern", "diagonal"}},
 		{"--zstd", []string{"bench", "--zstd", "max"}},
 		{"--runs", []string{"bench", "--runs", "0"}},
+		{"--zero NaN", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--zero", "NaN"}},
+		{"--ratio", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--ratio", "NaN"}},
+		{"--connections", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--connections", "1000000000"}},
+		{"--workers", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--workers", "5000"}},
 	} {
 		c.fails(exitUsage, tc.want, tc.args...)
 	}

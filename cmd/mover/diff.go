@@ -35,8 +35,8 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, basePath, ta
 	if err != nil || bs < 512 || bs > 64<<20 {
 		return usagef("--block-size %q: want 512 bytes to 64 MiB", o.blockSize)
 	}
-	if o.workers < 0 {
-		return usagef("--workers %d: want a positive number", o.workers)
+	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
+		return err
 	}
 	base, err := mover.OpenSource(basePath, true)
 	if err != nil {

@@ -38,7 +38,7 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	f := cmd.Flags()
 	o.backend.register(cmd)
 	f.StringVar(&o.source, "source", "", "block device or regular file to export (required)")
-	f.StringVar(&o.name, "name", "", "volume name the snapshot is filed under (required)")
+	f.StringVar(&o.name, "name", "", "volume name the snapshot is filed under (required): 1 to 255 bytes without \"/\" or control characters")
 	f.StringArrayVar(&o.tags, "tag", nil, "tag the snapshot with key=value (repeatable)")
 	f.IntVar(&o.workers, "workers", 0, "CPU workers that cut, hash, compress and encrypt (default: all cores)")
 	f.StringVar(&o.packSize, "pack-size", "", "target pack size for this export (default: the repository's)")
@@ -91,8 +91,14 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.workers < 0 {
-		return usagef("--workers %d: want a positive number", o.workers)
+	if err := repo.CheckVolumeName(o.name); err != nil {
+		return usagef("--name: %v (want 1 to %d bytes of UTF-8 without \"/\" or control characters)", err, repo.MaxVolumeName)
+	}
+	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
+		return err
+	}
+	if err := checkCount("connections", o.backend.connections, maxConnections); err != nil {
+		return err
 	}
 	var packSize int64
 	if o.packSize != "" {
@@ -103,8 +109,8 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			return usagef("--pack-size %s: want %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
 		}
 	}
-	if o.verify < 0 || o.verify > 1 {
-		return usagef("--verify-unchanged %g: want a fraction from 0 to 1", o.verify)
+	if err := checkShare("verify-unchanged", o.verify); err != nil {
+		return err
 	}
 	if (o.changes != "" || o.verify > 0) && o.base == "" {
 		return usagef("--changes and --verify-unchanged need --base")
@@ -128,7 +134,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	defer closeRepo(r)
 	var base *repo.Snapshot
 	if o.base != "" {
-		if base, err = r.FindSnapshot(ctx, o.base); err != nil {
+		if base, err = g.findSnapshot(ctx, r, o.base); err != nil {
 			return fmt.Errorf("--base: %w", err)
 		}
 		if base.Volume != o.name {

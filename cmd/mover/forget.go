@@ -67,20 +67,43 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 		return err
 	}
 	defer closeRepo(r)
-	var remove []*repo.Snapshot
+	// What to remove: the ID, and what it is for people.
+	type removal struct {
+		id   repo.ID
+		what string
+	}
+	var remove []removal
+	describe := func(s *repo.Snapshot) string { return s.Time.Format("2006-01-02 15:04") + " " + s.Volume }
 	out := forgetJSON{Removed: []string{}, Kept: []string{}, DryRun: o.dryRun}
 	if len(args) > 0 {
 		for _, a := range args {
-			s, err := r.FindSnapshot(ctx, a)
+			if a == "latest" || strings.HasPrefix(a, "latest:") {
+				s, err := g.findSnapshot(ctx, r, a)
+				if err != nil {
+					return err
+				}
+				remove = append(remove, removal{s.ID, describe(s)})
+				continue
+			}
+			// An ID or prefix is forgotten without reading the snapshot,
+			// so a damaged snapshot file can be forgotten too.
+			id, err := r.MatchSnapshotID(ctx, a)
 			if err != nil {
 				return err
 			}
-			remove = append(remove, s)
+			what := "(damaged snapshot file)"
+			if s, err := r.LoadSnapshot(ctx, id); err == nil {
+				what = describe(s)
+			}
+			remove = append(remove, removal{id, what})
 		}
 	} else {
-		snaps, err := r.Snapshots(ctx)
+		snaps, damaged, err := r.ReadSnapshots(ctx)
 		if err != nil {
 			return err
+		}
+		for _, u := range damaged {
+			warnf(g.env.stderr, "the policy skips damaged snapshot file %s (%v): forget it by ID or repair it", u.Key(), u.Err)
 		}
 		byVol := map[string][]*repo.Snapshot{}
 		for _, s := range snaps {
@@ -101,7 +124,7 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 						fmt.Fprintf(g.env.stdout, "keep   %s %s %s (%s)\n", d.Snapshot.ID.Short(), d.Snapshot.Time.Format("2006-01-02 15:04"), v, strings.Join(d.Reasons, ", "))
 					}
 				} else {
-					remove = append(remove, d.Snapshot)
+					remove = append(remove, removal{d.Snapshot.ID, describe(d.Snapshot)})
 				}
 			}
 		}
@@ -109,20 +132,20 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 	if !o.dryRun {
 		ids := make([]repo.ID, len(remove))
 		for i, s := range remove {
-			ids[i] = s.ID
+			ids[i] = s.id
 		}
 		if err := r.Forget(ctx, ids, o.staleLock); err != nil {
 			return err
 		}
 	}
 	for _, s := range remove {
-		out.Removed = append(out.Removed, s.ID.String())
+		out.Removed = append(out.Removed, s.id.String())
 		if !g.json && !g.quiet {
 			verb := "remove"
 			if o.dryRun {
 				verb = "would remove"
 			}
-			fmt.Fprintf(g.env.stdout, "%s %s %s %s\n", verb, s.ID.Short(), s.Time.Format("2006-01-02 15:04"), s.Volume)
+			fmt.Fprintf(g.env.stdout, "%s %s %s\n", verb, s.id.Short(), s.what)
 		}
 	}
 	if g.json {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/blockmover/blockmover/repo"
@@ -56,8 +55,8 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 	if o.stale <= 0 {
 		return usagef("--stale-lock %v: must be positive", o.stale)
 	}
-	if math.IsNaN(o.repack) || o.repack <= 0 || o.repack > 1 {
-		return usagef("--repack-threshold %g: want a fraction above 0 and at most 1", o.repack)
+	if err := checkFraction("repack-threshold", o.repack); err != nil {
+		return err
 	}
 	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
 	if err != nil {

@@ -48,6 +48,14 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 	if size <= 0 {
 		return usagef("--size must be positive")
 	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"zero", o.zero}, {"file", o.file}, {"duplicate", o.duplicate}} {
+		if err := checkShare(f.name, f.v); err != nil {
+			return err
+		}
+	}
 	spec := bench.Spec{Size: size, Seed: o.seed, Zero: o.zero, File: o.file, Duplicate: o.duplicate}
 	if _, err := spec.Layout(); err != nil {
 		return usageError{err}

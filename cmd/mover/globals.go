@@ -133,7 +133,7 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 	r, err := repo.Open(ctx, be, pw, opts)
 	if err != nil {
 		be.Close()
-		if errors.Is(err, repo.ErrNotRepository) {
+		if errors.Is(err, repo.ErrNotRepository) || errors.Is(err, repo.ErrConfigLost) {
 			return nil, fmt.Errorf("%s: %w", loc, err)
 		}
 		return nil, err

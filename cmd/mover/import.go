@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
@@ -62,18 +67,23 @@ type importJSON struct {
 }
 
 func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
+	if loc, err := g.location(); err == nil && !isS3(loc) {
+		if err := checkTargetOutside(loc, o.target); err != nil {
+			return err
+		}
+	}
 	r, err := g.openRepo(ctx, o.backend, repo.Options{})
 	if err != nil {
 		return err
 	}
 	defer closeRepo(r)
-	snap, err := r.FindSnapshot(ctx, o.snapshot)
+	snap, err := g.findSnapshot(ctx, r, o.snapshot)
 	if err != nil {
 		return err
 	}
 	var base *repo.Snapshot
 	if o.assumeBase != "" {
-		if base, err = r.FindSnapshot(ctx, o.assumeBase); err != nil {
+		if base, err = g.findSnapshot(ctx, r, o.assumeBase); err != nil {
 			return fmt.Errorf("--assume-base: %w", err)
 		}
 	}
@@ -109,4 +119,57 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		snap.ID.Short(), snap.Volume, o.target, humanBytes(res.Size), out.Seconds, out.MBPerSecond,
 		humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes))
 	return nil
+}
+
+// checkTargetOutside refuses an import target that is the directory
+// repository repoDir or lies inside it, after resolving symbolic links:
+// the import would overwrite the repository's own files.
+func checkTargetOutside(repoDir, target string) error {
+	rd, err := filepath.EvalSymlinks(repoDir)
+	if err != nil {
+		return nil // no repository there: opening it says so
+	}
+	if rd, err = filepath.Abs(rd); err != nil {
+		return nil
+	}
+	td, err := resolveTarget(target)
+	if err != nil {
+		return nil // it cannot be opened either: opening it says why
+	}
+	if td == rd || strings.HasPrefix(td, rd+string(filepath.Separator)) {
+		return usagef("--target %s is inside the repository %s: the import would overwrite the repository's files; choose a target outside it", target, repoDir)
+	}
+	return nil
+}
+
+// resolveTarget returns the absolute path, symbolic links resolved, that
+// opening (or creating) target reaches. Only its last element may be
+// missing, as when the import creates the file. Paths are not cleaned
+// before they are resolved: "link/.." is the parent of link's target.
+func resolveTarget(target string) (string, error) {
+	p := target
+	if !filepath.IsAbs(p) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		p = wd + string(filepath.Separator) + p
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err == nil {
+		return filepath.Abs(real)
+	}
+	if !errors.Is(err, iofs.ErrNotExist) {
+		return "", err
+	}
+	i := strings.LastIndexByte(p, filepath.Separator)
+	parent, base := p[:i], p[i+1:]
+	if parent == "" {
+		parent = string(filepath.Separator)
+	}
+	real, err = filepath.EvalSymlinks(parent)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(filepath.Join(real, base))
 }

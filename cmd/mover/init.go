@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	iofs "io/fs"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 )
 
@@ -34,7 +37,14 @@ func newInitCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 		Long: `Create a repository. Everything that decides chunk boundaries is fixed here,
 for the life of the repository: the splitter (cdc or fixed), its sizes, the
 segment size and the zero-block size. A random, secret polynomial is drawn for
-content-defined chunking.`,
+content-defined chunking.
+
+The location must be empty: a directory (created if missing, and made private,
+mode 0700, when it holds nothing) or an S3 prefix without objects. If a
+repository is already there, init changes nothing and exits with code 3, so a
+caller racing another to initialise can open it instead. A repository whose
+config was lost is refused too: a new config would mean a new master key and
+new chunking, and init never overwrites a repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runInit(ctx, g, &o) },
 	}
@@ -104,8 +114,8 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return err
 	}
 	var lock *repo.ObjectLock
-	if o.lockDays < 0 {
-		return usagef("--object-lock-days %d: must not be negative", o.lockDays)
+	if err := checkCount("object-lock-days", o.lockDays, maxLockDays); err != nil {
+		return err
 	}
 	if o.lockDays > 0 {
 		if o.lockMode != "compliance" && o.lockMode != "governance" {
@@ -122,6 +132,13 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return err
 	}
 	defer be.Close()
+	if !isS3(loc) {
+		// repo.Init lists the objects; a directory may also hold what
+		// is no object (symbolic links, sockets, devices).
+		if err := notObjects(loc); err != nil {
+			return fmt.Errorf("%s: %w", loc, err)
+		}
+	}
 	r, err := repo.Init(ctx, be, pw, repo.InitOptions{Chunking: &p, PackSize: packSize, ObjectLock: lock})
 	if err != nil {
 		return fmt.Errorf("%s: %w", loc, err)
@@ -131,5 +148,30 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return g.printJSON(map[string]any{"repository": loc, "id": r.RepoID(), "config": r.Config()})
 	}
 	fmt.Fprintf(g.env.stdout, "created repository %s at %s\n", r.RepoID().Short(), loc)
+	return nil
+}
+
+// notObjects returns an error wrapping repo.ErrNotEmpty, naming the entry,
+// if the tree under dir holds anything that is neither a directory nor a
+// regular file (the backend lists regular files as objects, and repo.Init
+// refuses those itself). Temporary files of the backend are ignored.
+func notObjects(dir string) error {
+	var found string
+	err := filepath.WalkDir(dir, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || d.Type().IsRegular() || strings.HasPrefix(d.Name(), backend.TempPrefix) {
+			return nil
+		}
+		found, _ = filepath.Rel(dir, path)
+		return filepath.SkipAll
+	})
+	if err != nil {
+		return fmt.Errorf("reading the directory: %w", err)
+	}
+	if found != "" {
+		return fmt.Errorf("the location is not empty (holds %s, which is not a regular file); %w", found, repo.ErrNotEmpty)
+	}
 	return nil
 }

@@ -317,7 +317,7 @@ func (g *globalOptions) snapshotSize(ctx context.Context, bo backendOptions, id 
 		return 0, fmt.Errorf("the repository cannot be opened here: %w", err)
 	}
 	defer closeRepo(r)
-	snap, err := r.FindSnapshot(ctx, id)
+	snap, err := g.findSnapshot(ctx, r, id)
 	if err != nil {
 		return 0, err
 	}

@@ -101,7 +101,12 @@ func runKeyList(ctx context.Context, g *globalOptions, o *keyOptions) error {
 		if k.Current {
 			cur = "*"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", cur, k.ID[:8], k.Created.Format("2006-01-02 15:04:05"), k.Username, k.Hostname)
+		id := k.ID[:min(8, len(k.ID))]
+		if k.Damaged != "" {
+			fmt.Fprintf(tw, "%s%s\tDAMAGED: %s\t\t\n", cur, id, k.Damaged)
+			continue
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", cur, id, k.Created.Format("2006-01-02 15:04:05"), k.Username, k.Hostname)
 	}
 	return tw.Flush()
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 )
@@ -22,6 +23,9 @@ const (
 	exitOK    = 0
 	exitError = 1 // the operation failed
 	exitUsage = 2 // the command line was wrong
+	// exitExists: init found a repository already there (perhaps made by
+	// another init racing this one): a caller can open it instead.
+	exitExists = 3
 )
 
 // usageError marks errors in the command line, which get a usage hint.
@@ -63,6 +67,9 @@ func run(ctx context.Context, args []string, env *environment) int {
 	}
 	if !errors.As(err, new(reportedError)) { // already logged as JSON (pod.go)
 		fmt.Fprintf(stderr, "mover: %s\n", msg)
+	}
+	if errors.Is(err, repo.ErrRepositoryExists) {
+		return exitExists
 	}
 	return exitError
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/zeebo/blake3"
 )
 
 // cli runs mover in-process with the given environment variables.
@@ -192,6 +194,23 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"export", "--source", img, "--name", "x", "--verify-unchanged", "2"}, "--verify-unchanged"},
 		{[]string{"import", "--snapshot", "latest", "--target", img, "--assume-base", "a", "--verify-target"}, "none of the others"},
 		{[]string{"init", "--pack-size", "0"}, "pack size"},
+		// Numbers that size memory or goroutines have upper bounds;
+		// fractions refuse NaN.
+		{[]string{"export", "--source", img, "--name", "x", "--connections", "1000000000"}, "--connections 1000000000: want 1 to 256"},
+		{[]string{"import", "--snapshot", "latest", "--target", img, "--connections", "1000000000"}, "--connections"},
+		{[]string{"check", "--connections", "257"}, "--connections"},
+		{[]string{"snapshots", "--connections", "-1"}, "--connections"},
+		{[]string{"export", "--source", img, "--name", "x", "--workers", "1000000"}, "--workers 1000000: want 1 to 1024"},
+		{[]string{"export", "--source", img, "--name", "x", "--verify-unchanged", "NaN"}, "--verify-unchanged NaN"},
+		{[]string{"diff", "--workers", "100000", img, img}, "--workers"},
+		{[]string{"generate", "--zero", "NaN", filepath.Join(dir, "g.img")}, "--zero NaN"},
+		{[]string{"generate", "--duplicate", "-Inf", filepath.Join(dir, "g.img")}, "--duplicate"},
+		{[]string{"init", "--repo", filepath.Join(dir, "r2"), "--object-lock-days", "100000000"}, "--object-lock-days"},
+		// Volume names: 1 to 255 bytes, no "/", no control characters.
+		{[]string{"export", "--source", img, "--name", ""}, "--name: invalid volume name"},
+		{[]string{"export", "--source", img, "--name", "ns/pvc"}, `contains "/"`},
+		{[]string{"export", "--source", img, "--name", "a\nb"}, "control character"},
+		{[]string{"export", "--source", img, "--name", strings.Repeat("v", 256)}, "longer than 255"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -213,7 +232,7 @@ func TestCLIFailures(t *testing.T) {
 	makeImage(t, img, 16<<20)
 	c.fails(1, "does not exist", "snapshots")
 	c.ok("init")
-	c.fails(1, "already exists", "init")
+	c.fails(exitExists, "already exists", "init")
 	c.ok("export", "--source", img, "--name", "v", "-q")
 	wrong := &cli{t: t, env: map[string]string{"MOVER_PASSWORD": "nope", "MOVER_REPOSITORY": repoDir}}
 	wrong.fails(1, "wrong password", "snapshots")
@@ -348,12 +367,15 @@ func TestCLINewerFormatAndHostileKey(t *testing.T) {
 	os.Remove(cfg)
 	os.WriteFile(cfg, b, 0o600)
 
+	// A hostile key file is named by its hash, as a key file must be (a
+	// mismatch is reported as damage, TestCLIKeyFileDamage).
 	key := objects(t, repoDir, "keys")[0]
 	kb, _ := os.ReadFile(key)
 	json.Unmarshal(kb, &m)
 	m["n"] = 1 << 40
 	nb, _ = json.Marshal(m)
 	os.Remove(key)
-	os.WriteFile(key, nb, 0o600)
+	sum := blake3.Sum256(nb)
+	os.WriteFile(filepath.Join(filepath.Dir(key), hex.EncodeToString(sum[:])), nb, 0o600)
 	c.fails(1, "memory", "snapshots")
 }

@@ -48,7 +48,7 @@ func TestCLIS3(t *testing.T) {
 	c.fails(1, "does not exist", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
 	c.fails(1, "does not exist", append([]string{"init", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
 	c.fails(1, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
-	c.fails(1, "already", append([]string{"init"}, s3flags...)...)
+	c.fails(exitExists, "already", append([]string{"init"}, s3flags...)...)
 	c.fails(2, "s3:// repository", "init", "--repo", filepath.Join(dir, "fsrepo"), "--object-lock-days", "7")
 
 	// Object Lock: refused on a bucket without it; on a bucket with it,

@@ -29,6 +29,24 @@ func newSnapshotsCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	return cmd
 }
 
+// findSnapshot resolves ref like repo.FindSnapshot, and warns on stderr
+// about every damaged snapshot file that "latest" passed over.
+func (g *globalOptions) findSnapshot(ctx context.Context, r *repo.Repository, ref string) (*repo.Snapshot, error) {
+	s, skipped, err := r.ResolveSnapshot(ctx, ref)
+	for _, u := range skipped {
+		warnf(g.env.stderr, "%s: skipped damaged snapshot file %s (%v); it resolves among the readable snapshots", ref, u.Key(), u.Err)
+	}
+	return s, err
+}
+
+// damagedSnapshotJSON is an entry of `mover snapshots --json` for a
+// damaged snapshot file: its ID, and why it cannot be read (its volume and
+// time are unknown).
+type damagedSnapshotJSON struct {
+	ID      string `json:"id"`
+	Damaged string `json:"damaged"`
+}
+
 // snapshotJSON is one entry of `mover snapshots --json`.
 type snapshotJSON struct {
 	ID       string             `json:"id"`
@@ -48,9 +66,12 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 		return err
 	}
 	defer closeRepo(r)
-	snaps, err := r.Snapshots(ctx)
+	snaps, damaged, err := r.ReadSnapshots(ctx)
 	if err != nil {
 		return err
+	}
+	for _, u := range damaged {
+		warnf(g.env.stderr, "snapshot file %s is damaged (%v); mover check and mover repair snapshots tell more, mover forget %s removes it", u.Key(), u.Err, u.ID.Short())
 	}
 	out := []snapshotJSON{}
 	for _, s := range snaps {
@@ -65,7 +86,17 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 		out = append(out, j)
 	}
 	if g.json {
-		return g.printJSON(out)
+		// Damaged files are listed too, after the others, with the
+		// reason in "damaged": a reader cannot tell their volume, so
+		// they show under --name as well.
+		all := make([]any, 0, len(out)+len(damaged))
+		for _, s := range out {
+			all = append(all, s)
+		}
+		for _, u := range damaged {
+			all = append(all, damagedSnapshotJSON{ID: u.ID.String(), Damaged: u.Err.Error()})
+		}
+		return g.printJSON(all)
 	}
 	tw := tabwriter.NewWriter(g.env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tVOLUME\tSIZE\tSTORED\tTAGS")
@@ -76,6 +107,9 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 		}
 		sort.Strings(tags)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Time, s.Volume, humanBytes(s.Size), humanBytes(s.Stats.StoredBytes), strings.Join(tags, ","))
+	}
+	for _, u := range damaged {
+		fmt.Fprintf(tw, "%s\tDAMAGED: %v\t\t\t\t\n", u.ID.Short(), u.Err)
 	}
 	return tw.Flush()
 }

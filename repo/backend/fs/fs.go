@@ -75,12 +75,47 @@ func Open(dir string) (*Backend, error) {
 	return &Backend{dir: real}, nil
 }
 
-// Create creates dir and its parents as needed (like mkdir -p) and opens it.
+// Create creates dir and its parents as needed (like mkdir -p), private to
+// its owner (mode 0700), and opens it. A directory that exists and holds
+// nothing but directories is made private too (a repository's key files
+// and the names of its objects are nobody else's business), unless the
+// caller does not own it (EPERM: e.g. a volume shared through its group);
+// a directory that holds files keeps its mode.
 func Create(dir string) (*Backend, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("fs: create %q: %w", dir, err)
 	}
-	return Open(dir)
+	b, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	empty, err := onlyDirs(b.dir)
+	if err != nil {
+		return nil, fmt.Errorf("fs: create %q: %w", dir, err)
+	}
+	if empty {
+		if err := os.Chmod(b.dir, dirMode); err != nil && !errors.Is(err, iofs.ErrPermission) {
+			return nil, fmt.Errorf("fs: create %q: %w", dir, err)
+		}
+	}
+	return b, nil
+}
+
+// onlyDirs reports whether the tree under dir holds nothing but
+// directories.
+func onlyDirs(dir string) (bool, error) {
+	only := true
+	err := filepath.WalkDir(dir, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			only = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return only, err
 }
 
 // Dir returns the absolute directory the backend stores objects in.

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLIDamagedSnapshot: one damaged snapshot file does not block the
+// listing, latest, forget or the other volumes.
+func TestCLIDamagedSnapshot(t *testing.T) {
+	c, dir := newCLI(t)
+	repoDir := c.env["MOVER_REPOSITORY"]
+	c.ok("init")
+	ids := map[string]string{}
+	for i, vol := range []string{"a", "b", "a-newest"} {
+		img := filepath.Join(dir, vol+".img")
+		makeImageSeed(t, img, 2<<20, uint64(i))
+		r := c.ok("export", "-q", "--json", "--source", img, "--name", vol)
+		var out exportJSON
+		json.Unmarshal([]byte(r.stdout), &out)
+		ids[vol] = out.Snapshot
+	}
+	bad := filepath.Join(repoDir, "snapshots", ids["a-newest"])
+	flipByte(t, bad, func(n int) int { return n / 2 })
+
+	r := c.ok("snapshots")
+	if !strings.Contains(r.stdout, ids["a"][:8]) || !strings.Contains(r.stdout, ids["b"][:8]) ||
+		!strings.Contains(r.stdout, ids["a-newest"][:8]+"  DAMAGED") || !strings.Contains(r.stderr, "snapshots/"+ids["a-newest"]) {
+		t.Fatalf("snapshots with a damaged file:\n%s%s", r.stdout, r.stderr)
+	}
+	r = c.ok("snapshots", "--json")
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 3 {
+		t.Fatalf("snapshots --json: %v\n%s", err, r.stdout)
+	}
+	if list[2]["id"] != ids["a-newest"] || !strings.Contains(list[2]["damaged"].(string), "content does not match its name") || list[0]["damaged"] != nil {
+		t.Fatalf("snapshots --json does not mark the damaged file: %s", r.stdout)
+	}
+
+	// latest skips the damaged newest file, with a warning naming it.
+	r = c.ok("import", "--json", "-q", "--snapshot", "latest", "--target", filepath.Join(dir, "o1.img"))
+	var im importJSON
+	json.Unmarshal([]byte(r.stdout), &im)
+	if im.Snapshot != ids["b"] || !strings.Contains(r.stderr, "warning") || !strings.Contains(r.stderr, "snapshots/"+ids["a-newest"]) {
+		t.Fatalf("import latest: %s\n%s", r.stdout, r.stderr)
+	}
+	c.ok("import", "-q", "--snapshot", "latest:a", "--target", filepath.Join(dir, "o2.img"))
+	a, _ := os.ReadFile(filepath.Join(dir, "a.img"))
+	b, _ := os.ReadFile(filepath.Join(dir, "o2.img"))
+	if !bytes.Equal(a, b) {
+		t.Fatal("latest:a did not import volume a")
+	}
+
+	// Policies skip it with a warning; forget by ID removes it unread.
+	r = c.ok("forget", "--keep-last", "5")
+	if !strings.Contains(r.stderr, "snapshots/"+ids["a-newest"]) {
+		t.Fatalf("forget by policy does not warn about the damaged file: %q", r.stderr)
+	}
+	c.ok("forget", ids["a-newest"][:8])
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatalf("forget did not remove the damaged snapshot: %v", err)
+	}
+	r = c.ok("snapshots")
+	if strings.Contains(r.stdout, "DAMAGED") || r.stderr != "" {
+		t.Fatalf("snapshots after forget:\n%s%s", r.stdout, r.stderr)
+	}
+}
