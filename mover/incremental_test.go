@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -42,8 +41,7 @@ func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) 
 
 // memTarget is a Target over a byte slice.
 type memTarget struct {
-	mu sync.Mutex
-	b  []byte
+	b []byte
 }
 
 func (m *memTarget) Size() int64 { return int64(len(m.b)) }
