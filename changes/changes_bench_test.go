@@ -1,11 +1,11 @@
-package mover_test
+package changes_test
 
 import (
 	"bytes"
 	"strconv"
 	"testing"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 )
 
 // BenchmarkParseChanges parses a list of 100,000 entries of each format,
@@ -35,16 +35,16 @@ func BenchmarkParseChanges(b *testing.B) {
 		ebs = strconv.AppendInt(ebs, int64(i)*2, 10)
 		ebs = append(ebs, `,"FirstBlockToken":"AAUBAT4xEb5zpLqUNsdlyTF4HSFhP6+ImWnwkB3ZY9a1AP8vEeQrS4ZN8BVc"}`...)
 	}
-	docs[mover.FormatSnapshotMetadata] = append(sm, "]}"...)
-	docs[mover.FormatRBD] = append(rbd, ']')
-	docs[mover.FormatEBS] = append(ebs, `],"BlockSize":4096}`...)
-	for _, format := range []string{mover.FormatSnapshotMetadata, mover.FormatRBD, mover.FormatEBS} {
+	docs[changes.FormatSnapshotMetadata] = append(sm, "]}"...)
+	docs[changes.FormatRBD] = append(rbd, ']')
+	docs[changes.FormatEBS] = append(ebs, `],"BlockSize":4096}`...)
+	for _, format := range []string{changes.FormatSnapshotMetadata, changes.FormatRBD, changes.FormatEBS} {
 		doc := docs[format]
 		b.Run(format, func(b *testing.B) {
 			b.SetBytes(int64(len(doc)))
 			b.ReportAllocs()
 			for b.Loop() {
-				cl, err := mover.ParseChanges(bytes.NewReader(doc), "", size)
+				cl, err := changes.ParseChanges(bytes.NewReader(doc), "", size)
 				if err != nil {
 					b.Fatal(err)
 				}
