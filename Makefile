@@ -71,6 +71,8 @@ fuzz:
 	@for t in FuzzPackHeader FuzzIndex FuzzPage FuzzKeyFile FuzzConfigFile; do \
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./repo || exit 1; done
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
+	@for t in FuzzParseChanges FuzzParseChangesSnapshotMetadata FuzzParseChangesRBD FuzzParseChangesEBS FuzzChangeList; do \
+		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./changes || exit 1; done
 
 # `mover bench` (about 17 minutes on 2 cores): the 4 GiB vm-image scenario,
 # 3 interleaved runs against restic (and kopia if installed), four sweeps;
@@ -87,7 +89,7 @@ bench: build tools
 	@mkdir -p out/bench && rm -rf $(BENCH_WORK)
 	./$(BIN) bench $(BENCH_ARGS) --workdir $(BENCH_WORK) --html out/bench/report.html --markdown BENCHMARKS.md
 	@rm -rf $(BENCH_WORK)
-	$(GO) test -run XXX -bench . -benchtime 3x ./chunk ./repo ./mover
+	$(GO) test -run XXX -bench . -benchtime 3x ./chunk ./repo ./changes ./mover
 
 # Long runs: 50 SIGKILL points in exports, and the concurrency test.
 soak:

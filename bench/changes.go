@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"sort"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/mover"
 )
 
@@ -93,7 +94,7 @@ func (cs ChangeSpec) Validate(size int64) error {
 type Changed struct {
 	base   *Volume
 	spec   ChangeSpec
-	list   mover.ChangeList
+	list   changes.ChangeList
 	writes int
 	ks     keystream
 	k      int
@@ -142,11 +143,11 @@ func (v *Volume) Change(cs ChangeSpec) (*Changed, error) {
 			runs = append(runs, span{s, s + n})
 		}
 	}
-	ext := make([]mover.Extent, 0, len(runs))
+	ext := make([]changes.Extent, 0, len(runs))
 	for _, r := range runs {
-		ext = append(ext, mover.Extent{Offset: r.start * ws, Length: (r.end - r.start) * ws})
+		ext = append(ext, changes.Extent{Offset: r.start * ws, Length: (r.end - r.start) * ws})
 	}
-	list, err := mover.NewChangeList(ext, v.spec.Size)
+	list, err := changes.NewChangeList(ext, v.spec.Size)
 	if err != nil {
 		return nil, fmt.Errorf("change list: %w", err)
 	}
@@ -188,7 +189,7 @@ func (c *Changed) Base() *Volume { return c.base }
 func (c *Changed) Spec() ChangeSpec { return c.spec }
 
 // Changes returns the change list: exactly the bytes written.
-func (c *Changed) Changes() mover.ChangeList { return c.list }
+func (c *Changed) Changes() changes.ChangeList { return c.list }
 
 // Bytes returns how many bytes were written.
 func (c *Changed) Bytes() int64 { return c.list.Bytes() }

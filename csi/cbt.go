@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -201,7 +201,7 @@ func (s *SnapshotMetadataService) Dial() (api.SnapshotMetadataClient, io.Closer,
 	return api.NewSnapshotMetadataClient(conn), conn, nil
 }
 
-// Source returns the mover.ExtentSource over the connection and client.
+// Source returns the changes.ExtentSource over the connection and client.
 func (cn *CBTConnection) Source(client api.SnapshotMetadataClient) (*SnapshotMetadata, error) {
 	return NewSnapshotMetadata(SnapshotMetadataArgs{
 		Client: client, SecurityToken: cn.Token, Namespace: cn.Namespace,
@@ -213,7 +213,7 @@ func (cn *CBTConnection) Source(client api.SnapshotMetadataClient) (*SnapshotMet
 // changed blocks (or, without a base, the allocated blocks) of the snapshot
 // of a volume of size bytes. `mover k8s changes` runs it in the init
 // container of an incremental mover Job.
-func (c *Clients) CollectChanges(ctx context.Context, args CBTArgs, size int64) (mover.ChangeList, error) {
+func (c *Clients) CollectChanges(ctx context.Context, args CBTArgs, size int64) (changes.ChangeList, error) {
 	conn, err := c.ConnectCBT(ctx, args)
 	if err != nil {
 		return nil, err
@@ -227,5 +227,5 @@ func (c *Clients) CollectChanges(ctx context.Context, args CBTArgs, size int64) 
 	if err != nil {
 		return nil, err
 	}
-	return mover.CollectChanges(ctx, src, size)
+	return changes.CollectChanges(ctx, src, size)
 }

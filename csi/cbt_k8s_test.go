@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"google.golang.org/grpc"
@@ -89,7 +89,7 @@ func TestCBTInCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alloc, err := mover.CollectChanges(e.ctx, src, size)
+	alloc, err := changes.CollectChanges(e.ctx, src, size)
 	if err != nil {
 		t.Fatal(err)
 	}

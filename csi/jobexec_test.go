@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -361,11 +361,11 @@ func (d deltaServer) GetMetadataDelta(req *api.GetMetadataDeltaRequest, stream g
 		return err
 	}
 	defer target.Close()
-	changes, err := mover.Diff(stream.Context(), base, target, mover.DiffOptions{BlockSize: 64 << 10})
+	changed, err := changes.Diff(stream.Context(), base, target, changes.DiffOptions{BlockSize: 64 << 10})
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	return d.send(stream.Context(), changes, target.Size(), req.StartingOffset, req.MaxResults, func(b []*api.BlockMetadata) error {
+	return d.send(stream.Context(), changed, target.Size(), req.StartingOffset, req.MaxResults, func(b []*api.BlockMetadata) error {
 		return stream.Send(&api.GetMetadataDeltaResponse{BlockMetadataType: api.BlockMetadataType_VARIABLE_LENGTH, VolumeCapacityBytes: target.Size(), BlockMetadata: b})
 	})
 }

@@ -1,5 +1,6 @@
 // Package csi holds the Kubernetes and CSI side of blockmover. It depends
-// on mover, never the other way round.
+// on changes (the extents its CBT source streams), never the other way
+// round, and not on mover: the pipelines run in the mover Jobs it creates.
 //
 // SnapshotMetadata is a changed-block tracking source backed by the
 // Kubernetes SnapshotMetadata service (KEP-3314): a gRPC service, served by
@@ -14,7 +15,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -64,7 +65,7 @@ func (a *SnapshotMetadataArgs) Validate() error {
 	return nil
 }
 
-// SnapshotMetadata implements mover.ExtentSource over the service.
+// SnapshotMetadata implements changes.ExtentSource over the service.
 type SnapshotMetadata struct {
 	args SnapshotMetadataArgs
 	// Capacity is the volume capacity the service reported (0 before the
@@ -95,16 +96,16 @@ type response interface {
 // received (starting_offset), up to Resumes times; extents the service sends
 // again are skipped. Errors that a retry cannot fix (bad arguments, denied
 // token, unknown snapshot) end it at once.
-func (s *SnapshotMetadata) Extents(ctx context.Context, fn func(mover.Extent) error) error {
+func (s *SnapshotMetadata) Extents(ctx context.Context, fn func(changes.Extent) error) error {
 	var next int64 // the byte after the last extent delivered
 	resumes := 0
 	for {
-		err := s.stream(ctx, next, func(e mover.Extent) error {
+		err := s.stream(ctx, next, func(e changes.Extent) error {
 			if e.End() <= next {
 				return nil // sent again after a resume
 			}
 			if e.Offset < next {
-				e = mover.Extent{Offset: next, Length: e.End() - next}
+				e = changes.Extent{Offset: next, Length: e.End() - next}
 			}
 			next = e.End()
 			return fn(e)
@@ -146,7 +147,7 @@ func resumable(err error) bool {
 }
 
 // stream runs one call from offset and hands each extent to fn.
-func (s *SnapshotMetadata) stream(ctx context.Context, offset int64, fn func(mover.Extent) error) error {
+func (s *SnapshotMetadata) stream(ctx context.Context, offset int64, fn func(changes.Extent) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var recv func() (response, error)
@@ -186,7 +187,7 @@ func (s *SnapshotMetadata) stream(ctx context.Context, offset int64, fn func(mov
 			if b.GetByteOffset() < 0 || b.GetSizeBytes() <= 0 || b.GetByteOffset() > s.Capacity-b.GetSizeBytes() {
 				return status.Errorf(codes.OutOfRange, "service sent extent [%d, +%d) on a volume of %d bytes", b.GetByteOffset(), b.GetSizeBytes(), s.Capacity)
 			}
-			if err := fn(mover.Extent{Offset: b.GetByteOffset(), Length: b.GetSizeBytes()}); err != nil {
+			if err := fn(changes.Extent{Offset: b.GetByteOffset(), Length: b.GetSizeBytes()}); err != nil {
 				return &callbackError{err}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
@@ -41,7 +42,7 @@ func (m *metadataServer) open(name string) (*mover.Device, error) {
 	return mover.OpenSource(p, false)
 }
 
-func (m *metadataServer) send(ctx context.Context, extents mover.ChangeList, capacity, start int64, max int32, sendMsg func([]*api.BlockMetadata) error) error {
+func (m *metadataServer) send(ctx context.Context, extents changes.ChangeList, capacity, start int64, max int32, sendMsg func([]*api.BlockMetadata) error) error {
 	if max <= 0 {
 		max = 16
 	}
@@ -92,11 +93,11 @@ func (m *metadataServer) GetMetadataDelta(req *api.GetMetadataDeltaRequest, stre
 		return err
 	}
 	defer target.Close()
-	changes, err := mover.Diff(stream.Context(), base, target, mover.DiffOptions{BlockSize: 4096})
+	changed, err := changes.Diff(stream.Context(), base, target, changes.DiffOptions{BlockSize: 4096})
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	return m.send(stream.Context(), changes, target.Size(), req.StartingOffset, req.MaxResults, func(b []*api.BlockMetadata) error {
+	return m.send(stream.Context(), changed, target.Size(), req.StartingOffset, req.MaxResults, func(b []*api.BlockMetadata) error {
 		return stream.Send(&api.GetMetadataDeltaResponse{BlockMetadataType: api.BlockMetadataType_VARIABLE_LENGTH, VolumeCapacityBytes: target.Size(), BlockMetadata: b})
 	})
 }
@@ -123,7 +124,7 @@ func (m *metadataServer) GetMetadataAllocated(req *api.GetMetadataAllocatedReque
 		return status.Error(codes.Internal, err.Error())
 	}
 	defer z.Close()
-	alloc, err := mover.Diff(stream.Context(), z, dev, mover.DiffOptions{BlockSize: 4096})
+	alloc, err := changes.Diff(stream.Context(), z, dev, changes.DiffOptions{BlockSize: 4096})
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -189,11 +190,11 @@ func TestSnapshotMetadataDelta(t *testing.T) {
 	target := loopDevice(t, size)
 	data := bytes.Repeat([]byte("blockmover"), size/10+1)[:size]
 	writeAt(t, base, 0, data)
-	var want []mover.Extent
+	var want []changes.Extent
 	for i := range 40 {
 		off := int64(i)*400_000 + 12_288
 		data[off] ^= 0xff
-		want = append(want, mover.Extent{Offset: off / 4096 * 4096, Length: 4096})
+		want = append(want, changes.Extent{Offset: off / 4096 * 4096, Length: 4096})
 	}
 	writeAt(t, target, 0, data)
 
@@ -205,7 +206,7 @@ func TestSnapshotMetadataDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := mover.CollectChanges(context.Background(), sm, size)
+	cl, err := changes.CollectChanges(context.Background(), sm, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestSnapshotMetadataDelta(t *testing.T) {
 	} {
 		calls := srv.calls.Load()
 		sm, _ := NewSnapshotMetadata(tc.args)
-		_, err := mover.CollectChanges(context.Background(), sm, size)
+		_, err := changes.CollectChanges(context.Background(), sm, size)
 		if status.Code(errors.Unwrap(err)) != tc.code && !strings.Contains(err.Error(), tc.code.String()) {
 			t.Fatalf("want %v, got %v", tc.code, err)
 		}
@@ -260,7 +261,7 @@ func TestSnapshotMetadataAllocated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alloc, err := mover.CollectChanges(context.Background(), sm, size)
+	alloc, err := changes.CollectChanges(context.Background(), sm, size)
 	if err != nil {
 		t.Fatal(err)
 	}

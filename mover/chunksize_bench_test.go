@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/mover"
 )
@@ -45,13 +46,13 @@ func BenchmarkChunkSizes(b *testing.B) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	changed := bytes.Clone(img)
-	var ext []mover.Extent
+	var ext []changes.Extent
 	for range 100 {
 		off := rng.Int64N(size/4096) * 4096
 		fillRand(rng, changed[off:off+4096])
-		ext = append(ext, mover.Extent{Offset: off, Length: 4096})
+		ext = append(ext, changes.Extent{Offset: off, Length: 4096})
 	}
-	list, err := mover.NewChangeList(ext, size)
+	list, err := changes.NewChangeList(ext, size)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,100 +3,65 @@ package mover_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/mover"
 )
 
-// naiveDiff is the model for Diff: compare block by block, merge runs.
-func naiveDiff(base, target []byte, bs int64) mover.ChangeList {
-	var out mover.ChangeList
-	add := func(off, n int64) {
-		if k := len(out); k > 0 && out[k-1].End() == off {
-			out[k-1].Length += n
-			return
-		}
-		out = append(out, mover.Extent{Offset: off, Length: n})
-	}
-	for off := int64(0); off < int64(len(base)); off += bs {
-		end := min(off+bs, int64(len(base)))
-		if !bytes.Equal(base[off:end], target[off:end]) {
-			add(off, end-off)
-		}
-	}
-	if len(target) > len(base) {
-		add(int64(len(base)), int64(len(target)-len(base)))
-	}
-	return out
-}
+// Diff lives in package changes, which cannot open devices; these tests run
+// it over what mover opens (loop devices, sparse image files answering
+// chunk.Sparse), as mover diff does.
 
-// TestDiffShapes compares Diff with the model on in-memory devices of odd
-// sizes, block sizes that do or do not divide the read size, more workers
-// than reads, changes at both edges, changes to zeros, and a grown target.
-func TestDiffShapes(t *testing.T) {
-	r := newRand(7)
-	tests := []struct {
-		name   string
-		size   int64
-		grow   int64
-		opts   mover.DiffOptions
-		change func(b []byte)
-	}{
-		{"identical", 3<<20 + 123, 0, mover.DiffOptions{}, func([]byte) {}},
-		{"first byte", 1 << 20, 0, mover.DiffOptions{BlockSize: 4096, ReadSize: 64 << 10}, func(b []byte) { b[0] ^= 1 }},
-		{"last byte, odd size", 1<<20 + 4097, 0, mover.DiffOptions{BlockSize: 4096, ReadSize: 64 << 10}, func(b []byte) { b[len(b)-1] ^= 1 }},
-		{"last byte, one short block", 4097, 0, mover.DiffOptions{BlockSize: 4096}, func(b []byte) { b[4096] ^= 0x80 }},
-		{"to zeros across reads", 2 << 20, 0, mover.DiffOptions{BlockSize: 4096, ReadSize: 64 << 10}, func(b []byte) { clear(b[60<<10 : 300<<10]) }},
-		{"everything", 1 << 20, 0, mover.DiffOptions{BlockSize: 512, ReadSize: 8 << 10, Workers: 3}, func(b []byte) {
-			for i := range b {
-				b[i] ^= 0xff
-			}
-		}},
-		{"block larger than read", 1 << 20, 0, mover.DiffOptions{BlockSize: 256 << 10, ReadSize: 4096}, func(b []byte) { b[300<<10] ^= 1 }},
-		{"read not a multiple of block", 1 << 20, 0, mover.DiffOptions{BlockSize: 3000, ReadSize: 10000}, func(b []byte) {
-			b[2999] ^= 1
-			b[3000] ^= 1
-			b[9999] ^= 1
-			b[10000] ^= 1
-		}},
-		{"more workers than reads", 100 << 10, 0, mover.DiffOptions{Workers: 64}, func(b []byte) { b[70<<10] ^= 1 }},
-		{"scattered", 4 << 20, 0, mover.DiffOptions{BlockSize: 4096, ReadSize: 128 << 10}, func(b []byte) {
-			for range 200 {
-				b[r.IntN(len(b))] ^= 1
-			}
-		}},
-		{"grown target", 1 << 20, 12345, mover.DiffOptions{}, func(b []byte) { b[5] ^= 1 }},
-		{"grown target, last base block changed", 1 << 20, 1, mover.DiffOptions{}, func(b []byte) { b[1<<20-1] ^= 1 }},
-		{"empty base", 0, 4096, mover.DiffOptions{}, func([]byte) {}},
-		{"both empty", 0, 0, mover.DiffOptions{}, func([]byte) {}},
+// TestDiff compares loop devices: changes at the edges, in the middle, a
+// change to zeros, and a larger target.
+func TestDiff(t *testing.T) {
+	const size = 24 << 20
+	a := loopDevice(t, size)
+	fillRandom(t, a, size, 1)
+	b := filepath.Join(t.TempDir(), "b.img")
+	data, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			base := make([]byte, tc.size)
-			fillRand(r, base)
-			target := append(bytes.Clone(base), make([]byte, tc.grow)...)
-			tc.change(target[:tc.size])
-			bs := tc.opts.BlockSize
-			if bs == 0 {
-				bs = 64 << 10
-			}
-			want := naiveDiff(base, target, bs)
-			got, err := mover.Diff(context.Background(), &memSource{b: base}, &memSource{b: target}, tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, want) {
-				t.Fatalf("Diff = %v, want %v", got, want)
-			}
-			if err := got.Validate(int64(len(target))); err != nil {
-				t.Fatal(err)
-			}
-		})
+	data[0] ^= 1
+	data[size-1] ^= 1
+	clear(data[5<<20 : 5<<20+100_000])
+	data[9<<20+65535] ^= 0xff
+	data = append(data, make([]byte, 4096)...) // the target grew
+	if err := os.WriteFile(b, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, err := mover.OpenSource(a, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	target, err := mover.OpenSource(b, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	cl, err := changes.Diff(context.Background(), base, target, changes.DiffOptions{BlockSize: 64 << 10, ReadSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const k = 64 << 10
+	want := []changes.Extent{{Offset: 0, Length: k}, {Offset: 5 << 20, Length: 2 * k}, {Offset: 9<<20 + 0, Length: k}, {Offset: size - k, Length: k + 4096}}
+	if len(cl) != len(want) {
+		t.Fatalf("diff: %v, want %v", cl, want)
+	}
+	for i := range want {
+		if cl[i] != want[i] {
+			t.Fatalf("diff: %v, want %v", cl, want)
+		}
+	}
+	if _, err := changes.Diff(context.Background(), target, base, changes.DiffOptions{}); err == nil {
+		t.Fatal("diff against a smaller target succeeded")
 	}
 }
 
@@ -133,11 +98,11 @@ func TestDiffLoopDevices(t *testing.T) {
 	}
 	defer target.Close()
 	const k = 64 << 10
-	got, err := mover.Diff(context.Background(), base, target, mover.DiffOptions{})
+	got, err := changes.Diff(context.Background(), base, target, changes.DiffOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := mover.ChangeList{{0, k}, {3 << 20, 2 * k}, {8<<20 - k, 2 * k}, {size - k, k}}
+	want := changes.ChangeList{{Offset: 0, Length: k}, {Offset: 3 << 20, Length: 2 * k}, {Offset: 8<<20 - k, Length: 2 * k}, {Offset: size - k, Length: k}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Diff = %v, want %v", got, want)
 	}
@@ -145,16 +110,16 @@ func TestDiffLoopDevices(t *testing.T) {
 		t.Errorf("read %d and %d bytes of %d", base.ReadBytes(), target.ReadBytes(), size)
 	}
 	// 4 KiB blocks find the edits to within a page.
-	got, err = mover.Diff(context.Background(), base, target, mover.DiffOptions{BlockSize: 4096, Workers: 1})
+	got, err = changes.Diff(context.Background(), base, target, changes.DiffOptions{BlockSize: 4096, Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = mover.ChangeList{{0, 4096}, {3 << 20, 18 * 4096}, {8<<20 - 4096, 2 * 4096}, {size - 4096, 4096}}
+	want = changes.ChangeList{{Offset: 0, Length: 4096}, {Offset: 3 << 20, Length: 18 * 4096}, {Offset: 8<<20 - 4096, Length: 2 * 4096}, {Offset: size - 4096, Length: 4096}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Diff with 4 KiB blocks = %v, want %v", got, want)
 	}
 	// A device against itself.
-	got, err = mover.Diff(context.Background(), base, base, mover.DiffOptions{})
+	got, err = changes.Diff(context.Background(), base, base, changes.DiffOptions{})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("Diff of a device with itself = %v, %v", got, err)
 	}
@@ -174,67 +139,6 @@ func diffWriteFile(t *testing.T, path string, data []byte) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// diffFailingSource fails every read at or past failAt.
-type diffFailingSource struct {
-	memSource
-	failAt int64
-	err    error
-}
-
-func (f *diffFailingSource) ReadAt(p []byte, off int64) (int, error) {
-	if off+int64(len(p)) > f.failAt {
-		return 0, f.err
-	}
-	return f.memSource.ReadAt(p, off)
-}
-
-// diffShortSource claims more bytes than it holds: a device that shrank.
-type diffShortSource struct {
-	memSource
-	claim int64
-}
-
-func (s *diffShortSource) Size() int64 { return s.claim }
-func (s *diffShortSource) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(s.b)) {
-		return 0, nil // a misbehaving reader: no bytes, no error
-	}
-	return s.memSource.ReadAt(p, off)
-}
-
-func TestDiffErrors(t *testing.T) {
-	ctx := context.Background()
-	img := make([]byte, 1<<20)
-	fillRand(newRand(3), img)
-	small := &memSource{b: img[:1<<19]}
-	full := &memSource{b: img}
-
-	if _, err := mover.Diff(ctx, full, small, mover.DiffOptions{}); err == nil {
-		t.Error("a target smaller than the base: no error")
-	}
-
-	eio := errors.New("input/output error")
-	_, err := mover.Diff(ctx, full, &diffFailingSource{memSource: memSource{b: img}, failAt: 700 << 10, err: eio}, mover.DiffOptions{BlockSize: 4096, ReadSize: 64 << 10})
-	if !errors.Is(err, eio) {
-		t.Errorf("a failing target: %v", err)
-	}
-	_, err = mover.Diff(ctx, &diffFailingSource{memSource: memSource{b: img}, failAt: 0, err: eio}, full, mover.DiffOptions{})
-	if !errors.Is(err, eio) {
-		t.Errorf("a failing base: %v", err)
-	}
-
-	_, err = mover.Diff(ctx, &diffShortSource{memSource: memSource{b: img[:1000]}, claim: 1 << 20}, full, mover.DiffOptions{})
-	if err == nil {
-		t.Error("a base shorter than its size: no error")
-	}
-
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := mover.Diff(cctx, full, full, mover.DiffOptions{ReadSize: 4096, BlockSize: 4096}); !errors.Is(err, context.Canceled) {
-		t.Errorf("a canceled context: %v", err)
 	}
 }
 
@@ -265,11 +169,11 @@ func TestDiffFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer target.Close()
-	got, err := mover.Diff(context.Background(), base, target, mover.DiffOptions{})
+	got, err := changes.Diff(context.Background(), base, target, changes.DiffOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (mover.ChangeList{{5 << 20, 512}}); !slices.Equal(got, want) {
+	if want := (changes.ChangeList{{Offset: 5 << 20, Length: 512}}); !slices.Equal(got, want) {
 		t.Fatalf("Diff = %v, want %v", got, want)
 	}
 }
@@ -320,11 +224,11 @@ func TestDiffSkipsSharedHoles(t *testing.T) {
 		defer d.Close()
 		srcs[i] = &sparseCounter{Device: d}
 	}
-	got, err := mover.Diff(t.Context(), srcs[0], srcs[1], mover.DiffOptions{ReadSize: 4 << 20})
+	got, err := changes.Diff(t.Context(), srcs[0], srcs[1], changes.DiffOptions{ReadSize: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := mover.ChangeList{{100 << 20, 1 << 20}, {200 << 20, 1 << 20}}
+	want := changes.ChangeList{{Offset: 100 << 20, Length: 1 << 20}, {Offset: 200 << 20, Length: 1 << 20}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Diff = %v, want %v", got, want)
 	}

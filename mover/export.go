@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/repo"
 	"golang.org/x/sync/errgroup"
@@ -62,7 +63,7 @@ type ExportOptions struct {
 	// tracking). Only they are read, with the chunks around them; every
 	// other entry of Base is reused without reading. Without Changes, an
 	// export with a Base reads everything and stores only new chunks.
-	Changes ChangeList
+	Changes changes.ChangeList
 	// VerifyUnchanged is the fraction (0..1) of reused chunks that are read
 	// again and checked against their IDs: a wrong change list then fails
 	// the export instead of silently making a wrong snapshot.

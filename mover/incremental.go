@@ -58,31 +58,12 @@ func baseUsable(base *repo.Snapshot, p chunk.Params, size int64, i int64) bool {
 	return bs == s && be == e
 }
 
-// segmentSpans returns the changes that touch [start, end), clipped to it.
-// changes is sorted and merged; from is where to start looking, and the
-// returned index is where the next segment should.
-func segmentSpans(changes []span, from int, start, end int64) ([]span, int) {
-	i := from
-	for i < len(changes) && changes[i].end <= start {
-		i++
-	}
-	var out []span
-	j := i
-	for j < len(changes) && changes[j].start < end {
-		out = append(out, span{max(changes[j].start, start), min(changes[j].end, end)})
-		j++
-	}
-	// The last change may continue into the next segment.
-	if j > i && changes[j-1].end > end {
-		j--
-	}
-	return out, j
-}
-
 // incrementalSegment builds segment seg's entries from the base page and
-// the segment's changes, cutting only around the changes. emit receives
-// every new data piece exactly as in a full export; reused base entries are
-// appended as they are.
+// the segment's changes (clipped to it), cutting only around the changes,
+// and returns them appended to entries. Every new piece goes through
+// w.add exactly as in a full export; reused base entries go through
+// w.reused (accounting, sampled verification) and are appended as they
+// are.
 func (e *exporter) incrementalSegment(ctx context.Context, w *worker, seg int64, changes []span, entries []repo.Entry) ([]repo.Entry, error) {
 	segStart, segEnd := e.p.SegmentRange(e.size, seg)
 	baseEntries, err := e.st.LoadPage(ctx, w.opener, e.opts.Base, int(seg))

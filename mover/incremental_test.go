@@ -7,10 +7,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
@@ -42,8 +42,7 @@ func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) 
 
 // memTarget is a Target over a byte slice.
 type memTarget struct {
-	mu sync.Mutex
-	b  []byte
+	b []byte
 }
 
 func (m *memTarget) Size() int64 { return int64(len(m.b)) }
@@ -57,7 +56,7 @@ func (m *memTarget) Sync() error             { return nil }
 // list reports for it (which may be larger than what changed).
 type change struct {
 	apply  func(b []byte)
-	extent mover.Extent
+	extent changes.Extent
 }
 
 func fillRand(r *rand.Rand, b []byte) {
@@ -76,7 +75,7 @@ func patterns(r *rand.Rand, size int64, seg int64) map[string][]change {
 			} else {
 				fillRand(r, b[off:off+n])
 			}
-		}, extent: mover.Extent{Offset: off, Length: n}}
+		}, extent: changes.Extent{Offset: off, Length: n}}
 	}
 	var scattered, clustered, edges, cross, zeroing, growth []change
 	for range 40 {
@@ -102,7 +101,7 @@ func patterns(r *rand.Rand, size int64, seg int64) map[string][]change {
 	// A large extent of which only the last bytes changed: CBT extents
 	// cover unchanged bytes, and the tail must not be missed.
 	tailOff := r.Int64N(size - 3<<20)
-	tail := change{apply: func(b []byte) { fillRand(r, b[tailOff+3<<20-100:tailOff+3<<20]) }, extent: mover.Extent{Offset: tailOff, Length: 3 << 20}}
+	tail := change{apply: func(b []byte) { fillRand(r, b[tailOff+3<<20-100:tailOff+3<<20]) }, extent: changes.Extent{Offset: tailOff, Length: 3 << 20}}
 	return map[string][]change{
 		"scattered 4KiB": scattered, "clustered runs": clustered, "device edges": edges,
 		"across segment edges": cross, "regions made zero": zeroing, "growth from zeros": growth,
@@ -165,15 +164,15 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for pname, changes := range patterns(r, size, seg) {
+		for pname, pattern := range patterns(r, size, seg) {
 			t.Run(iname+"/"+pname, func(t *testing.T) {
 				cur := bytes.Clone(img)
-				var ext []mover.Extent
-				for _, c := range changes {
+				var ext []changes.Extent
+				for _, c := range pattern {
 					c.apply(cur)
 					ext = append(ext, c.extent)
 				}
-				list, err := mover.NewChangeList(ext, size)
+				list, err := changes.NewChangeList(ext, size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -230,7 +229,7 @@ func TestIncrementalReadsLittle(t *testing.T) {
 		}
 	}
 	cuts = append(cuts, size)
-	overlap := func(ext []mover.Extent) int64 {
+	overlap := func(ext []changes.Extent) int64 {
 		var n int64
 		for i := 0; i+1 < len(cuts); i++ {
 			for _, e := range ext {
@@ -249,13 +248,13 @@ func TestIncrementalReadsLittle(t *testing.T) {
 	}{{"scattered 4KiB", 200, 4096}, {"clustered 1.3MiB", 20, 1300 << 10}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cur := bytes.Clone(img)
-			var ext []mover.Extent
+			var ext []changes.Extent
 			for range tc.n {
 				off := r.Int64N(size-tc.len) / 4096 * 4096
 				fillRand(r, cur[off:off+tc.len])
-				ext = append(ext, mover.Extent{Offset: off, Length: tc.len})
+				ext = append(ext, changes.Extent{Offset: off, Length: tc.len})
 			}
-			list, err := mover.NewChangeList(ext, size)
+			list, err := changes.NewChangeList(ext, size)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +290,7 @@ func TestVerifyUnchangedCatchesWrongChangeList(t *testing.T) {
 	}
 	cur := bytes.Clone(img)
 	fillRand(r, cur[5<<20:5<<20+4096]) // changed, but not in the list
-	list, err := mover.NewChangeList([]mover.Extent{{Offset: 1 << 20, Length: 4096}}, size)
+	list, err := changes.NewChangeList([]changes.Extent{{Offset: 1 << 20, Length: 4096}}, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,14 +358,14 @@ func TestAllocatedExport(t *testing.T) {
 	const size = 32 << 20
 	r := rand.New(rand.NewPCG(21, 22))
 	img := make([]byte, size)
-	var ext []mover.Extent
+	var ext []changes.Extent
 	for range 12 {
 		off := r.Int64N(size - 300_000)
 		n := 1 + r.Int64N(300_000)
 		fillRand(r, img[off:off+n])
-		ext = append(ext, mover.Extent{Offset: off, Length: n})
+		ext = append(ext, changes.Extent{Offset: off, Length: n})
 	}
-	list, err := mover.NewChangeList(ext, size)
+	list, err := changes.NewChangeList(ext, size)
 	if err != nil {
 		t.Fatal(err)
 	}

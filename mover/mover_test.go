@@ -168,18 +168,6 @@ func TestImportFileTargets(t *testing.T) {
 	}
 }
 
-// countingSource counts what is read at the source, outside the exporter.
-type countingSource struct {
-	mover.Source
-	n atomic.Int64
-}
-
-func (c *countingSource) ReadAt(p []byte, off int64) (int, error) {
-	n, err := c.Source.ReadAt(p, off)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // TestSparseFileHolesNotRead: holes of a sparse source file are never read.
 func TestSparseFileHolesNotRead(t *testing.T) {
 	const size = 512 << 20

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/spf13/cobra"
 )
@@ -48,7 +49,7 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, basePath, ta
 		return err
 	}
 	defer target.Close()
-	cl, err := mover.Diff(ctx, base, target, mover.DiffOptions{BlockSize: bs, Workers: o.workers})
+	cl, err := changes.Diff(ctx, base, target, changes.DiffOptions{BlockSize: bs, Workers: o.workers})
 	if err != nil {
 		return err
 	}

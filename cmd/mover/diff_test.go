@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 )
 
-// TestCLIDiff: mover diff prints a change list that mover.ParseChanges
+// TestCLIDiff: mover diff prints a change list that changes.ParseChanges
 // (and so export --changes) reads back, a one-line summary unless -q, and
 // one-line errors.
 func TestCLIDiff(t *testing.T) {
@@ -35,7 +35,7 @@ func TestCLIDiff(t *testing.T) {
 	if err := os.WriteFile(cur, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	parse := func(stdout string) mover.ChangeList {
+	parse := func(stdout string) changes.ChangeList {
 		t.Helper()
 		if !json.Valid([]byte(stdout)) || strings.Count(strings.TrimSpace(stdout), "\n") != 0 {
 			t.Fatalf("stdout is not one line of JSON: %q", stdout)
@@ -48,7 +48,7 @@ func TestCLIDiff(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &doc); err != nil || doc.Type != "VARIABLE_LENGTH" || doc.Capacity != size || doc.Blocks == nil {
 			t.Fatalf("not the SnapshotMetadata shape (%v): %s", err, stdout)
 		}
-		cl, err := mover.ParseChanges(strings.NewReader(stdout), "", size)
+		cl, err := changes.ParseChanges(strings.NewReader(stdout), "", size)
 		if err != nil {
 			t.Fatalf("ParseChanges on mover diff's output: %v", err)
 		}
@@ -57,7 +57,7 @@ func TestCLIDiff(t *testing.T) {
 
 	r := c.ok("diff", base, cur)
 	const k = 64 << 10
-	want := mover.ChangeList{diffExtent(0, k), diffExtent(2<<20, 2*k), diffExtent(size-4096, 4096)}
+	want := changes.ChangeList{diffExtent(0, k), diffExtent(2<<20, 2*k), diffExtent(size-4096, 4096)}
 	if got := parse(r.stdout); !slices.Equal(got, want) {
 		t.Fatalf("diff = %v, want %v", got, want)
 	}
@@ -70,7 +70,7 @@ func TestCLIDiff(t *testing.T) {
 	if r.stderr != "" {
 		t.Errorf("-q printed %q", r.stderr)
 	}
-	want = mover.ChangeList{diffExtent(0, 4096), diffExtent(2<<20, 25*4096), diffExtent(size-4096, 4096)}
+	want = changes.ChangeList{diffExtent(0, 4096), diffExtent(2<<20, 25*4096), diffExtent(size-4096, 4096)}
 	if got := parse(r.stdout); !slices.Equal(got, want) {
 		t.Fatalf("diff --block-size 4KiB = %v, want %v", got, want)
 	}
@@ -87,7 +87,7 @@ func TestCLIDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = c.ok("diff", "-q", cur, grown)
-	if got, err := mover.ParseChanges(strings.NewReader(r.stdout), "", size+1<<20); err != nil || !slices.Equal(got, mover.ChangeList{diffExtent(size, 1<<20)}) {
+	if got, err := changes.ParseChanges(strings.NewReader(r.stdout), "", size+1<<20); err != nil || !slices.Equal(got, changes.ChangeList{diffExtent(size, 1<<20)}) {
 		t.Fatalf("diff against a grown target = %v, %v", got, err)
 	}
 
@@ -112,4 +112,4 @@ func TestCLIDiff(t *testing.T) {
 	c.fails(2, "accepts 2 arg", "diff", base, cur, cur)
 }
 
-func diffExtent(off, n int64) mover.Extent { return mover.Extent{Offset: off, Length: n} }
+func diffExtent(off, n int64) changes.Extent { return changes.Extent{Offset: off, Length: n} }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
@@ -141,20 +142,20 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			warnf(g.env.stderr, "base snapshot %s is of volume %q, not %q", base.ID.Short(), base.Volume, o.name)
 		}
 	}
-	var changes mover.ChangeList
+	var changeList changes.ChangeList
 	if o.changes != "" {
 		f, err := os.Open(o.changes)
 		if err != nil {
 			return fmt.Errorf("--changes: %w", err)
 		}
-		changes, err = mover.ParseChanges(f, o.changesFmt, src.Size())
+		changeList, err = changes.ParseChanges(f, o.changesFmt, src.Size())
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("--changes %s: %w", o.changes, err)
 		}
 	}
 	eo := mover.ExportOptions{
-		Volume: o.name, Source: o.source, Tags: tags, Base: base, Changes: changes, VerifyUnchanged: o.verify,
+		Volume: o.name, Source: o.source, Tags: tags, Base: base, Changes: changeList, VerifyUnchanged: o.verify,
 		Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
 	}

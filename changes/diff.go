@@ -1,4 +1,4 @@
-package mover
+package changes
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync/atomic"
 
-	"github.com/blockmover/blockmover/chunk"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -30,13 +29,22 @@ const (
 	maxDiffRead  = 256 << 20
 )
 
+// Volume is a device or image file that Diff compares: read at offsets,
+// in parallel (the io.ReaderAt contract), Size bytes long. mover.Source is
+// the same interface, so every mover device is a Volume.
+type Volume interface {
+	io.ReaderAt
+	Size() int64
+}
+
 // Diff compares two devices and returns the extents where target differs
 // from base, for storage without changed-block tracking. A target larger
 // than base counts its tail as changed; a smaller one is an error. Reads
 // are large and aligned, spread over workers; memory is two read buffers
-// per worker. A read range that both sources report as a hole
-// (chunk.Sparse, e.g. sparse image files) is equal without being read.
-func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeList, error) {
+// per worker. A read range that both sources report as a hole (a NextData
+// method, as chunk.Sparse has: holes of sparse image files) is equal
+// without being read.
+func Diff(ctx context.Context, base, target Volume, opts DiffOptions) (ChangeList, error) {
 	bs, ts := base.Size(), target.Size()
 	if ts < bs {
 		return nil, fmt.Errorf("diff: target has %d bytes, fewer than the base's %d", ts, bs)
@@ -114,12 +122,19 @@ func Diff(ctx context.Context, base, target Source, opts DiffOptions) (ChangeLis
 	return all, nil
 }
 
+// sparse is chunk.Sparse, declared here so that changes need not import
+// chunk: NextData returns the first range [start, end) with end > off that
+// may hold data, with start >= off; bytes in [off, start) are zeros.
+type sparse interface {
+	NextData(off int64) (start, end int64, err error)
+}
+
 // zeroInBoth reports whether [off, off+n) reads as zeros in both sources
-// by what they say without reading (chunk.Sparse: holes of sparse files),
-// so it need not be read to be compared.
-func zeroInBoth(a, b Source, off, n int64) bool {
-	for _, s := range []Source{a, b} {
-		sp, ok := s.(chunk.Sparse)
+// by what they say without reading (sparse: holes of sparse files), so it
+// need not be read to be compared.
+func zeroInBoth(a, b Volume, off, n int64) bool {
+	for _, s := range []Volume{a, b} {
+		sp, ok := s.(sparse)
 		if !ok {
 			return false
 		}

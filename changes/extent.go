@@ -1,16 +1,63 @@
-package mover
+package changes
 
 import (
-	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
-// This file holds the operations on a ChangeList that an incremental export
-// or import needs. Every method treats the receiver as read-only and
-// assumes it is well formed (NewChangeList builds one; Validate checks one
-// built by hand). A ChangeList is a plain slice: concurrent readers are
-// safe, a writer needs its own copy.
+// Extent is a byte range of a volume: [Offset, Offset+Length).
+type Extent struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// End returns the offset just past the extent.
+func (e Extent) End() int64 { return e.Offset + e.Length }
+
+// ErrInvalidExtent is wrapped by every error about a malformed extent.
+var ErrInvalidExtent = errors.New("invalid extent")
+
+// ChangeList is a sorted list of extents that do not overlap or touch, all
+// within a device: the ranges that may differ from a base snapshot.
+type ChangeList []Extent
+
+// NewChangeList validates extents against a device of size bytes, sorts
+// them and merges those that overlap or touch.
+func NewChangeList(extents []Extent, size int64) (ChangeList, error) {
+	out := make(ChangeList, 0, len(extents))
+	for _, e := range extents {
+		if e.Offset < 0 || e.Length <= 0 || e.Offset > size || e.Length > size-e.Offset {
+			return nil, fmt.Errorf("%w: [%d, +%d) on a device of %d bytes", ErrInvalidExtent, e.Offset, e.Length, size)
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Extent) int {
+		switch {
+		case a.Offset < b.Offset:
+			return -1
+		case a.Offset > b.Offset:
+			return 1
+		}
+		return 0
+	})
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
+			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged, nil
+}
+
+// The operations below are what an incremental export or import needs.
+// Every method treats the receiver as read-only and assumes it is well
+// formed (NewChangeList builds one; Validate checks one built by hand). A
+// ChangeList is a plain slice: concurrent readers are safe, a writer needs
+// its own copy.
 
 // Validate checks that cl is a change list for a device of size bytes:
 // every extent inside [0, size) with a positive length, sorted, and neither
@@ -28,22 +75,13 @@ func (cl ChangeList) Validate(size int64) error {
 	return nil
 }
 
-// Extents calls fn with each extent in increasing offset order, so that a
-// ChangeList is itself an ExtentSource (a file-based change list and a CBT
-// service look alike to their consumer). It stops at the first error from
-// fn, or when ctx is done, and returns that error.
-func (cl ChangeList) Extents(ctx context.Context, fn func(Extent) error) error {
-	for i, e := range cl {
-		if i%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if err := fn(e); err != nil {
-			return err
-		}
+// Bytes returns the total length of the extents.
+func (cl ChangeList) Bytes() int64 {
+	var n int64
+	for _, e := range cl {
+		n += e.Length
 	}
-	return nil
+	return n
 }
 
 // Search returns the index of the first extent that ends after off: the
@@ -127,4 +165,15 @@ func (cl ChangeList) Union(other ChangeList) ChangeList {
 		}
 	}
 	return out
+}
+
+// appendMerged appends e to list, or extends the last extent when e starts
+// within or just after it: input in increasing order costs no memory for
+// neighbours.
+func appendMerged(list []Extent, e Extent) []Extent {
+	if n := len(list); n > 0 && e.Offset >= list[n-1].Offset && e.Offset <= list[n-1].End() {
+		list[n-1].Length = max(list[n-1].End(), e.End()) - list[n-1].Offset
+		return list
+	}
+	return append(list, e)
 }

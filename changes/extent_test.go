@@ -1,4 +1,4 @@
-package mover_test
+package changes_test
 
 import (
 	"context"
@@ -9,41 +9,41 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 )
 
 func TestNewChangeListValidates(t *testing.T) {
 	const size = 1 << 20
 	tests := []struct {
 		name string
-		in   []mover.Extent
-		want mover.ChangeList // nil with err set: an error
+		in   []changes.Extent
+		want changes.ChangeList // nil with err set: an error
 		err  string
 	}{
-		{"empty", nil, mover.ChangeList{}, ""},
-		{"sorted and merged", []mover.Extent{{4096, 4096}, {0, 100}, {8192, 10}, {50, 10}}, mover.ChangeList{{0, 100}, {4096, 4106}}, ""},
-		{"adjacent joined", []mover.Extent{{0, 10}, {10, 10}, {20, 1}}, mover.ChangeList{{0, 21}}, ""},
-		{"contained", []mover.Extent{{0, 1000}, {10, 10}}, mover.ChangeList{{0, 1000}}, ""},
-		{"duplicates", []mover.Extent{{7, 3}, {7, 3}}, mover.ChangeList{{7, 3}}, ""},
-		{"first and last byte", []mover.Extent{{size - 1, 1}, {0, 1}}, mover.ChangeList{{0, 1}, {size - 1, 1}}, ""},
-		{"whole device", []mover.Extent{{0, size}}, mover.ChangeList{{0, size}}, ""},
-		{"negative offset", []mover.Extent{{-1, 10}}, nil, "[-1, +10)"},
-		{"zero length", []mover.Extent{{0, 0}}, nil, "[0, +0)"},
-		{"negative length", []mover.Extent{{100, -5}}, nil, "[100, +-5)"},
-		{"past the end", []mover.Extent{{size - 1, 2}}, nil, "on a device of 1048576 bytes"},
-		{"at the end", []mover.Extent{{size, 1}}, nil, "[1048576, +1)"},
-		{"overflow", []mover.Extent{{math.MaxInt64 - 1, math.MaxInt64}}, nil, "[9223372036854775806"},
-		{"huge", []mover.Extent{{0, math.MaxInt64}}, nil, "invalid extent"},
+		{"empty", nil, changes.ChangeList{}, ""},
+		{"sorted and merged", []changes.Extent{{4096, 4096}, {0, 100}, {8192, 10}, {50, 10}}, changes.ChangeList{{0, 100}, {4096, 4106}}, ""},
+		{"adjacent joined", []changes.Extent{{0, 10}, {10, 10}, {20, 1}}, changes.ChangeList{{0, 21}}, ""},
+		{"contained", []changes.Extent{{0, 1000}, {10, 10}}, changes.ChangeList{{0, 1000}}, ""},
+		{"duplicates", []changes.Extent{{7, 3}, {7, 3}}, changes.ChangeList{{7, 3}}, ""},
+		{"first and last byte", []changes.Extent{{size - 1, 1}, {0, 1}}, changes.ChangeList{{0, 1}, {size - 1, 1}}, ""},
+		{"whole device", []changes.Extent{{0, size}}, changes.ChangeList{{0, size}}, ""},
+		{"negative offset", []changes.Extent{{-1, 10}}, nil, "[-1, +10)"},
+		{"zero length", []changes.Extent{{0, 0}}, nil, "[0, +0)"},
+		{"negative length", []changes.Extent{{100, -5}}, nil, "[100, +-5)"},
+		{"past the end", []changes.Extent{{size - 1, 2}}, nil, "on a device of 1048576 bytes"},
+		{"at the end", []changes.Extent{{size, 1}}, nil, "[1048576, +1)"},
+		{"overflow", []changes.Extent{{math.MaxInt64 - 1, math.MaxInt64}}, nil, "[9223372036854775806"},
+		{"huge", []changes.Extent{{0, math.MaxInt64}}, nil, "invalid extent"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.in)
-			got, err := mover.NewChangeList(tc.in, size)
+			got, err := changes.NewChangeList(tc.in, size)
 			if !slices.Equal(tc.in, in) {
 				t.Errorf("NewChangeList modified its argument: %v", tc.in)
 			}
 			if tc.want == nil {
-				if !errors.Is(err, mover.ErrInvalidExtent) || !strings.Contains(err.Error(), tc.err) {
+				if !errors.Is(err, changes.ErrInvalidExtent) || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want ErrInvalidExtent naming %q", err, tc.err)
 				}
 				return
@@ -63,19 +63,19 @@ func TestNewChangeListValidates(t *testing.T) {
 
 func TestChangeListValidate(t *testing.T) {
 	tests := []struct {
-		cl  mover.ChangeList
+		cl  changes.ChangeList
 		err string // "" valid
 	}{
 		{nil, ""},
-		{mover.ChangeList{{0, 10}, {11, 89}}, ""},
-		{mover.ChangeList{{0, 10}, {10, 10}}, "extent 1 [10, +10) is not after extent 0"},
-		{mover.ChangeList{{50, 10}, {0, 10}}, "extent 1 [0, +10)"},
-		{mover.ChangeList{{0, 10}, {5, 1}}, "extent 1"},
-		{mover.ChangeList{{90, 11}}, "extent 0 [90, +11) on a device of 100 bytes"},
-		{mover.ChangeList{{100, 1}}, "extent 0"},
-		{mover.ChangeList{{-1, 2}}, "extent 0"},
-		{mover.ChangeList{{1, 0}}, "extent 0"},
-		{mover.ChangeList{{1, math.MaxInt64}}, "extent 0"},
+		{changes.ChangeList{{0, 10}, {11, 89}}, ""},
+		{changes.ChangeList{{0, 10}, {10, 10}}, "extent 1 [10, +10) is not after extent 0"},
+		{changes.ChangeList{{50, 10}, {0, 10}}, "extent 1 [0, +10)"},
+		{changes.ChangeList{{0, 10}, {5, 1}}, "extent 1"},
+		{changes.ChangeList{{90, 11}}, "extent 0 [90, +11) on a device of 100 bytes"},
+		{changes.ChangeList{{100, 1}}, "extent 0"},
+		{changes.ChangeList{{-1, 2}}, "extent 0"},
+		{changes.ChangeList{{1, 0}}, "extent 0"},
+		{changes.ChangeList{{1, math.MaxInt64}}, "extent 0"},
 	}
 	for _, tc := range tests {
 		err := tc.cl.Validate(100)
@@ -85,35 +85,35 @@ func TestChangeListValidate(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, mover.ErrInvalidExtent) || !strings.Contains(err.Error(), tc.err) {
+		if !errors.Is(err, changes.ErrInvalidExtent) || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%v: error %v, want one containing %q", tc.cl, err, tc.err)
 		}
 	}
 }
 
 func TestChangeListQueries(t *testing.T) {
-	cl := mover.ChangeList{{10, 10}, {30, 5}, {100, 50}} // [10,20) [30,35) [100,150)
+	cl := changes.ChangeList{{10, 10}, {30, 5}, {100, 50}} // [10,20) [30,35) [100,150)
 	tests := []struct {
 		off, n            int64
 		overlaps, contain bool
-		clip              mover.ChangeList
+		clip              changes.ChangeList
 	}{
 		{0, 10, false, false, nil},
-		{0, 11, true, false, mover.ChangeList{{10, 1}}},
-		{10, 10, true, true, mover.ChangeList{{10, 10}}},
-		{12, 3, true, true, mover.ChangeList{{12, 3}}},
-		{19, 1, true, true, mover.ChangeList{{19, 1}}},
-		{19, 2, true, false, mover.ChangeList{{19, 1}}},
+		{0, 11, true, false, changes.ChangeList{{10, 1}}},
+		{10, 10, true, true, changes.ChangeList{{10, 10}}},
+		{12, 3, true, true, changes.ChangeList{{12, 3}}},
+		{19, 1, true, true, changes.ChangeList{{19, 1}}},
+		{19, 2, true, false, changes.ChangeList{{19, 1}}},
 		{20, 10, false, false, nil},
-		{15, 20, true, false, mover.ChangeList{{15, 5}, {30, 5}}},
-		{0, 1000, true, false, mover.ChangeList{{10, 10}, {30, 5}, {100, 50}}},
-		{149, 1, true, true, mover.ChangeList{{149, 1}}},
+		{15, 20, true, false, changes.ChangeList{{15, 5}, {30, 5}}},
+		{0, 1000, true, false, changes.ChangeList{{10, 10}, {30, 5}, {100, 50}}},
+		{149, 1, true, true, changes.ChangeList{{149, 1}}},
 		{150, 10, false, false, nil},
-		{-5, 16, true, false, mover.ChangeList{{10, 1}}},
+		{-5, 16, true, false, changes.ChangeList{{10, 1}}},
 		{-5, 15, false, false, nil},
 		{math.MinInt64, math.MaxInt64, false, false, nil}, // [MinInt64, -1)
-		{-1 << 62, 1<<62 + 50, true, false, mover.ChangeList{{10, 10}, {30, 5}}},
-		{140, math.MaxInt64, true, false, mover.ChangeList{{140, 10}}},
+		{-1 << 62, 1<<62 + 50, true, false, changes.ChangeList{{10, 10}, {30, 5}}},
+		{140, math.MaxInt64, true, false, changes.ChangeList{{140, 10}}},
 		{12, 0, false, false, nil},
 		{12, -3, false, false, nil},
 	}
@@ -135,21 +135,21 @@ func TestChangeListQueries(t *testing.T) {
 	}
 	clip := cl.Clip(15, 20)
 	clip[0].Offset = 0
-	if cl[0] != (mover.Extent{Offset: 10, Length: 10}) {
+	if cl[0] != (changes.Extent{Offset: 10, Length: 10}) {
 		t.Fatal("Clip shares memory with its receiver")
 	}
 }
 
 func TestChangeListUnion(t *testing.T) {
-	tests := []struct{ a, b, want mover.ChangeList }{
+	tests := []struct{ a, b, want changes.ChangeList }{
 		{nil, nil, nil},
-		{mover.ChangeList{{0, 10}}, nil, mover.ChangeList{{0, 10}}},
-		{nil, mover.ChangeList{{0, 10}}, mover.ChangeList{{0, 10}}},
-		{mover.ChangeList{{0, 10}, {50, 10}}, mover.ChangeList{{10, 5}, {70, 1}}, mover.ChangeList{{0, 15}, {50, 10}, {70, 1}}},
-		{mover.ChangeList{{0, 100}}, mover.ChangeList{{10, 5}, {20, 5}}, mover.ChangeList{{0, 100}}},
-		{mover.ChangeList{{10, 5}, {30, 5}}, mover.ChangeList{{0, 100}}, mover.ChangeList{{0, 100}}},
-		{mover.ChangeList{{0, 10}, {20, 10}}, mover.ChangeList{{10, 10}}, mover.ChangeList{{0, 30}}},
-		{mover.ChangeList{{5, 1}}, mover.ChangeList{{5, 1}}, mover.ChangeList{{5, 1}}},
+		{changes.ChangeList{{0, 10}}, nil, changes.ChangeList{{0, 10}}},
+		{nil, changes.ChangeList{{0, 10}}, changes.ChangeList{{0, 10}}},
+		{changes.ChangeList{{0, 10}, {50, 10}}, changes.ChangeList{{10, 5}, {70, 1}}, changes.ChangeList{{0, 15}, {50, 10}, {70, 1}}},
+		{changes.ChangeList{{0, 100}}, changes.ChangeList{{10, 5}, {20, 5}}, changes.ChangeList{{0, 100}}},
+		{changes.ChangeList{{10, 5}, {30, 5}}, changes.ChangeList{{0, 100}}, changes.ChangeList{{0, 100}}},
+		{changes.ChangeList{{0, 10}, {20, 10}}, changes.ChangeList{{10, 10}}, changes.ChangeList{{0, 30}}},
+		{changes.ChangeList{{5, 1}}, changes.ChangeList{{5, 1}}, changes.ChangeList{{5, 1}}},
 	}
 	for _, tc := range tests {
 		a, b := slices.Clone(tc.a), slices.Clone(tc.b)
@@ -164,20 +164,20 @@ func TestChangeListUnion(t *testing.T) {
 }
 
 func TestChangeListIsExtentSource(t *testing.T) {
-	var src mover.ExtentSource = mover.ChangeList{{0, 10}, {20, 10}}
-	got, err := mover.CollectChanges(context.Background(), src, 100)
-	if err != nil || !slices.Equal(got, mover.ChangeList{{0, 10}, {20, 10}}) {
+	var src changes.ExtentSource = changes.ChangeList{{0, 10}, {20, 10}}
+	got, err := changes.CollectChanges(context.Background(), src, 100)
+	if err != nil || !slices.Equal(got, changes.ChangeList{{0, 10}, {20, 10}}) {
 		t.Fatalf("CollectChanges = %v, %v", got, err)
 	}
 	stop := errors.New("stop")
 	n := 0
-	err = src.Extents(context.Background(), func(mover.Extent) error { n++; return stop })
+	err = src.Extents(context.Background(), func(changes.Extent) error { n++; return stop })
 	if !errors.Is(err, stop) || n != 1 {
 		t.Fatalf("an error from fn: got %v after %d calls", err, n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := src.Extents(ctx, func(mover.Extent) error { return nil }); !errors.Is(err, context.Canceled) {
+	if err := src.Extents(ctx, func(changes.Extent) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a canceled context: %v", err)
 	}
 }
@@ -190,12 +190,12 @@ func FuzzChangeList(f *testing.F) {
 	f.Add([]byte{10, 0, 250, 10}, []byte{1, 1, 2, 2}, uint16(255), uint16(250), uint16(5))
 	f.Fuzz(func(t *testing.T, a, b []byte, size, qoff, qlen uint16) {
 		dev := int64(size)
-		parse := func(p []byte) ([]mover.Extent, []bool, bool) {
-			var ext []mover.Extent
+		parse := func(p []byte) ([]changes.Extent, []bool, bool) {
+			var ext []changes.Extent
 			m := make([]bool, dev)
 			valid := true
 			for i := 0; i+1 < len(p); i += 2 {
-				e := mover.Extent{Offset: int64(p[i]), Length: int64(p[i+1])}
+				e := changes.Extent{Offset: int64(p[i]), Length: int64(p[i+1])}
 				ext = append(ext, e)
 				if e.Length == 0 || e.End() > dev {
 					valid = false
@@ -208,12 +208,12 @@ func FuzzChangeList(f *testing.F) {
 			return ext, m, valid
 		}
 		ea, ma, va := parse(a)
-		la, err := mover.NewChangeList(ea, dev)
+		la, err := changes.NewChangeList(ea, dev)
 		if (err == nil) != va {
 			t.Fatalf("NewChangeList(%v, %d): %v, want valid=%v", ea, dev, err, va)
 		}
 		if err != nil {
-			if !errors.Is(err, mover.ErrInvalidExtent) {
+			if !errors.Is(err, changes.ErrInvalidExtent) {
 				t.Fatalf("error does not wrap ErrInvalidExtent: %v", err)
 			}
 			return
@@ -258,7 +258,7 @@ func FuzzChangeList(f *testing.F) {
 		if !vb {
 			return
 		}
-		lb, err := mover.NewChangeList(eb, dev)
+		lb, err := changes.NewChangeList(eb, dev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +275,7 @@ func FuzzChangeList(f *testing.F) {
 	})
 }
 
-func extentBitmap(cl mover.ChangeList, size int64) []bool {
+func extentBitmap(cl changes.ChangeList, size int64) []bool {
 	m := make([]bool, size)
 	for _, e := range cl {
 		for j := e.Offset; j < e.End(); j++ {
@@ -287,7 +287,7 @@ func extentBitmap(cl mover.ChangeList, size int64) []bool {
 
 // A change list from a CBT service or a file, clipped to one segment.
 func ExampleChangeList_Clip() {
-	cl, err := mover.NewChangeList([]mover.Extent{{Offset: 8 << 20, Length: 4096}, {Offset: 4096, Length: 4096}, {Offset: 0, Length: 4096}}, 64<<20)
+	cl, err := changes.NewChangeList([]changes.Extent{{Offset: 8 << 20, Length: 4096}, {Offset: 4096, Length: 4096}, {Offset: 0, Length: 4096}}, 64<<20)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -1,10 +1,10 @@
-package mover_test
+package changes_test
 
 import (
 	"context"
 	"testing"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 )
 
 // TestDiffBounds: options that would allocate without bound are refused,
@@ -12,13 +12,13 @@ import (
 func TestDiffBounds(t *testing.T) {
 	ctx := context.Background()
 	img := &memSource{b: make([]byte, 4096)}
-	for _, o := range []mover.DiffOptions{{BlockSize: 1 << 40}, {ReadSize: 1 << 40}} {
-		if _, err := mover.Diff(ctx, img, img, o); err == nil {
+	for _, o := range []changes.DiffOptions{{BlockSize: 1 << 40}, {ReadSize: 1 << 40}} {
+		if _, err := changes.Diff(ctx, img, img, o); err == nil {
 			t.Errorf("%+v: no error", o)
 		}
 	}
 	allocs := testing.AllocsPerRun(5, func() {
-		if _, err := mover.Diff(ctx, img, img, mover.DiffOptions{ReadSize: 256 << 20, Workers: 1000}); err != nil {
+		if _, err := changes.Diff(ctx, img, img, changes.DiffOptions{ReadSize: 256 << 20, Workers: 1000}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -1,4 +1,4 @@
-package mover_test
+package changes_test
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/changes"
 )
 
 // TestParseChangesLister: the JSON that the upstream snapshot-metadata-lister
@@ -17,9 +17,9 @@ import (
 // records, block_metadata_type as a number, a zero byte_offset left out.
 func TestParseChangesLister(t *testing.T) {
 	const mib = 1 << 20
-	want := mover.ChangeList{{0, 8192}, {mib, 4096}, {8*mib - 4096, 4096}}
-	for _, format := range []string{"", mover.FormatSnapshotMetadata} {
-		got, err := mover.ParseChanges(strings.NewReader(string(readFixture(t, "snapshot-metadata-lister.json"))), format, 8*mib)
+	want := changes.ChangeList{{0, 8192}, {mib, 4096}, {8*mib - 4096, 4096}}
+	for _, format := range []string{"", changes.FormatSnapshotMetadata} {
+		got, err := changes.ParseChanges(strings.NewReader(string(readFixture(t, "snapshot-metadata-lister.json"))), format, 8*mib)
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("format %q: %v, %v; want %v", format, got, err, want)
 		}
@@ -41,14 +41,14 @@ func TestParseChangesLister(t *testing.T) {
 		{"oversized value", `{"block_metadata_type":2,"note":"` + strings.Repeat("x", 2<<20) + `","block_metadata":[]}`, "longer than"},
 	}
 	for _, tc := range tests {
-		_, err := mover.ParseChanges(strings.NewReader(tc.doc), "", 100)
+		_, err := changes.ParseChanges(strings.NewReader(tc.doc), "", 100)
 		if tc.err == "" {
 			if err != nil {
 				t.Errorf("%s: %v", tc.name, err)
 			}
 			continue
 		}
-		if !errors.Is(err, mover.ErrChangeList) || !strings.Contains(err.Error(), tc.err) {
+		if !errors.Is(err, changes.ErrChangeList) || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.err)
 		}
 	}
@@ -115,7 +115,7 @@ func TestParseChangesStreams(t *testing.T) {
 			runtime.GC()
 			var m0, m1 runtime.MemStats
 			runtime.ReadMemStats(&m0)
-			cl, err := mover.ParseChanges(&entryReader{n: n, entry: tc.entry}, "", size)
+			cl, err := changes.ParseChanges(&entryReader{n: n, entry: tc.entry}, "", size)
 			runtime.ReadMemStats(&m1)
 			if err != nil {
 				t.Fatal(err)
@@ -153,9 +153,9 @@ func (f *failReader) Read(p []byte) (int, error) {
 func TestParseChangesReadError(t *testing.T) {
 	eio := errors.New("input/output error")
 	doc := `[{"offset":0,"length":4096,"exists":"true"},{"offset":8192,"length":4096,"exists":"true"}]`
-	for _, format := range []string{"", mover.FormatRBD} {
-		_, err := mover.ParseChanges(&failReader{r: strings.NewReader(doc), n: 50, err: eio}, format, 1<<20)
-		if !errors.Is(err, eio) || errors.Is(err, mover.ErrChangeList) {
+	for _, format := range []string{"", changes.FormatRBD} {
+		_, err := changes.ParseChanges(&failReader{r: strings.NewReader(doc), n: 50, err: eio}, format, 1<<20)
+		if !errors.Is(err, eio) || errors.Is(err, changes.ErrChangeList) {
 			t.Errorf("format %q: %v, want the read error and not ErrChangeList", format, err)
 		}
 	}
