@@ -29,11 +29,12 @@ func needRoot(t *testing.T) {
 
 // clients of one driver.
 type clients struct {
-	sock string
-	id   csi.IdentityClient
-	ctl  csi.ControllerClient
-	node csi.NodeClient
-	meta csi.SnapshotMetadataClient
+	sock  string
+	state string // Config.StateDir
+	id    csi.IdentityClient
+	ctl   csi.ControllerClient
+	node  csi.NodeClient
+	meta  csi.SnapshotMetadataClient
 }
 
 // startDriver serves a driver on a socket in a temp dir until the test
@@ -71,7 +72,7 @@ func startDriver(t *testing.T, cfg Config) clients {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return clients{sock: sock, id: csi.NewIdentityClient(conn), ctl: csi.NewControllerClient(conn),
+	return clients{sock: sock, state: cfg.StateDir, id: csi.NewIdentityClient(conn), ctl: csi.NewControllerClient(conn),
 		node: csi.NewNodeClient(conn), meta: csi.NewSnapshotMetadataClient(conn)}
 }
 
