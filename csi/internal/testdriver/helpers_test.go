@@ -38,13 +38,23 @@ type clients struct {
 }
 
 // startDriver serves a driver on a socket in a temp dir until the test
-// ends. cfg.StateDir defaults to a temp dir, cfg.NodeID to "node-1".
+// ends. cfg.StateDir defaults to a symlink to a temp dir, checked for
+// leftovers; cfg.NodeID defaults to "node-1".
 func startDriver(t *testing.T, cfg Config) clients {
 	t.Helper()
 	dir := t.TempDir()
 	if cfg.StateDir == "" {
+		// Through a symlink: the driver must find its loop devices, whose
+		// backing files the kernel names by the real path.
+		real := filepath.Join(dir, "state-real")
+		checkLeftovers(t, real)
 		cfg.StateDir = filepath.Join(dir, "state")
-		checkLeftovers(t, cfg.StateDir)
+		if err := os.Mkdir(real, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("state-real", cfg.StateDir); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node-1"

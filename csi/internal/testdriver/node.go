@@ -164,6 +164,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 
 	var src string
+	created := false // the target, so a failure removes only what it made
 	if req.GetVolumeCapability().GetBlock() != nil {
 		devs, err := loopDevices(file)
 		if err != nil {
@@ -173,11 +174,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged", req.GetVolumeId())
 		}
 		src = devs[0]
-		f, err := os.OpenFile(target, os.O_CREATE|os.O_RDONLY, 0o640)
-		if err != nil {
+		f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o640)
+		if err == nil {
+			f.Close()
+			created = true
+		} else if !errors.Is(err, fs.ErrExist) {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
-		f.Close()
 	} else {
 		if _, ok, err := mountedAt(staging); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
@@ -185,12 +188,17 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), staging)
 		}
 		src = staging
-		if err := os.Mkdir(target, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		err := os.Mkdir(target, 0o750)
+		if err == nil {
+			created = true
+		} else if !errors.Is(err, fs.ErrExist) {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
 	if err := bindMount(src, target, req.GetReadonly()); err != nil {
-		os.Remove(target)
+		if created {
+			os.Remove(target)
+		}
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.NodePublishVolumeResponse{}, nil

@@ -105,7 +105,8 @@ func publish(t *testing.T, c clients, volID string, cp *csi.VolumeCapability, re
 
 // volumeFile is the backing file of a volume, for checks from outside.
 func volumeFile(c clients, volID string) string {
-	return filepath.Join(c.state, "volumes", volID+".img")
+	dir, _ := filepath.EvalSymlinks(c.state)
+	return filepath.Join(dir, "volumes", volID+".img")
 }
 
 // TestNodeBlock: a staged Block volume is a loop device of its file, and

@@ -59,13 +59,20 @@ func idFor(prefix, name string) string {
 	return prefix + hex.EncodeToString(sum[:16])
 }
 
+// init creates the directories and makes s.dir absolute with no symlinks,
+// the form the kernel reports loop devices' backing files in.
 func (s *store) init() error {
 	for _, sub := range []string{"volumes", "snapshots"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
 			return err
 		}
 	}
-	return nil
+	dir, err := filepath.Abs(s.dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	s.dir = dir
+	return err
 }
 
 // path of the record (".json") or data (".img") of id; "" for an ID this
