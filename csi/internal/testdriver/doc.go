@@ -35,7 +35,9 @@
 // device (losetup); for a Mount volume it runs mkfs.ext4 if the device holds
 // no filesystem yet and mounts it on the staging path. NodePublishVolume
 // bind-mounts the loop device node onto a file at the target path (Block) or
-// the staging mount onto a directory there (Mount), read-only if asked.
+// the staging mount onto a directory there (Mount), read-only if asked:
+// a read-only Block publish gets a read-only loop device of its own, since
+// a read-only bind mount does not stop writes to a device node.
 // Unpublish and Unstage undo that, removing the target and detaching the
 // loop device. DeleteVolume of a volume still staged fails with
 // FailedPrecondition.

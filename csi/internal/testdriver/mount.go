@@ -48,13 +48,31 @@ func loopDevices(file string) ([]string, error) {
 	return devs, nil
 }
 
-// attach returns the loop device of file, attaching one if there is none.
-func attach(ctx context.Context, file string) (string, error) {
+// attach returns a loop device of file, read-only or not as ro says,
+// attaching one if there is none. A read-only device is what makes a
+// read-only Block publish real: writes to a device node go through a
+// read-only bind mount.
+func attach(ctx context.Context, file string, ro bool) (string, error) {
 	devs, err := loopDevices(file)
-	if err != nil || len(devs) > 0 {
-		return first(devs), err
+	if err != nil {
+		return "", err
 	}
-	return run(ctx, "losetup", "--find", "--show", file)
+	for _, dev := range devs {
+		if readOnly(dev) == ro {
+			return dev, nil
+		}
+	}
+	args := []string{"--find", "--show", file}
+	if ro {
+		args = append(args, "--read-only")
+	}
+	return run(ctx, "losetup", args...)
+}
+
+// readOnly reports whether the loop device dev is read-only.
+func readOnly(dev string) bool {
+	b, err := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/ro")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // detachAll detaches every loop device of file. A device still open (a
@@ -73,13 +91,6 @@ func detachAll(ctx context.Context, file string) error {
 		}
 	}
 	return nil
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
 }
 
 // mount is one line of /proc/self/mountinfo.

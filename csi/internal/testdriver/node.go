@@ -54,7 +54,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	staging := req.GetStagingTargetPath()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	dev, err := attach(ctx, file)
+	dev, err := attach(ctx, file, false)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -146,6 +146,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 // NodePublishVolume bind-mounts the staged volume on the target path: the
 // loop device node on a file for Block, the staging mount on a directory
 // for Mount. The driver creates the target and removes it on unpublish.
+// A read-only Block publish gets a read-only loop device of its own.
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	file, err := d.nodeVolume(req.GetVolumeId(), req.GetTargetPath(), "target path", req.GetVolumeCapability())
 	if err != nil {
@@ -165,6 +166,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 
 	var src string
 	created := false // the target, so a failure removes only what it made
+	ro := req.GetReadonly() || req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if req.GetVolumeCapability().GetBlock() != nil {
 		devs, err := loopDevices(file)
 		if err != nil {
@@ -173,7 +175,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		if len(devs) == 0 {
 			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged", req.GetVolumeId())
 		}
-		src = devs[0]
+		// The staged device, or a read-only one beside it (detached on
+		// unstage with the rest).
+		if src, err = attach(ctx, file, ro); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
 		f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o640)
 		if err == nil {
 			f.Close()
@@ -195,7 +201,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
-	if err := bindMount(src, target, req.GetReadonly()); err != nil {
+	if err := bindMount(src, target, ro); err != nil {
 		if created {
 			os.Remove(target)
 		}

@@ -148,6 +148,34 @@ func TestNodeBlock(t *testing.T) {
 		t.Fatalf("the volume file does not hold what was written to %s (%v)", target, err)
 	}
 
+	// A read-only publish is a read-only device beside the staged one:
+	// the data is there, writes are refused.
+	roTarget := filepath.Join(t.TempDir(), "ro")
+	_, err = c.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: vol.GetVolumeId(),
+		StagingTargetPath: filepath.Join(filepath.Dir(filepath.Dir(target)), "staging"), TargetPath: roTarget,
+		VolumeCapability: blockCap, Readonly: true})
+	if err != nil {
+		t.Fatalf("read-only NodePublishVolume: %v", err)
+	}
+	if ro, err := os.Open(roTarget); err != nil {
+		t.Error(err)
+	} else {
+		if _, err := ro.ReadAt(got, 5<<20); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("the read-only publish does not read what was written (%v)", err)
+		}
+		ro.Close()
+	}
+	// Linux opens a read-only block device for writing; the write fails.
+	if rw, err := os.OpenFile(roTarget, os.O_RDWR, 0); err == nil {
+		if _, err := rw.WriteAt(data, 0); err == nil {
+			t.Errorf("the read-only publish %s takes writes", roTarget)
+		}
+		rw.Close()
+	}
+	if _, err := c.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.GetVolumeId(), TargetPath: roTarget}); err != nil {
+		t.Errorf("NodeUnpublishVolume: %v", err)
+	}
+
 	// A staged volume cannot be deleted.
 	_, err = c.ctl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.GetVolumeId()})
 	if status.Code(err) != codes.FailedPrecondition {
