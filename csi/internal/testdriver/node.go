@@ -54,6 +54,10 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	staging := req.GetStagingTargetPath()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	before, err := loopDevices(file)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	dev, err := attach(ctx, file, false)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -68,7 +72,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	}
 	if err := d.stageFilesystem(ctx, dev, staging, flags); err != nil {
 		// Leave nothing attached that no one will unstage.
-		if _, ok, _ := mountedAt(staging); !ok {
+		if len(before) == 0 {
 			detachAll(ctx, file)
 		}
 		return nil, err

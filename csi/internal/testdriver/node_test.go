@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -174,6 +175,19 @@ func TestNodeBlock(t *testing.T) {
 	}
 	if _, err := c.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.GetVolumeId(), TargetPath: roTarget}); err != nil {
 		t.Errorf("NodeUnpublishVolume: %v", err)
+	}
+
+	// A stage that fails leaves the devices of the earlier stage attached.
+	before, _ := loopDevices(file)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: notDir, VolumeCapability: mountCap}); err == nil {
+		t.Error("NodeStageVolume on a file succeeded")
+	}
+	if devs, _ := loopDevices(file); !reflect.DeepEqual(devs, before) {
+		t.Errorf("after a failed stage: loop devices %v, want %v", devs, before)
 	}
 
 	// A staged volume cannot be deleted.
