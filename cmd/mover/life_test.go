@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -191,6 +192,9 @@ func TestCLIRepairSnapshotsWriteRepaired(t *testing.T) {
 	}
 	if !bytes.Equal(want, got) {
 		t.Fatal("the repaired snapshot does not restore every byte outside the lost ranges, and zeros in them")
+	}
+	if r := c.ok("snapshots"); !strings.Contains(r.stdout, "REPAIRED(") {
+		t.Fatalf("mover snapshots does not mark the repaired copy:\n%s", r.stdout)
 	}
 	c.ok("gc", "--grace", "0s")
 	c.ok("check", "--read-data")

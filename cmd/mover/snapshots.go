@@ -58,6 +58,7 @@ type snapshotJSON struct {
 	Tags     map[string]string  `json:"tags,omitempty"`
 	Parent   string             `json:"parent,omitempty"`
 	Stats    repo.SnapshotStats `json:"stats"`
+	Repaired *repo.Repaired     `json:"repaired,omitempty"`
 }
 
 func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) error {
@@ -79,7 +80,7 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 			continue
 		}
 		j := snapshotJSON{ID: s.ID.String(), Volume: s.Volume, Time: s.Time.Format("2006-01-02T15:04:05Z07:00"), Size: s.Size,
-			Source: s.Source, Hostname: s.Hostname, Tags: s.Tags, Stats: s.Stats}
+			Source: s.Source, Hostname: s.Hostname, Tags: s.Tags, Stats: s.Stats, Repaired: s.Repaired}
 		if s.Parent != nil {
 			j.Parent = s.Parent.String()
 		}
@@ -106,6 +107,13 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 			tags = append(tags, k+"="+v)
 		}
 		sort.Strings(tags)
+		if s.Repaired != nil {
+			var lost int64
+			for _, rg := range s.Repaired.Damaged {
+				lost += rg.Length
+			}
+			tags = append(tags, fmt.Sprintf("REPAIRED(%s lost, from %s)", humanBytes(lost), s.Repaired.From.Short()))
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Time, s.Volume, humanBytes(s.Size), humanBytes(s.Stats.StoredBytes), strings.Join(tags, ","))
 	}
 	for _, u := range damaged {
