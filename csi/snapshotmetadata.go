@@ -1,11 +1,3 @@
-// Package csi holds the Kubernetes and CSI side of blockmover. It depends
-// on changes (the extents its CBT source streams), never the other way
-// round, and not on mover: the pipelines run in the mover Jobs it creates.
-//
-// SnapshotMetadata is a changed-block tracking source backed by the
-// Kubernetes SnapshotMetadata service (KEP-3314): a gRPC service, served by
-// the external-snapshot-metadata sidecar of a CSI driver, that streams the
-// blocks allocated in a VolumeSnapshot or changed between two.
 package csi
 
 import (
@@ -65,7 +57,11 @@ func (a *SnapshotMetadataArgs) Validate() error {
 	return nil
 }
 
-// SnapshotMetadata implements changes.ExtentSource over the service.
+// SnapshotMetadata is a changed-block tracking source backed by the
+// Kubernetes SnapshotMetadata service (KEP-3314): a gRPC service, served by
+// the external-snapshot-metadata sidecar of a CSI driver, that streams the
+// blocks allocated in a VolumeSnapshot or changed between two. It
+// implements changes.ExtentSource over the service.
 type SnapshotMetadata struct {
 	args SnapshotMetadataArgs
 	// Capacity is the volume capacity the service reported (0 before the
