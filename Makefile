@@ -55,9 +55,16 @@ IMAGE_TAR ?= out/mover-image.tar
 image:
 	hack/build-image.sh $(IMAGE_TAR) $(IMAGE)
 
-vet:
+# staticcheck, built once into $(go env GOPATH)/bin (outside the tree).
+STATICCHECK_VERSION := v0.6.1
+STATICCHECK := $(shell $(GO) env GOPATH | cut -d: -f1)/bin/staticcheck-$(STATICCHECK_VERSION)
+$(STATICCHECK):
+	@mkdir -p $(dir $@) && tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) && mv $$tmp/staticcheck $@ && rmdir $$tmp
+
+vet: $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 test: tools vet
 	$(GO) test $(TEST_FLAGS) ./...

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 
@@ -68,7 +67,7 @@ func benchVolume(b *testing.B, class string) string {
 	}
 	// Real files: Go's tree, /usr/share, /usr/lib, /usr/bin — several GiB,
 	// so 1 GiB of file data is new data (about 3× compressible with zstd).
-	corpus, err := bench.NewCorpus(bench.DefaultCorpusDirs(runtime.GOROOT())...)
+	corpus, err := bench.NewCorpus(bench.DefaultCorpusDirs(bench.GoRoot())...)
 	if err != nil {
 		b.Fatal(err)
 	}

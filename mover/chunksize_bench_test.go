@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
@@ -32,7 +31,7 @@ func BenchmarkChunkSizes(b *testing.B) {
 		b.Fatal(err)
 	}
 	f.Truncate(size)
-	corpus, err := bench.NewCorpus(bench.DefaultCorpusDirs(runtime.GOROOT())...)
+	corpus, err := bench.NewCorpus(bench.DefaultCorpusDirs(bench.GoRoot())...)
 	if err != nil {
 		b.Fatal(err)
 	}

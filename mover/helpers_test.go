@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -83,7 +82,7 @@ func loopDevice(t testing.TB, size int64) string {
 
 // fileCorpus is real file data: Go's source tree and binaries.
 func fileCorpus(t testing.TB) *bench.Corpus {
-	c, err := bench.NewCorpus(filepath.Join(runtime.GOROOT(), "src"), filepath.Join(runtime.GOROOT(), "pkg"))
+	c, err := bench.NewCorpus(filepath.Join(bench.GoRoot(), "src"), filepath.Join(bench.GoRoot(), "pkg"))
 	if err != nil {
 		t.Fatal(err)
 	}
