@@ -327,14 +327,7 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 // A location without a config is ErrNotRepository, or ErrConfigLost if it
 // holds a repository's other objects.
 func Open(ctx context.Context, be backend.Backend, password []byte, opts Options) (*Repository, error) {
-	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
-	if errors.Is(err, backend.ErrNotFound) {
-		return nil, noConfig(ctx, be)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	cf, err := parseConfigFile(b)
+	cf, err := readConfigFile(ctx, be)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +367,17 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 // key: the backend must apply it before the repository is opened. Open
 // verifies it against the sealed config.
 func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error) {
+	cf, err := readConfigFile(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	return cf.ObjectLock, nil
+}
+
+// readConfigFile reads and parses the config's readable part. A location
+// without a config is ErrNotRepository, or ErrConfigLost if it holds a
+// repository's other objects.
+func readConfigFile(ctx context.Context, be backend.Backend) (*configFile, error) {
 	b, err := backend.ReadAll(ctx, be, configKey, 0, -1)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, noConfig(ctx, be)
@@ -381,11 +385,7 @@ func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	cf, err := parseConfigFile(b)
-	if err != nil {
-		return nil, err
-	}
-	return cf.ObjectLock, nil
+	return parseConfigFile(b)
 }
 
 // unlockAny opens the master key with the first key file that password
