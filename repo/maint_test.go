@@ -184,7 +184,11 @@ func TestDamagedSnapshotsReadsPacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d) != 2 || len(d[1].MissingChunks) != 1 {
+	byID := map[ID]SnapshotDamage{}
+	for _, x := range d {
+		byID[x.Snapshot] = x
+	}
+	if len(d) != 2 || len(byID[b.ID].MissingChunks) != 1 || byID[a.ID].MissingBytes == 0 {
 		t.Fatalf("damage reading data: %+v, want a and one chunk of b", d)
 	}
 }
