@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,10 @@ type leaseHolder struct {
 	Boot    string    `json:"boot,omitempty"`  // kernel boot ID
 	PIDNS   string    `json:"pidns,omitempty"` // PID namespace
 	Time    time.Time `json:"time"`            // the holder's clock, for people
+	// Token is random: the holder reads its epoch object back and owns the
+	// epoch only if the token is its own (a retried put whose first try
+	// was lost cannot tell another holder's object from its own by size).
+	Token string `json:"token"`
 }
 
 func thisHolder(purpose string) leaseHolder {
@@ -259,7 +264,9 @@ func judgeLease(ctx context.Context, be backend.Backend, v *leaseView, stale tim
 }
 
 func takeEpoch(ctx context.Context, be backend.Backend, epoch uint64, opts LeaseOptions) (*Lease, error) {
-	body, err := json.Marshal(thisHolder(opts.Purpose))
+	h := thisHolder(opts.Purpose)
+	h.Token = fmt.Sprintf("%x", newRandom(16))
+	body, err := json.Marshal(h)
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +276,12 @@ func takeEpoch(ctx context.Context, be backend.Backend, epoch uint64, opts Lease
 			return nil, err
 		}
 		return nil, fmt.Errorf("taking the maintenance lease: %w", err)
+	}
+	switch got, err := backend.ReadAll(ctx, be, key, 0, -1); {
+	case err != nil:
+		return nil, fmt.Errorf("reading the maintenance lease back: %w", err)
+	case !bytes.Equal(got, body):
+		return nil, fmt.Errorf("lease epoch %d: %w", epoch, backend.ErrExists) // another command's
 	}
 	l := &Lease{be: be, epoch: epoch, key: key, stale: opts.Stale, renewed: time.Now(), lastKey: key}
 	oi, err := be.Stat(ctx, key)

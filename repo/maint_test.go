@@ -446,6 +446,39 @@ func TestLeaseRace(t *testing.T) {
 	}
 }
 
+// existsLiar reports success for a put to a key that exists, as the retry
+// wrapper does when a retried put finds an object of the same size (it
+// takes it for its own lost first attempt).
+type existsLiar struct{ backend.Backend }
+
+func (b existsLiar) Put(ctx context.Context, key string, data []byte) error {
+	if err := b.Backend.Put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+// TestLeaseRetriedPut: a put that claims success for an epoch another
+// command created does not make a second holder.
+func TestLeaseRetriedPut(t *testing.T) {
+	ctx := context.Background()
+	_, be := newTestRepo(t)
+	l1, err := acquireLease(ctx, be, LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Release(ctx)
+	// The second command listed before l1's epoch existed: it tries the
+	// same epoch, and its put "succeeds".
+	l2, err := takeEpoch(ctx, existsLiar{be}, l1.epoch, LeaseOptions{})
+	if !errors.Is(err, backend.ErrExists) {
+		if l2 != nil {
+			l2.Release(ctx)
+		}
+		t.Fatalf("second holder of epoch %d: %v", l1.epoch, err)
+	}
+}
+
 // TestLeaseDeadHolder: a lease whose holder was a process of this machine
 // that has exited is taken over at once, without waiting for it to go
 // stale.
