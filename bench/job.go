@@ -12,7 +12,7 @@ import (
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
-	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 )
 
@@ -51,30 +51,19 @@ func (o Op) isExport() bool { return o == FullExport || o == IncrementalExport }
 type BackendFunc func(ctx context.Context, location string, create bool) (backend.Backend, error)
 
 // DirBackend opens directory locations only.
-func DirBackend(_ context.Context, location string, create bool) (backend.Backend, error) {
-	if strings.Contains(location, "://") {
-		return nil, fmt.Errorf("repository %s: only directories are supported here", location)
+func DirBackend(ctx context.Context, loc string, create bool) (backend.Backend, error) {
+	if location.IsS3(loc) {
+		return nil, fmt.Errorf("repository %s: only directories are supported here", loc)
 	}
-	if create {
-		return fs.Create(location)
-	}
-	return fs.Open(location)
+	return location.Open(ctx, loc, location.Options{Create: create})
 }
 
 // Backends opens directories, and s3://BUCKET/PREFIX locations with the
 // endpoint and connection settings of base (its Bucket and Prefix come
-// from the location).
+// from the location), wrapped like the CLI's (location.Open).
 func Backends(base s3.Options) BackendFunc {
-	return func(ctx context.Context, location string, create bool) (backend.Backend, error) {
-		if !isS3(location) {
-			return DirBackend(ctx, location, create)
-		}
-		o := base
-		var err error
-		if o.Bucket, o.Prefix, err = s3.ParseURL(location); err != nil {
-			return nil, err
-		}
-		return s3.Open(ctx, o)
+	return func(ctx context.Context, loc string, create bool) (backend.Backend, error) {
+		return location.Open(ctx, loc, location.Options{Create: create, S3: base, Connections: base.MaxConns})
 	}
 }
 

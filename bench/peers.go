@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +50,7 @@ func detectPeer(ctx context.Context, name string, cfg *Config) Peer {
 		return p
 	}
 	p.Version = lastLine(string(out))
-	if name == "kopia" && (isS3(cfg.Repo) || cfg.Device != "") {
+	if name == "kopia" && (location.IsS3(cfg.Repo) || cfg.Device != "") {
 		p.Note = "mover bench runs kopia on image files and directory repositories only"
 		return p
 	}
@@ -97,7 +98,7 @@ func (r *runner) runRestic(ctx context.Context, round int, peer Peer) error {
 	cache := filepath.Join(r.cfg.Work, fmt.Sprintf("restic-cache-r%d", round+1))
 	defer os.RemoveAll(cache)
 	repoArg, extra := loc, []string(nil)
-	if isS3(loc) {
+	if location.IsS3(loc) {
 		var err error
 		if repoArg, extra, err = resticS3(loc, r.cfg.S3); err != nil {
 			return err

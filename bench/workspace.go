@@ -12,6 +12,7 @@ import (
 
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"golang.org/x/sys/unix"
 )
 
@@ -160,24 +161,22 @@ func (r *runner) rootLocation(start time.Time) string {
 	if base == "" {
 		base = filepath.Join(r.cfg.Work, "repos")
 	}
-	if isS3(base) {
+	if location.IsS3(base) {
 		return strings.TrimRight(base, "/") + "/" + name
 	}
 	return filepath.Join(base, name)
 }
 
-func isS3(loc string) bool { return len(loc) >= 5 && strings.EqualFold(loc[:5], "s3://") }
-
 func (r *runner) location(round int, what string) string {
 	name := fmt.Sprintf("r%d-%s", round+1, strings.NewReplacer("=", "-", "/", "-", " ", "-").Replace(what))
-	if isS3(r.repoRoot) {
+	if location.IsS3(r.repoRoot) {
 		return r.repoRoot + "/" + name
 	}
 	return filepath.Join(r.repoRoot, name)
 }
 
 func (r *runner) locationFS(loc string) string {
-	if isS3(loc) {
+	if location.IsS3(loc) {
 		return "S3"
 	}
 	dir := loc
@@ -192,7 +191,7 @@ func (r *runner) locationFS(loc string) string {
 
 // removeLocation deletes a repository (or the root of all of them).
 func (r *runner) removeLocation(ctx context.Context, loc string) {
-	if !isS3(loc) {
+	if !location.IsS3(loc) {
 		os.RemoveAll(loc)
 		return
 	}
@@ -214,7 +213,7 @@ func (r *runner) removeLocation(ctx context.Context, loc string) {
 // locationBytes is the size of everything stored at loc.
 func (r *runner) locationBytes(ctx context.Context, loc string) int64 {
 	var n int64
-	if !isS3(loc) {
+	if !location.IsS3(loc) {
 		filepath.WalkDir(loc, func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				if fi, err := d.Info(); err == nil {

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"strings"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
-	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/spf13/cobra"
 )
@@ -39,71 +38,31 @@ func (b *backendOptions) register(cmd *cobra.Command) {
 // default), and on loopback 8 gained little over 4 (BENCHMARKS.md).
 const defaultS3Uploads = 4
 
-// isS3 reports whether loc names an S3 repository (scheme s3, any case).
-func isS3(loc string) bool { return len(loc) >= 5 && strings.EqualFold(loc[:5], "s3://") }
+// isS3 reports whether loc names an S3 repository.
+func isS3(loc string) bool { return location.IsS3(loc) }
 
-// backendFor opens the storage behind loc: a directory, or s3://BUCKET/PREFIX
-// in a bucket that must exist (nothing is created in S3, not even with
-// create). A directory repository must exist unless create is set. An S3
-// backend is wrapped as Retry(Limit(s3, N)): transient errors are retried
-// with exponential backoff and full jitter, and at most N requests (N =
-// --connections, default s3.DefaultMaxConns) run at once. A directory is
-// not wrapped: local errors do not heal by retrying. lock, if set, makes
+// backendFor opens the storage behind loc with location.Open (see there:
+// S3 is wrapped as Retry(Limit(s3, --connections)), a directory must exist
+// unless create is set), after checking the flags. lock, if set, makes
 // every object written carry that Object Lock retention; it needs S3.
 func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOptions, create bool, lock *repo.ObjectLock) (backend.Backend, error) {
 	if err := checkCount("connections", bo.connections, maxConnections); err != nil {
 		return nil, err
 	}
-	if isS3(loc) {
-		bucket, prefix, err := s3.ParseURL(loc)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		conns := bo.connections
-		if conns <= 0 {
-			conns = s3.DefaultMaxConns
-		}
-		opts := s3.Options{Bucket: bucket, Prefix: prefix, Endpoint: bo.s3Endpoint, Region: bo.s3Region,
-			PathStyle: bo.s3PathStyle, CABundle: bo.s3CABundle, ChecksumWhenRequired: bo.s3ChecksumWR, MaxConns: conns}
-		if lock != nil {
-			opts.ObjectLockDays, opts.ObjectLockMode = lock.Days, s3.LockCompliance
-			if lock.Mode == "governance" {
-				opts.ObjectLockMode = s3.LockGovernance
-			}
-		}
-		// Opening checks the bucket: a server that is briefly away gets
-		// the same retries as every later request.
-		var be *s3.Backend
-		err = backend.RetryCall(ctx, backend.RetryOptions{}, backend.OpStat, loc, func(ctx context.Context) error {
-			var err error
-			be, err = s3.Open(ctx, opts)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return g.wrap(backend.NewRetry(backend.NewLimit(be, conns), backend.RetryOptions{})), nil
-	}
-	if strings.Contains(loc, "://") {
-		scheme, _, _ := strings.Cut(loc, "://")
-		return nil, usagef("repository %s: unsupported scheme %q (want a directory or s3://BUCKET/PREFIX)", loc, scheme)
-	}
+	opts := location.Options{Create: create, Connections: bo.connections,
+		S3: s3.Options{Endpoint: bo.s3Endpoint, Region: bo.s3Region, PathStyle: bo.s3PathStyle, CABundle: bo.s3CABundle, ChecksumWhenRequired: bo.s3ChecksumWR}}
 	if lock != nil {
-		return nil, usagef("Object Lock needs an s3:// repository")
-	}
-	if create {
-		be, err := fs.Create(loc)
-		if err != nil {
-			return nil, fmt.Errorf("repository %s: %w", loc, err)
+		opts.S3.ObjectLockDays, opts.S3.ObjectLockMode = lock.Days, s3.LockCompliance
+		if lock.Mode == "governance" {
+			opts.S3.ObjectLockMode = s3.LockGovernance
 		}
-		return g.wrap(be), nil
 	}
-	if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("repository %s does not exist (run mover init first)", loc)
+	be, err := location.Open(ctx, loc, opts)
+	if errors.Is(err, location.ErrBadLocation) {
+		return nil, usageError{err}
 	}
-	be, err := fs.Open(loc)
 	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", loc, err)
+		return nil, err
 	}
 	return g.wrap(be), nil
 }
