@@ -146,7 +146,7 @@ func (f *Faulty) begin(ctx context.Context, op Op, key string) error {
 		return fmt.Errorf("faulty: %s %q: %w", op, key, err)
 	}
 	if f.opts.MaxStall > 0 && f.chance(f.opts.StallRate) {
-		if err := wait(ctx, time.Duration(f.int64N(int64(f.opts.MaxStall)))); err != nil {
+		if err := Sleep(ctx, time.Duration(f.int64N(int64(f.opts.MaxStall)))); err != nil {
 			return fmt.Errorf("faulty: %s %q: stalled: %w", op, key, err)
 		}
 	}

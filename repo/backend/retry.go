@@ -161,8 +161,10 @@ func (r *retryBackend) delay(attempt int) time.Duration {
 	return time.Duration(r.rnd.Int64N(int64(bound) + 1))
 }
 
-// wait blocks for d or until ctx is done, whichever comes first.
-func wait(ctx context.Context, d time.Duration) error {
+// Sleep blocks for d or until ctx is done, whichever comes first, and
+// returns ctx's error in the second case (for backends that wait between
+// attempts of their own).
+func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -202,7 +204,7 @@ func (r *retryBackend) do(ctx context.Context, op Op, key string, f func(attempt
 		if r.opts.OnRetry != nil {
 			r.opts.OnRetry(RetryEvent{Op: op, Key: key, Attempt: attempt, Delay: d, Err: err})
 		}
-		if err := wait(ctx, d); err != nil {
+		if err := Sleep(ctx, d); err != nil {
 			return fmt.Errorf("backend: %s %q: %w while waiting to retry (last error: %v)", op, key, err, last)
 		}
 	}
@@ -296,7 +298,7 @@ func (rr *resumingReader) Read(p []byte) (int, error) {
 
 func (rr *resumingReader) reopen() error {
 	rr.rc.Close()
-	if err := wait(rr.ctx, rr.r.delay(rr.failures)); err != nil {
+	if err := Sleep(rr.ctx, rr.r.delay(rr.failures)); err != nil {
 		return err
 	}
 	rc, err := rr.r.open(rr.ctx, rr.key, rr.off, rr.left)

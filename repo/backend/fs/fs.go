@@ -298,7 +298,7 @@ func (b *Backend) renameExclusive(ctx context.Context, key, tmp, name string) er
 			os.Remove(lock)
 			continue
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := backend.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("fs: put %q: waiting for lock: %w", key, err)
 		}
 		delay = min(2*delay, 50*time.Millisecond)
@@ -313,18 +313,6 @@ func (b *Backend) renameExclusive(ctx context.Context, key, tmp, name string) er
 		return fmt.Errorf("fs: put %q: %w", key, classify(err))
 	}
 	return nil
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // syncDir fsyncs a directory, so entries created or renamed in it are
