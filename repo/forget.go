@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/blockmover/blockmover/repo/backend"
@@ -66,6 +67,29 @@ func (p Policy) Apply(snaps []*Snapshot) []Decision {
 			}
 		}
 		out = append(out, d)
+	}
+	return out
+}
+
+// ApplyByVolume applies the policy to each volume's snapshots separately
+// (only volume's, if it is not empty): what a retention run does. It
+// returns the decisions volume by volume in name order, each volume's
+// newest first.
+func (p Policy) ApplyByVolume(snaps []*Snapshot, volume string) []Decision {
+	byVol := map[string][]*Snapshot{}
+	for _, s := range snaps {
+		if volume == "" || s.Volume == volume {
+			byVol[s.Volume] = append(byVol[s.Volume], s)
+		}
+	}
+	vols := make([]string, 0, len(byVol))
+	for v := range byVol {
+		vols = append(vols, v)
+	}
+	slices.Sort(vols)
+	var out []Decision
+	for _, v := range vols {
+		out = append(out, p.Apply(byVol[v])...)
 	}
 	return out
 }

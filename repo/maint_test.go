@@ -512,3 +512,25 @@ func TestLeaseDeadHolder(t *testing.T) {
 	}
 	l2.Release(ctx)
 }
+
+// TestPolicyByVolume: a retention run keeps per volume, volumes in name
+// order, and only the asked volume when one is given.
+func TestPolicyByVolume(t *testing.T) {
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var snaps []*Snapshot
+	for i, v := range []string{"b", "a", "b", "a", "b"} {
+		s := &Snapshot{Volume: v, Time: base.Add(time.Duration(i) * time.Hour)}
+		s.ID[0] = byte(i)
+		snaps = append(snaps, s)
+	}
+	var got []string
+	for _, d := range (Policy{Last: 1}).ApplyByVolume(snaps, "") {
+		got = append(got, d.Snapshot.Volume+strconv.FormatBool(d.Keep))
+	}
+	if want := "atrue afalse btrue bfalse bfalse"; strings.Join(got, " ") != want {
+		t.Fatalf("decisions %v, want %s", got, want)
+	}
+	if d := (Policy{Last: 1}).ApplyByVolume(snaps, "a"); len(d) != 2 {
+		t.Fatalf("volume a only: %d decisions", len(d))
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -48,86 +47,49 @@ type forgetJSON struct {
 	DryRun  bool     `json:"dry_run,omitempty"`
 }
 
-func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []string) error {
+func (o *forgetOptions) validate(args []string) error {
 	p := o.policy
-	if p.Last < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0 {
+	switch {
+	case p.Last < 0 || p.Daily < 0 || p.Weekly < 0 || p.Monthly < 0:
 		return usagef("--keep-* values must not be negative")
-	}
-	if o.staleLock <= 0 {
+	case o.staleLock <= 0:
 		return usagef("--stale-lock %v: must be positive", o.staleLock)
-	}
-	if len(args) > 0 && (!p.Empty() || o.volume != "") {
+	case len(args) > 0 && (!p.Empty() || o.volume != ""):
 		return usagef("give snapshot IDs or a policy, not both")
-	}
-	if len(args) == 0 && p.Empty() {
+	case len(args) == 0 && p.Empty():
 		return usagef("nothing to do: give snapshot IDs or at least one --keep-* rule")
+	}
+	return nil
+}
+
+// removal is a snapshot to forget, and what it is for people.
+type removal struct {
+	id   repo.ID
+	what string
+}
+
+func describeSnapshot(s *repo.Snapshot) string {
+	return s.Time.Format("2006-01-02 15:04") + " " + s.Volume
+}
+
+func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []string) error {
+	if err := o.validate(args); err != nil {
+		return err
 	}
 	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true})
 	if err != nil {
 		return err
 	}
 	defer closeRepo(r)
-	// What to remove: the ID, and what it is for people.
-	type removal struct {
-		id   repo.ID
-		what string
-	}
-	var remove []removal
-	describe := func(s *repo.Snapshot) string { return s.Time.Format("2006-01-02 15:04") + " " + s.Volume }
 	out := forgetJSON{Removed: []string{}, Kept: []string{}, DryRun: o.dryRun}
+	var remove []removal
 	if len(args) > 0 {
-		for _, a := range args {
-			if a == "latest" || strings.HasPrefix(a, "latest:") {
-				s, err := g.findSnapshot(ctx, r, a)
-				if err != nil {
-					return err
-				}
-				remove = append(remove, removal{s.ID, describe(s)})
-				continue
-			}
-			// An ID or prefix is forgotten without reading the snapshot,
-			// so a damaged snapshot file can be forgotten too.
-			id, err := r.MatchSnapshotID(ctx, a)
-			if err != nil {
-				return err
-			}
-			what := "(damaged snapshot file)"
-			if s, err := r.LoadSnapshot(ctx, id); err == nil {
-				what = describe(s)
-			}
-			remove = append(remove, removal{id, what})
-		}
+		remove, err = g.forgetByRef(ctx, r, args)
 	} else {
-		snaps, damaged, err := r.ReadSnapshots(ctx)
-		if err != nil {
-			return err
-		}
-		for _, u := range damaged {
-			warnf(g.env.stderr, "the policy skips damaged snapshot file %s (%v): forget it by ID or repair it", u.Key(), u.Err)
-		}
-		byVol := map[string][]*repo.Snapshot{}
-		for _, s := range snaps {
-			if o.volume == "" || s.Volume == o.volume {
-				byVol[s.Volume] = append(byVol[s.Volume], s)
-			}
-		}
-		vols := make([]string, 0, len(byVol))
-		for v := range byVol {
-			vols = append(vols, v)
-		}
-		sort.Strings(vols)
-		for _, v := range vols {
-			for _, d := range p.Apply(byVol[v]) {
-				if d.Keep {
-					out.Kept = append(out.Kept, d.Snapshot.ID.String())
-					if !g.json && !g.quiet {
-						fmt.Fprintf(g.env.stdout, "keep   %s %s %s (%s)\n", d.Snapshot.ID.Short(), d.Snapshot.Time.Format("2006-01-02 15:04"), v, strings.Join(d.Reasons, ", "))
-					}
-				} else {
-					remove = append(remove, removal{d.Snapshot.ID, describe(d.Snapshot)})
-				}
-			}
-		}
+		remove, err = g.forgetByPolicy(ctx, r, o, &out)
+	}
+	if err != nil {
+		return err
 	}
 	if !o.dryRun {
 		ids := make([]repo.ID, len(remove))
@@ -138,13 +100,13 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 			return err
 		}
 	}
+	verb := "remove"
+	if o.dryRun {
+		verb = "would remove"
+	}
 	for _, s := range remove {
 		out.Removed = append(out.Removed, s.id.String())
 		if !g.json && !g.quiet {
-			verb := "remove"
-			if o.dryRun {
-				verb = "would remove"
-			}
 			fmt.Fprintf(g.env.stdout, "%s %s %s\n", verb, s.id.Short(), s.what)
 		}
 	}
@@ -152,4 +114,55 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 		return g.printJSON(out)
 	}
 	return nil
+}
+
+// forgetByRef resolves the snapshots named on the command line. An ID or
+// prefix is resolved without reading the snapshot, so a damaged snapshot
+// file can be forgotten too.
+func (g *globalOptions) forgetByRef(ctx context.Context, r *repo.Repository, args []string) ([]removal, error) {
+	var remove []removal
+	for _, a := range args {
+		if a == "latest" || strings.HasPrefix(a, "latest:") {
+			s, err := g.findSnapshot(ctx, r, a)
+			if err != nil {
+				return nil, err
+			}
+			remove = append(remove, removal{s.ID, describeSnapshot(s)})
+			continue
+		}
+		id, err := r.MatchSnapshotID(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		what := "(damaged snapshot file)"
+		if s, err := r.LoadSnapshot(ctx, id); err == nil {
+			what = describeSnapshot(s)
+		}
+		remove = append(remove, removal{id, what})
+	}
+	return remove, nil
+}
+
+// forgetByPolicy applies the retention policy per volume, printing and
+// recording what it keeps.
+func (g *globalOptions) forgetByPolicy(ctx context.Context, r *repo.Repository, o *forgetOptions, out *forgetJSON) ([]removal, error) {
+	snaps, damaged, err := r.ReadSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range damaged {
+		warnf(g.env.stderr, "the policy skips damaged snapshot file %s (%v): forget it by ID or repair it", u.Key(), u.Err)
+	}
+	var remove []removal
+	for _, d := range o.policy.ApplyByVolume(snaps, o.volume) {
+		if !d.Keep {
+			remove = append(remove, removal{d.Snapshot.ID, describeSnapshot(d.Snapshot)})
+			continue
+		}
+		out.Kept = append(out.Kept, d.Snapshot.ID.String())
+		if !g.json && !g.quiet {
+			fmt.Fprintf(g.env.stdout, "keep   %s %s (%s)\n", d.Snapshot.ID.Short(), describeSnapshot(d.Snapshot), strings.Join(d.Reasons, ", "))
+		}
+	}
+	return remove, nil
 }
