@@ -8,11 +8,11 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
@@ -294,30 +294,6 @@ func TestParseSweep(t *testing.T) {
 	}
 }
 
-// loopDevice attaches a sparse file of size bytes to a loop device, or
-// skips the test where there is none (not root, no loop driver).
-func loopDevice(t *testing.T, size int64) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "backing.img")
-	if err := os.WriteFile(f, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(f, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
 // TestRunOnDevice writes the scenario to a block device and runs on it:
 // the raw speed with O_DIRECT, exports reading the device, imports
 // restoring onto it (verified), restic reading it through stdin and
@@ -325,7 +301,7 @@ func loopDevice(t *testing.T, size int64) string {
 func TestRunOnDevice(t *testing.T) {
 	sc := smallScenario()
 	sc.Volume.Size = 32 << 20
-	dev := loopDevice(t, sc.Volume.Size+1<<20)
+	dev := testutil.BlockDevice(t, sc.Volume.Size+1<<20)
 	cfg := Config{Scenario: sc, Runs: 1, Work: t.TempDir(), KDF: testKDF, Polynomial: checkPolynomial, Device: dev,
 		Raw: RawOptions{Size: 4 << 20, QueueDepths: []int{1, 4}}}
 	if _, err := exec.LookPath("restic"); err == nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"google.golang.org/grpc"
@@ -75,7 +76,7 @@ func TestCBTInCluster(t *testing.T) {
 	}
 
 	const size = 8 << 20
-	dev := loopDevice(t, size)
+	dev := testutil.LoopDevice(t, size)
 	writeAt(t, dev, 2<<20, bytes.Repeat([]byte{9}, 100_000))
 	srv.token = conn.Token
 	srv.devices["snap-1"] = dev

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -86,7 +87,7 @@ func (k *localKubelet) provisioned(pvc *corev1.PersistentVolumeClaim) {
 		}
 		src = k.device(*vs.Spec.Source.PersistentVolumeClaimName)
 	}
-	dev := loopDevice(k.e.t, size)
+	dev := testutil.LoopDevice(k.e.t, size)
 	if src != "" {
 		b, err := os.ReadFile(src)
 		if err != nil {
@@ -116,7 +117,7 @@ func (k *localKubelet) run(job *batchv1.Job, pod *corev1.Pod) (int32, string) {
 	if claim.ReadOnly {
 		// The kubelet attaches a readOnly claim read-only: so does this
 		// one, and a mover that opened the device for writing would fail.
-		dev = readOnlyLoop(t, dev)
+		dev = testutil.ReadOnlyLoop(t, dev)
 	}
 	termLog := filepath.Join(t.TempDir(), "termination-log")
 	os.WriteFile(termLog, nil, 0o644)
@@ -173,18 +174,6 @@ func (k *localKubelet) run(job *batchv1.Job, pod *corev1.Pod) (int32, string) {
 	msg, _ := os.ReadFile(termLog)
 	t.Logf("mover %s: exit %d, termination message %s", strings.Join(args, " "), code, msg)
 	return code, string(msg)
-}
-
-// readOnlyLoop returns a read-only loop device over the block device dev.
-func readOnlyLoop(t *testing.T, dev string) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", "--read-only", dev).CombinedOutput()
-	if err != nil {
-		t.Fatalf("read-only loop device over %s: %v: %s", dev, err, out)
-	}
-	ro := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "--detach", ro).Run() })
-	return ro
 }
 
 // TestJobRunsLocally: the generated Jobs' container command, environment

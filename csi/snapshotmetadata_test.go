@@ -6,13 +6,13 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
 	"google.golang.org/grpc"
@@ -133,23 +133,6 @@ func (m *metadataServer) GetMetadataAllocated(req *api.GetMetadataAllocatedReque
 	})
 }
 
-// loopDevice attaches a file of size bytes to a loop device, or returns
-// the file where no loop device can be had.
-func loopDevice(t *testing.T, size int64) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "dev.img")
-	os.WriteFile(f, nil, 0o600)
-	os.Truncate(f, size)
-	out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
-	if err != nil {
-		t.Logf("no loop device (%v: %s); using a file", err, strings.TrimSpace(string(out)))
-		return f
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
-	return dev
-}
-
 func writeAt(t *testing.T, path string, off int64, b []byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -186,8 +169,8 @@ func serve(t *testing.T, srv *metadataServer) api.SnapshotMetadataClient {
 // and is resumed from the last offset received.
 func TestSnapshotMetadataDelta(t *testing.T) {
 	const size = 16 << 20
-	base := loopDevice(t, size)
-	target := loopDevice(t, size)
+	base := testutil.LoopDevice(t, size)
+	target := testutil.LoopDevice(t, size)
 	data := bytes.Repeat([]byte("blockmover"), size/10+1)[:size]
 	writeAt(t, base, 0, data)
 	var want []changes.Extent
@@ -253,7 +236,7 @@ func TestSnapshotMetadataDelta(t *testing.T) {
 // chunk list.
 func TestSnapshotMetadataAllocated(t *testing.T) {
 	const size = 8 << 20
-	dev := loopDevice(t, size)
+	dev := testutil.LoopDevice(t, size)
 	writeAt(t, dev, 1<<20, bytes.Repeat([]byte{7}, 300_000))
 	writeAt(t, dev, 6<<20, []byte("x"))
 	srv := &metadataServer{token: "tok", devices: map[string]string{"snap": dev}}
