@@ -54,18 +54,24 @@ func packOf(t *testing.T, r *Repository, s *Snapshot) ID {
 	return ref.Pack
 }
 
+// twoVolumes is a repository (1 MiB packs) holding snapshots of volumes a
+// and b, 20 chunks each.
+func twoVolumes(t *testing.T) (backend.Backend, *Repository, *Snapshot, *Snapshot) {
+	t.Helper()
+	be := mem.New()
+	r, err := Init(context.Background(), be, testPassword, InitOptions{KDF: testKDF, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be, r, writeVolume(t, r, "a", 1, 20), writeVolume(t, r, "b", 2, 20)
+}
+
 // TestRepairIndexKeepsDamagedPackBlobs: a pack whose header is damaged
 // still has intact blobs that the old index describes. repair index keeps
 // them (verified), so every snapshot still imports.
 func TestRepairIndexKeepsDamagedPackBlobs(t *testing.T) {
 	ctx := context.Background()
-	be := mem.New()
-	r, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF, PackSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := writeVolume(t, r, "a", 1, 20)
-	b := writeVolume(t, r, "b", 2, 20)
+	be, r, a, b := twoVolumes(t)
 	victim := packOf(t, r, a)
 	flip(t, be, PackKey(victim), func(n int) int { return n - 20 }) // in the sealed header
 	before := reopen(t, be, Options{})
@@ -102,13 +108,7 @@ func TestRepairIndexKeepsDamagedPackBlobs(t *testing.T) {
 // ranges and writes a copy in which they restore as zeros.
 func TestRepairTruncatedPack(t *testing.T) {
 	ctx := context.Background()
-	be := mem.New()
-	r, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF, PackSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := writeVolume(t, r, "a", 1, 20)
-	b := writeVolume(t, r, "b", 2, 20)
+	be, r, a, b := twoVolumes(t)
 	victim := packOf(t, r, a)
 	rewrite(t, be, PackKey(victim), func(d []byte) []byte { return d[:len(d)/2] })
 	res, err := reopen(t, be, Options{NoIndex: true}).RepairIndex(ctx, RepairIndexOptions{})
@@ -158,13 +158,7 @@ func TestRepairTruncatedPack(t *testing.T) {
 // chunk it needs is still named by an index file.
 func TestDamagedSnapshotsReadsPacks(t *testing.T) {
 	ctx := context.Background()
-	be := mem.New()
-	r, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF, PackSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := writeVolume(t, r, "a", 1, 20)
-	b := writeVolume(t, r, "b", 2, 20)
+	be, r, a, b := twoVolumes(t)
 	if err := be.Delete(ctx, PackKey(packOf(t, r, a))); err != nil {
 		t.Fatal(err)
 	}

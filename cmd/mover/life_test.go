@@ -78,12 +78,7 @@ func TestCLIForgetGCSize(t *testing.T) {
 // TestCLIRepairIndex: delete every index file, repair, then check and
 // import pass.
 func TestCLIRepairIndex(t *testing.T) {
-	c, dir := newCLI(t)
-	repoDir := c.env["MOVER_REPOSITORY"]
-	img := filepath.Join(dir, "vol.img")
-	makeImage(t, img, 24<<20)
-	c.ok("init", "--pack-size", "2MiB")
-	c.ok("export", "-q", "--source", img, "--name", "v")
+	c, dir, repoDir, img := exportedRepo(t)
 	for _, f := range objects(t, repoDir, "index") {
 		os.Remove(f)
 	}
@@ -109,22 +104,13 @@ func TestCLIRepairIndex(t *testing.T) {
 // imports byte-identically; the old snapshot, whose chunks are stored
 // again under the same IDs, is whole again.
 func TestCLIExportAfterLostPack(t *testing.T) {
-	c, dir := newCLI(t)
-	repoDir := c.env["MOVER_REPOSITORY"]
-	img := filepath.Join(dir, "vol.img")
-	makeImage(t, img, 24<<20)
-	c.ok("init", "--pack-size", "2MiB")
-	c.ok("export", "-q", "--source", img, "--name", "v")
+	c, dir, repoDir, img := exportedRepo(t)
 	os.Remove(objects(t, repoDir, "data")[0])
 	r := c.ok("export", "-q", "--source", img, "--name", "v")
 	if !bytes.Contains([]byte(r.stderr), []byte("do not exist")) {
 		t.Errorf("export over a lost pack did not warn: %q", r.stderr)
 	}
-	out := filepath.Join(dir, "out.img")
-	c.ok("import", "-q", "--snapshot", "latest:v", "--target", out)
-	a, _ := os.ReadFile(img)
-	b, _ := os.ReadFile(out)
-	if !bytes.Equal(a, b) {
+	if !importsSame(c, dir, "latest:v", img) {
 		t.Fatal("the export after a lost pack imports different bytes")
 	}
 	if r := c.ok("repair", "snapshots", "--read-data"); !bytes.Contains([]byte(r.stdout), []byte("every snapshot can be restored whole")) {
@@ -138,23 +124,14 @@ func TestCLIExportAfterLostPack(t *testing.T) {
 // index keeps the pack's blobs (they verify), and the snapshot still
 // imports byte-identically.
 func TestCLIRepairDamagedHeader(t *testing.T) {
-	c, dir := newCLI(t)
-	repoDir := c.env["MOVER_REPOSITORY"]
-	img := filepath.Join(dir, "vol.img")
-	makeImage(t, img, 24<<20)
-	c.ok("init", "--pack-size", "2MiB")
-	c.ok("export", "-q", "--source", img, "--name", "v")
+	c, dir, repoDir, img := exportedRepo(t)
 	flipByte(t, objects(t, repoDir, "data")[0], func(n int) int { return n - 20 })
 	r := c.ok("repair", "index")
 	if !bytes.Contains([]byte(r.stdout), []byte("header unreadable")) || !bytes.Contains([]byte(r.stdout), []byte("lost 0")) {
 		t.Fatalf("repair index:\n%s", r.stdout)
 	}
 	c.ok("repair", "snapshots", "--read-data")
-	out := filepath.Join(dir, "out.img")
-	c.ok("import", "-q", "--snapshot", "latest:v", "--target", out)
-	a, _ := os.ReadFile(img)
-	b, _ := os.ReadFile(out)
-	if !bytes.Equal(a, b) {
+	if !importsSame(c, dir, "latest:v", img) {
 		t.Fatal("import after repair index differs")
 	}
 }
@@ -164,12 +141,7 @@ func TestCLIRepairDamagedHeader(t *testing.T) {
 // nothing, gc refuses to delete, and --write-repaired replaces it by a copy
 // that restores every other byte, with zeros in the lost ranges.
 func TestCLIRepairSnapshotsWriteRepaired(t *testing.T) {
-	c, dir := newCLI(t)
-	repoDir := c.env["MOVER_REPOSITORY"]
-	img := filepath.Join(dir, "vol.img")
-	makeImage(t, img, 24<<20)
-	c.ok("init", "--pack-size", "2MiB")
-	c.ok("export", "-q", "--source", img, "--name", "v")
+	c, dir, repoDir, img := exportedRepo(t)
 	os.Remove(objects(t, repoDir, "data")[0])
 	c.fails(1, "cannot be restored whole", "repair", "snapshots")
 	c.fails(1, "no existing pack", "gc", "--grace", "0s")
@@ -198,4 +170,28 @@ func TestCLIRepairSnapshotsWriteRepaired(t *testing.T) {
 	}
 	c.ok("gc", "--grace", "0s")
 	c.ok("check", "--read-data")
+}
+
+// exportedRepo is a directory repository (2 MiB packs) holding one export
+// of a 24 MiB image as volume v.
+func exportedRepo(t *testing.T) (c *cli, dir, repoDir, img string) {
+	t.Helper()
+	c, dir = newCLI(t)
+	repoDir = c.env["MOVER_REPOSITORY"]
+	img = filepath.Join(dir, "vol.img")
+	makeImage(t, img, 24<<20)
+	c.ok("init", "--pack-size", "2MiB")
+	c.ok("export", "-q", "--source", img, "--name", "v")
+	return c, dir, repoDir, img
+}
+
+// importsSame imports snapshot ref into a new file and compares it with img.
+func importsSame(c *cli, dir, ref, img string) bool {
+	c.t.Helper()
+	out := filepath.Join(dir, "out.img")
+	os.Remove(out)
+	c.ok("import", "-q", "--snapshot", ref, "--target", out)
+	a, _ := os.ReadFile(img)
+	b, _ := os.ReadFile(out)
+	return bytes.Equal(a, b)
 }
