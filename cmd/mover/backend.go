@@ -99,7 +99,7 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 		return g.wrap(be), nil
 	}
 	if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("repository %s does not exist (run mover init first)", loc)
+		return nil, fmt.Errorf("repository %s does not exist: %w", loc, repo.ErrNotRepository)
 	}
 	be, err := fs.Open(loc)
 	if err != nil {
