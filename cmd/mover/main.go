@@ -135,7 +135,9 @@ The repository and its password come from flags or the environment:
 ` + exitCodesHelp(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildVersion().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
 	var stopProfile func()
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
@@ -177,6 +179,7 @@ The repository and its password come from flags or the environment:
 		newDiffCommand(ctx, g),
 		newBenchCommand(ctx, g),
 		newK8sCommand(ctx, g),
+		newVersionCommand(g),
 	)
 	g.pod.install(ctx, g, root)
 	return root
