@@ -13,8 +13,11 @@ TEST_FLAGS ?= -timeout 30m
 
 all: build
 
+# The version mover --version prints: the checkout's git describe.
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/mover
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/mover
 
 # The main job on an embedded default: generate a sample device image (or
 # use DEVICE), export it into a local repository, import it back, verify.

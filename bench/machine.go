@@ -45,8 +45,13 @@ func (m Machine) String() string {
 	return fmt.Sprintf("%d cores (%s%s), %d GiB RAM, %s, Linux %s, %s, mover %s", m.CPUs, m.CPUModel, virt, m.MemoryGiB, m.OS, m.Kernel, m.Go, m.Mover)
 }
 
-func machineInfo(ctx context.Context) Machine {
+// machineInfo describes this machine; version is the mover's ("" to find
+// it from the build information or the checkout).
+func machineInfo(ctx context.Context, version string) Machine {
 	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Mover: "unknown", LoadBefore: loadAverage()}
+	if version != "" {
+		m.Mover = version
+	}
 	m.Hostname, _ = os.Hostname()
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -83,7 +88,7 @@ func machineInfo(ctx context.Context) Machine {
 			}
 		}
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if bi, ok := debug.ReadBuildInfo(); ok && m.Mover == "unknown" {
 		var rev, dirty string
 		for _, s := range bi.Settings {
 			switch s.Key {

@@ -92,6 +92,10 @@ type Config struct {
 	Polynomial uint64
 	// Command is the command line recorded in reports.
 	Command string
+	// MoverVersion is the version of the mover measured, recorded in
+	// reports (e.g. "v1.2.0-3-gabc123"); empty: the VCS revision this
+	// binary was built from, else the checkout's `git describe`.
+	MoverVersion string
 	// Progress receives one line per step (nil: silent).
 	Progress func(string)
 }
@@ -209,7 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, o := range cfg.Ops {
 		r.ops[o] = true
 	}
-	r.rep = &Report{Version: ReportVersion, Started: start.UTC().Truncate(time.Second), Machine: machineInfo(ctx),
+	r.rep = &Report{Version: ReportVersion, Started: start.UTC().Truncate(time.Second), Machine: machineInfo(ctx, cfg.MoverVersion),
 		Scenario: cfg.Scenario, Command: cfg.Command, Ops: cfg.Ops, Settings: cfg.Settings, Sweeps: cfg.Sweeps}
 	if err := os.MkdirAll(cfg.Work, 0o755); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)

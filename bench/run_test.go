@@ -379,3 +379,14 @@ func TestRunS3(t *testing.T) {
 		t.Errorf("%d objects left in the bucket", left)
 	}
 }
+
+// TestMachineMoverVersion: the version the command passes in is what the
+// report names; without one, the build's revision or the checkout's.
+func TestMachineMoverVersion(t *testing.T) {
+	if m := machineInfo(t.Context(), "v1.2.3-4-gabcdef"); m.Mover != "v1.2.3-4-gabcdef" || !strings.HasSuffix(m.String(), "mover v1.2.3-4-gabcdef") {
+		t.Errorf("machineInfo with a version: %q (%s)", m.Mover, m)
+	}
+	if m := machineInfo(t.Context(), ""); m.Mover == "" {
+		t.Error("machineInfo without a version: empty")
+	}
+}

@@ -20,6 +20,20 @@
 // never modifies it, and returns well-formed lists. Extents outside the
 // device are errors wrapping ErrInvalidExtent, never clipped silently.
 //
+// # Nil and empty
+//
+// A nil ChangeList means that there is no change list: nothing is known of
+// what changed, and an incremental export must read the whole volume
+// (mover.ExportOptions.Changes). An empty ChangeList that is not nil
+// means that nothing changed: the export reads nothing but the chunks it is
+// asked to verify. Most volumes are idle most nights, so the difference is
+// a full read of the volume. Every function and method of this package that
+// returns a ChangeList without an error returns a non-nil one (ParseChanges
+// of a file that lists no extent, CollectChanges of a source that sends
+// none, NewChangeList, Diff of equal devices, Clip, Union): a change list
+// that exists never turns into none. Test for "nothing changed" with
+// len(cl) == 0 && cl != nil, never with cl == nil.
+//
 // A change list may cover more than what changed (CBT works in blocks,
 // Diff in comparison blocks); it must never miss a changed byte.
 //

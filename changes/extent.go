@@ -120,17 +120,17 @@ func (cl ChangeList) Contains(off, length int64) bool {
 
 // Clip returns the parts of cl within [off, off+length), for instance the
 // changes inside one segment. The result is a new slice (cl is not
-// modified) and is nil when nothing overlaps. A range that would overflow
+// modified) and is empty, but not nil, when nothing overlaps. A range that would overflow
 // int64 is clipped at the largest offset.
 func (cl ChangeList) Clip(off, length int64) ChangeList {
+	out := ChangeList{}
 	if length <= 0 {
-		return nil
+		return out
 	}
 	end := off + length
 	if end < off { // overflow
 		end = 1<<63 - 1
 	}
-	var out ChangeList
 	for i := cl.Search(off); i < len(cl) && cl[i].Offset < end; i++ {
 		s, e := max(cl[i].Offset, off), min(cl[i].End(), end)
 		out = append(out, Extent{Offset: s, Length: e - s})
@@ -141,11 +141,8 @@ func (cl ChangeList) Clip(off, length int64) ChangeList {
 // Union returns the extents in cl, in other or in both, sorted and merged.
 // It takes linear time; neither argument is modified and the result shares
 // no memory with them. Both must be well formed; the result is inside any
-// device both are inside.
+// device both are inside. The result is never nil, even when both are.
 func (cl ChangeList) Union(other ChangeList) ChangeList {
-	if len(cl)+len(other) == 0 {
-		return nil
-	}
 	out := make(ChangeList, 0, len(cl)+len(other))
 	add := func(e Extent) {
 		if n := len(out); n > 0 && e.Offset <= out[n-1].End() {

@@ -55,6 +55,10 @@ const (
 // Extents outside the device, negative or overflowing are errors naming the
 // entry, and so is a file that states a device size other than size.
 //
+// A file that lists no extent (`"block_metadata":[]`, `[]`, no
+// ChangedBlocks) means that nothing changed: the result is then an empty
+// ChangeList that is not nil (see the package comment on nil and empty).
+//
 // The file is decoded as a stream: memory grows with the number of
 // separate extents (16 bytes each; neighbours that touch or overlap are
 // merged as they arrive), never with the file's size. Besides the single
@@ -196,6 +200,9 @@ func (p *changeParser) compact() ChangeList {
 	merged := p.out[:0]
 	for _, e := range p.out {
 		merged = appendMerged(merged, e)
+	}
+	if merged == nil { // nothing changed: present, and empty
+		merged = []Extent{}
 	}
 	p.out = merged
 	return ChangeList(merged)

@@ -305,7 +305,7 @@ func (c *Clients) runJob(ctx context.Context, job *batchv1.Job, tm Timing, log *
 		return nil, err
 	}
 	if res.Error != "" {
-		return nil, &JobFailedError{Namespace: got.Namespace, Job: got.Name, Message: res.Error}
+		return nil, &JobFailedError{Namespace: got.Namespace, Job: got.Name, Message: res.Error, MoverReason: res.Reason, Retryable: res.Retryable, ExitCode: res.ExitCode}
 	}
 	log.Info("mover Job done", "snapshot", res.Snapshot, "size", res.Size, "seconds", res.Seconds)
 	return res, nil
@@ -330,7 +330,7 @@ func (c *Clients) finishedJob(ctx context.Context, ns, op string, tm Timing) (*R
 	}
 	res, err := c.WaitJob(ctx, ns, job.Name, tm.Poll, tm.Job)
 	if err == nil && res.Error != "" {
-		err = &JobFailedError{Namespace: ns, Job: job.Name, Message: res.Error}
+		err = &JobFailedError{Namespace: ns, Job: job.Name, Message: res.Error, MoverReason: res.Reason, Retryable: res.Retryable, ExitCode: res.ExitCode}
 	}
 	if err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package csi
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -300,10 +302,23 @@ func (f *fakeControllers) runJobs(ctx context.Context) {
 				batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods", LastProbeTime: now, LastTransitionTime: now},
 				batchv1.JobCondition{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods", LastProbeTime: now, LastTransitionTime: now})
 		} else {
+			// A FailJob rule of the podFailurePolicy that matches the
+			// exit code fails the Job at once, as the real controller does.
+			reason, message := "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+			if pfp := job.Spec.PodFailurePolicy; pfp != nil {
+				for i, r := range pfp.Rules {
+					if oe := r.OnExitCodes; r.Action == batchv1.PodFailurePolicyActionFailJob && oe != nil &&
+						oe.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && slices.Contains(oe.Values, code) {
+						reason = "PodFailurePolicy"
+						message = fmt.Sprintf("Container %s for pod %s/%s failed with exit code %d matching FailJob rule at index %d", ContainerName, pod.Namespace, pod.Name, code, i)
+						break
+					}
+				}
+			}
 			job.Status.Failed = 1
 			job.Status.Conditions = append(job.Status.Conditions,
-				batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastProbeTime: now, LastTransitionTime: now},
-				batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastProbeTime: now, LastTransitionTime: now})
+				batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastProbeTime: now, LastTransitionTime: now},
+				batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastProbeTime: now, LastTransitionTime: now})
 		}
 		if _, err := e.admin.Kube.BatchV1().Jobs(e.ns).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			e.t.Errorf("fake job controller: %v", err)

@@ -271,11 +271,13 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 			ActiveDeadlineSeconds:   &deadline,
 			BackoffLimit:            &backoff,
 			TTLSecondsAfterFinished: &ttl,
-			// A wrong command line (exit 2) fails the Job at once; a pod
-			// lost to a node drain or preemption is not counted.
+			// A failure that retrying cannot fix (PermanentExitCodes: a
+			// wrong command line, no repository, wrong password, …) fails
+			// the Job at once; a pod lost to a node drain or preemption is
+			// not counted.
 			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
 				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-					ContainerName: ptr(ContainerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{2}}},
+					ContainerName: ptr(ContainerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: PermanentExitCodes()}},
 				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
 					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
 			}},
@@ -319,6 +321,17 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 
 func ptr[T any](v T) *T { return &v }
 
+// PermanentExitCodes returns the mover's exit codes that retrying cannot
+// fix, in ascending order: 2 a wrong command line, 3 init found a
+// repository, 10 no repository, 11 repository busy, 12 cannot unlock
+// (wrong or no password, damaged key files), 13 the storage refuses
+// (access denied, no bucket), 14 no such snapshot or volume, 15 unsuitable
+// source or target, 16 a repository newer than the mover. The Job's
+// podFailurePolicy fails the Job at once on them; every other code (1
+// failure, 70 a bug, 130 SIGINT, 143 SIGTERM) is retried up to the
+// backoff limit. The mover's `--help` lists the same table.
+func PermanentExitCodes() []int32 { return []int32{2, 3, 10, 11, 12, 13, 14, 15, 16} }
+
 func secretEnv(secret, key string, optional bool) corev1.EnvVar {
 	return corev1.EnvVar{Name: key, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 		LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key, Optional: &optional}}}
@@ -326,7 +339,8 @@ func secretEnv(secret, key string, optional bool) corev1.EnvVar {
 
 // Result is the JSON object the mover writes to its termination log: the
 // object `mover export --json` or `mover import --json` prints, or
-// {"error": "..."} when the command failed.
+// {"error": "...", "reason": "...", "retryable": false, "exit_code": 12}
+// when the command failed.
 type Result struct {
 	Snapshot     string  `json:"snapshot"`
 	Volume       string  `json:"volume"`
@@ -345,6 +359,14 @@ type Result struct {
 	Seconds      float64 `json:"seconds"`
 	// Error is set when the mover failed.
 	Error string `json:"error,omitempty"`
+	// Reason is a stable word for the failure (WrongPassword,
+	// NotRepository, SnapshotNotFound, Usage, Interrupted, Failed, …);
+	// Retryable says whether running the same command again may succeed;
+	// ExitCode is the mover's exit code. Empty, false and 0 from a mover
+	// older than these fields.
+	Reason    string `json:"reason,omitempty"`
+	Retryable bool   `json:"retryable,omitempty"`
+	ExitCode  int    `json:"exit_code,omitempty"`
 	// Raw is the message as the mover wrote it.
 	Raw json.RawMessage `json:"-"`
 }
@@ -366,6 +388,11 @@ type JobFailedError struct {
 	Namespace, Job string
 	Reason         string // the Job's Failed condition reason, e.g. BackoffLimitExceeded
 	Message        string
+	// MoverReason, Retryable and ExitCode are the mover's own (Result),
+	// when its termination message says them.
+	MoverReason string
+	Retryable   bool
+	ExitCode    int
 }
 
 func (e *JobFailedError) Error() string {
@@ -414,6 +441,7 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 		if msg != "" {
 			if r, err := ParseResult(msg); err == nil && r.Error != "" {
 				jf.Message = r.Error
+				jf.MoverReason, jf.Retryable, jf.ExitCode = r.Reason, r.Retryable, r.ExitCode
 			} else {
 				jf.Message = strings.TrimSpace(msg)
 			}

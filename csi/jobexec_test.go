@@ -262,7 +262,8 @@ func TestJobRunsLocally(t *testing.T) {
 
 	incrementalStep(t, e, k, job, res, src, data)
 
-	// A wrong password: the Job fails and the mover's own error surfaces.
+	// A wrong password: the Job fails at once (exit 12 is permanent) and the
+	// mover's own error, reason and retryable flag surface.
 	_, err = e.admin.Kube.CoreV1().Secrets(e.ns).Create(e.ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "wrong"},
 		StringData: map[string]string{"MOVER_PASSWORD": "nope", "MOVER_REPOSITORY": repoDir}}, metav1.CreateOptions{})
 	if err != nil {
@@ -271,8 +272,9 @@ func TestJobRunsLocally(t *testing.T) {
 	args.Job.Secret, args.Operation = "wrong", "wrong-pw"
 	_, err = e.orch.Export(context.Background(), args)
 	var jf *JobFailedError
-	if !errors.As(err, &jf) || !strings.Contains(strings.ToLower(jf.Message), "password") {
-		t.Fatalf("wrong password: %v", err)
+	if !errors.As(err, &jf) || !strings.Contains(strings.ToLower(jf.Message), "password") ||
+		jf.Reason != "PodFailurePolicy" || jf.MoverReason != "WrongPassword" || jf.Retryable || jf.ExitCode != 12 {
+		t.Fatalf("wrong password: %v (%+v): want the Job failed at once by its podFailurePolicy, reason WrongPassword, not retryable, exit 12", err, jf)
 	}
 	t.Log(err)
 }

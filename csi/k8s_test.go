@@ -248,6 +248,19 @@ func TestExportJobFails(t *testing.T) {
 		t.Errorf("leftovers: %d VolumeSnapshots, %d PVCs, %d Jobs", vs, pvcs, jobs)
 	}
 
+	// A permanent failure (exit 12, a wrong password) fails the Job at
+	// once through its podFailurePolicy, and the mover's reason surfaces.
+	e.fake.set(func(f *fakeControllers) {
+		f.runPod = func(*batchv1.Job, *corev1.Pod) (int32, string) {
+			return 12, `{"error":"wrong password: no key file of the repository matches it","exit_code":12,"reason":"WrongPassword","retryable":false}`
+		}
+	})
+	_, err = e.orch.Export(e.ctx, e.exportArgs("wrong-pw", "data"))
+	if !errors.As(err, &jf) || jf.Reason != "PodFailurePolicy" || jf.MoverReason != "WrongPassword" || jf.Retryable || jf.ExitCode != 12 ||
+		!strings.HasPrefix(jf.Message, "wrong password") {
+		t.Fatalf("want the mover's permanent error, got %v (%+v)", err, jf)
+	}
+
 	// A crash (no JSON) leaves the log tail in the message
 	// (FallbackToLogsOnError); it is shown as it is.
 	e.fake.set(func(f *fakeControllers) {
@@ -266,7 +279,7 @@ func TestExportJobFails(t *testing.T) {
 	if _, err := e.orch.Export(e.ctx, args); !errors.As(err, &jf) {
 		t.Errorf("rerun of a failed operation: %v", err)
 	}
-	if n := len(e.fake.createdJobs()); n != 2 {
+	if n := len(e.fake.createdJobs()); n != 3 {
 		t.Errorf("%d Jobs created", n)
 	}
 	if err := e.orch.Cleanup(e.ctx, e.ns, "panics"); err != nil {

@@ -16,7 +16,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 mkdir -p "$(dirname "$out")"
-(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$work/mover" ./cmd/mover)
+version=$(cd "$root" && git describe --always --dirty 2>/dev/null || true)
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/mover" ./cmd/mover)
 ca=/etc/ssl/certs/ca-certificates.crt
 [[ -f $ca ]] || ca=""
 version=$(git -C "$root" describe --always --dirty 2>/dev/null || echo dev)

@@ -61,8 +61,10 @@ type ExportOptions struct {
 	Base *repo.Snapshot
 	// Changes lists the byte ranges that may differ from Base (changed-block
 	// tracking). Only they are read, with the chunks around them; every
-	// other entry of Base is reused without reading. Without Changes, an
-	// export with a Base reads everything and stores only new chunks.
+	// other entry of Base is reused without reading. Without Changes (nil), an
+	// export with a Base reads everything and stores only new chunks; an
+	// empty Changes that is not nil means nothing changed, and nothing is
+	// read but the VerifyUnchanged sample.
 	Changes changes.ChangeList
 	// VerifyUnchanged is the fraction (0..1) of reused chunks that are read
 	// again and checked against their IDs: a wrong change list then fails

@@ -58,8 +58,11 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 		}
 	}
 	be, err := location.Open(ctx, loc, opts)
-	if errors.Is(err, location.ErrBadLocation) {
+	switch {
+	case errors.Is(err, location.ErrBadLocation):
 		return nil, usageError{err}
+	case errors.Is(err, location.ErrNoDirectory):
+		return nil, fmt.Errorf("repository %s does not exist (run mover init first): %w", loc, repo.ErrNotRepository)
 	}
 	if err != nil {
 		return nil, err

@@ -258,6 +258,9 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 		OnDisk: o.onDisk, Sparse: o.sparse, Cold: o.cold, NoVerify: o.noVerify, Command: commandLine(cmd),
 		S3: bench.S3Peer{Endpoint: o.backend.s3Endpoint, PathStyle: o.backend.s3PathStyle, CABundle: o.backend.s3CABundle},
 	}
+	if v := buildVersion().Version; v != "unknown" {
+		cfg.MoverVersion = v
+	}
 	if cfg.S3.Endpoint == "" {
 		cfg.S3.Endpoint = g.env.getenv("AWS_ENDPOINT_URL")
 	}

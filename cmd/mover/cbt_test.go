@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -60,4 +61,49 @@ func TestCLIIncremental(t *testing.T) {
 	c.fails(2, "need --base", "export", "--source", cur, "--name", "v", "--changes", changes)
 	c.fails(1, "invalid change list", "export", "--source", cur, "--name", "v", "--base", "latest:v", "--changes", base)
 	c.fails(2, "accepts 2 arg", "diff", base)
+}
+
+// TestCLINothingChanged: mover diff of a volume with itself prints an empty
+// change list, and an export with it reads nothing but the sample that
+// --verify-unchanged asks for (an empty list is "nothing changed", not "no
+// change list"), and still makes a snapshot that imports byte-identically.
+func TestCLINothingChanged(t *testing.T) {
+	c, dir := newCLI(t)
+	img := filepath.Join(dir, "vol.img")
+	const size = 40 << 20
+	makeImage(t, img, size)
+	c.ok("init")
+	c.ok("export", "-q", "--source", img, "--name", "v")
+	r := c.ok("diff", img, img)
+	if !strings.Contains(r.stdout, `"block_metadata":[]`) {
+		t.Fatalf("diff of a volume with itself: %s", r.stdout)
+	}
+	list := filepath.Join(dir, "changes.json")
+	os.WriteFile(list, []byte(r.stdout), 0o600)
+	for _, tc := range []struct {
+		verify  string
+		maxRead int64
+	}{
+		{"0", 0},
+		{"0.05", size / 5}, // a random 5 % sample of the data chunks, with room
+	} {
+		r = c.ok("export", "-q", "--json", "--source", img, "--name", "v", "--base", "latest:v", "--changes", list, "--verify-unchanged", tc.verify)
+		var ex exportJSON
+		if err := json.Unmarshal([]byte(r.stdout), &ex); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("--verify-unchanged %s: read %d, reused %d, stored %d", tc.verify, ex.ReadBytes, ex.ReusedBytes, ex.StoredBytes)
+		if ex.ReadBytes > tc.maxRead {
+			t.Fatalf("--verify-unchanged %s: an empty change list read %d of %d bytes, want at most %d", tc.verify, ex.ReadBytes, size, tc.maxRead)
+		}
+		if ex.Parent == "" || ex.NewBytes != 0 {
+			t.Fatalf("--verify-unchanged %s: parent %q, %d new bytes", tc.verify, ex.Parent, ex.NewBytes)
+		}
+		out := filepath.Join(dir, "out-"+tc.verify+".img")
+		c.ok("import", "-q", "--snapshot", ex.Snapshot, "--target", out)
+		want, _ := os.ReadFile(img)
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+			t.Fatalf("--verify-unchanged %s: the snapshot does not import byte-identically", tc.verify)
+		}
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -28,7 +27,7 @@ const testPolynomial = "3DA3358B4DC173"
 // so they can SIGKILL a real process at any point.
 func TestMain(m *testing.M) {
 	if os.Getenv("MOVER_TEST_EXEC") == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		ctx, stop := signalContext()
 		env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 		var k *killer
 		if n := os.Getenv("MOVER_TEST_KILL_AFTER"); n != "" {

@@ -104,7 +104,7 @@ func TestCLIDiff(t *testing.T) {
 	c.fails(1, "fewer than", "diff", grown, cur)
 	c.fails(1, "no such file", "diff", filepath.Join(dir, "missing.img"), cur)
 	c.fails(1, "no such file", "diff", base, filepath.Join(dir, "missing.img"))
-	c.fails(1, "not a block device or regular file", "diff", dir, cur)
+	c.fails(exitUnsuitable, "not a block device or regular file", "diff", dir, cur)
 	c.fails(2, "--block-size", "diff", "--block-size", "100", base, cur)
 	c.fails(2, "--block-size", "diff", "--block-size", "1GiB", base, cur)
 	c.fails(2, "--block-size", "diff", "--block-size", "lots", base, cur)

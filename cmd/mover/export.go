@@ -118,7 +118,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	}
 	src, err := mover.OpenSource(o.source, !o.keepCache)
 	if err != nil {
-		return err
+		return unsuitable(err)
 	}
 	defer src.Close()
 	if mnt := src.MountedAt(); mnt != "" {

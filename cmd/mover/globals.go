@@ -63,7 +63,7 @@ func (g *globalOptions) secret(prompt string, confirm bool) ([]byte, error) {
 			return nil, fmt.Errorf("reading key file: %w", err)
 		}
 		if len(b) == 0 {
-			return nil, fmt.Errorf("key file %s is empty", g.keyFile)
+			return nil, codedError{outcome{exitLocked, "NoPassword", false}, fmt.Errorf("key file %s is empty", g.keyFile)}
 		}
 		return b, nil
 	case g.passwordFile != "":
@@ -82,7 +82,7 @@ func readPasswordFile(path string) ([]byte, error) {
 	}
 	b = bytes.TrimRight(b, "\r\n")
 	if len(b) == 0 {
-		return nil, fmt.Errorf("password file %s is empty", path)
+		return nil, codedError{outcome{exitLocked, "NoPassword", false}, fmt.Errorf("password file %s is empty", path)}
 	}
 	return b, nil
 }
@@ -90,7 +90,7 @@ func readPasswordFile(path string) ([]byte, error) {
 func (g *globalOptions) prompt(prompt string, confirm bool) ([]byte, error) {
 	f, ok := g.env.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil, errors.New("no password: set MOVER_PASSWORD, or give --password-file or --key-file")
+		return nil, errNoPassword
 	}
 	fmt.Fprint(g.env.stderr, prompt)
 	pw, err := term.ReadPassword(int(f.Fd()))

@@ -89,7 +89,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	}
 	dst, err := mover.OpenTarget(o.target, snap.Size, mover.TargetOptions{Create: o.create})
 	if err != nil {
-		return err
+		return unsuitable(err)
 	}
 	defer dst.Close()
 	loc, _ := g.location() // openRepo succeeded with it
@@ -137,7 +137,7 @@ func checkTargetOutside(repoDir, target string) error {
 		return nil // it cannot be opened either: opening it says why
 	}
 	if td == rd || strings.HasPrefix(td, rd+string(filepath.Separator)) {
-		return usagef("--target %s is inside the repository %s: the import would overwrite the repository's files; choose a target outside it", target, repoDir)
+		return unsuitable(fmt.Errorf("--target %s is inside the repository %s: the import would overwrite the repository's files; choose a target outside it", target, repoDir))
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func TestCLIImportIntoRepository(t *testing.T) {
 		filepath.Join(repoDir, "config"), pack, repoDir, filepath.Join(repoDir, "data", "new.img"),
 		filepath.Join(link, "config"), filepath.Join(dir, "elsewhere", "..", "link", "snapshots", "x.img"),
 	} {
-		c.fails(exitUsage, "is inside the repository", "import", "--snapshot", "latest", "--target", target)
+		c.fails(exitUnsuitable, "is inside the repository", "import", "--snapshot", "latest", "--target", target)
 	}
 	if b, _ := os.ReadFile(filepath.Join(repoDir, "config")); !bytes.Equal(b, cfg) {
 		t.Fatal("the config changed")

@@ -57,7 +57,7 @@ func TestCLIInitGuards(t *testing.T) {
 		{"forget", "--keep-last", "1"}, {"key", "list"}, {"gc"}, {"init"},
 	} {
 		r := c.run(args...)
-		if r.code != 1 || !strings.Contains(r.stderr, "config is missing") || !strings.Contains(r.stderr, "init will not overwrite") ||
+		if r.code != exitNoRepository || !strings.Contains(r.stderr, "config is missing") || !strings.Contains(r.stderr, "init will not overwrite") ||
 			strings.Contains(r.stderr, "run mover init") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 			t.Fatalf("mover %s without config: exit %d, %q", strings.Join(args, " "), r.code, r.stderr)
 		}
@@ -90,6 +90,6 @@ func TestCLIInitGuardsS3(t *testing.T) {
 	}
 	put("team/other/snapshots/0123") // as if there had been exports
 
-	c.fails(1, "config is missing", append([]string{"snapshots"}, s3flags...)...)
-	c.fails(1, "config is missing", append([]string{"init"}, s3flags...)...)
+	c.fails(exitNoRepository, "config is missing", append([]string{"snapshots"}, s3flags...)...)
+	c.fails(exitNoRepository, "config is missing", append([]string{"init"}, s3flags...)...)
 }

@@ -19,8 +19,8 @@ func TestCLIKeyFileDamage(t *testing.T) {
 	c.ok("key", "add", "--new-password-file", pw)
 	flipByte(t, first, func(n int) int { return n / 2 })
 	rel, _ := filepath.Rel(repoDir, first)
-	c.fails(1, "wrong password", "snapshots")
-	c.fails(1, "key file "+rel+": damaged: content does not match its name", "snapshots")
+	c.fails(exitLocked, "wrong password", "snapshots")
+	c.fails(exitLocked, "key file "+rel+": damaged: content does not match its name", "snapshots")
 
 	other := &cli{t: t, env: map[string]string{"MOVER_REPOSITORY": repoDir}}
 	r := other.run("check", "--password-file", pw)
@@ -30,5 +30,5 @@ func TestCLIKeyFileDamage(t *testing.T) {
 	for _, k := range objects(t, repoDir, "keys") {
 		flipByte(t, k, func(n int) int { return n / 3 })
 	}
-	other.fails(1, "every key file is damaged", "snapshots", "--password-file", pw)
+	other.fails(exitLocked, "every key file is damaged", "snapshots", "--password-file", pw)
 }

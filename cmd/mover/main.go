@@ -9,23 +9,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 
-	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1 // the operation failed
-	exitUsage = 2 // the command line was wrong
-	// exitExists: init found a repository already there (perhaps made by
-	// another init racing this one): a caller can open it instead.
-	exitExists = 3
 )
 
 // usageError marks errors in the command line, which get a usage hint.
@@ -37,16 +27,49 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	code := run(ctx, os.Args[1:], &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
 	stop()
 	os.Exit(code)
 }
 
-// run executes one command line and returns the exit code. Every failure is
-// one line on stderr.
-func run(ctx context.Context, args []string, env *environment) int {
+// signalContext returns a context that the first SIGINT or SIGTERM
+// cancels, with the signal as its cause (run's exit code tells them
+// apart); a second signal then kills at once. stop releases the signals.
+func signalContext() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs)
+			cancel(signalCause{s})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel(nil)
+	}
+}
+
+// run executes one command line and returns the exit code (exitcodes.go).
+// Every failure is one line on stderr. A panic in the command's own
+// goroutine is recovered and exits exitPanic, with its stack on stderr
+// when MOVER_DEBUG is set.
+func run(ctx context.Context, args []string, env *environment) (code int) {
 	stderr := env.stderr
+	defer func() {
+		if v := recover(); v != nil {
+			msg := strings.ReplaceAll(fmt.Sprint(v), "\n", " ")
+			fmt.Fprintf(stderr, "mover: internal error (a bug; please report it): panic: %s\n", msg)
+			if env.getenv("MOVER_DEBUG") != "" {
+				stderr.Write(debug.Stack())
+			}
+			code = exitPanic
+		}
+	}()
 	root := newRootCommand(ctx, env)
 	root.SetArgs(args)
 	root.SetIn(env.stdin)
@@ -57,21 +80,18 @@ func run(ctx context.Context, args []string, env *environment) int {
 		return exitOK
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
+	o := classify(ctx, err)
+	if o.Code == exitUsage {
 		fmt.Fprintf(stderr, "mover: %s (see '%s --help')\n", msg, cmd.CommandPath())
 		return exitUsage
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	if (o.Code == exitInterrupted || o.Code == exitTerminated) && errors.Is(err, context.Canceled) {
 		msg = "interrupted; the repository is consistent and a rerun reuses what was uploaded"
 	}
 	if !errors.As(err, new(reportedError)) { // already logged as JSON (pod.go)
 		fmt.Fprintf(stderr, "mover: %s\n", msg)
 	}
-	if errors.Is(err, repo.ErrRepositoryExists) {
-		return exitExists
-	}
-	return exitError
+	return o.Code
 }
 
 // isFlagError recognises cobra's and pflag's own command-line errors.
@@ -93,6 +113,9 @@ type environment struct {
 	// wrapBackend, if set, wraps every repository backend a command opens
 	// (the crash tests count writes with it, and kill the process at one).
 	wrapBackend func(backend.Backend) backend.Backend
+	// beforeRun, if set, is called before every command runs, inside
+	// cobra's execution (the tests panic in it).
+	beforeRun func(*cobra.Command)
 }
 
 func newRootCommand(ctx context.Context, env *environment) *cobra.Command {
@@ -106,13 +129,21 @@ and imports snapshots back onto devices.
 
 The repository and its password come from flags or the environment:
   MOVER_REPOSITORY   repository location (a directory, or s3://BUCKET/PREFIX)
-  MOVER_PASSWORD     repository password (or --password-file, --key-file)`,
+  MOVER_PASSWORD     repository password (or --password-file, --key-file)
+  MOVER_DEBUG        if set, a panic prints its stack
+
+` + exitCodesHelp(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildVersion().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
 	var stopProfile func()
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if env.beforeRun != nil {
+			env.beforeRun(cmd)
+		}
 		if g.cpuProfile == "" {
 			return nil
 		}
@@ -148,6 +179,7 @@ The repository and its password come from flags or the environment:
 		newDiffCommand(ctx, g),
 		newBenchCommand(ctx, g),
 		newK8sCommand(ctx, g),
+		newVersionCommand(g),
 	)
 	g.pod.install(ctx, g, root)
 	return root

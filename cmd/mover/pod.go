@@ -117,19 +117,19 @@ func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command
 		return nil
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	o := classify(ctx, err)
+	if o.Code == exitInterrupted || o.Code == exitTerminated {
 		msg = "interrupted by SIGTERM or SIGINT: stopped; the repository is consistent and a rerun reuses what was uploaded"
-		err = fmt.Errorf("%s", msg)
+		err = codedError{o, errors.New(msg)}
 	}
-	var ue usageError
-	isUsage := errors.As(err, &ue) || isFlagError(err)
-	p.writeResult(map[string]any{"error": msg})
+	isUsage := o.Code == exitUsage
+	p.writeResult(map[string]any{"error": msg, "reason": o.Reason, "retryable": o.Retryable, "exit_code": o.Code})
 	if p.metrics != nil {
 		p.metrics.finish(false)
 	}
 	p.push()
 	if p.json && !isUsage {
-		p.log.Error(op+" failed", "error", msg)
+		p.log.Error(op+" failed", "error", msg, "reason", o.Reason, "retryable", o.Retryable, "exit_code", o.Code)
 		return reportedError{err}
 	}
 	return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -81,13 +82,19 @@ func TestPodExportImport(t *testing.T) {
 		t.Fatalf("import termination message %q: %v", msg, err)
 	}
 	r = c.run("import", "--snapshot", "nosuch", "--target", out, "--termination-log", term)
-	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 1 {
+	if r.code != exitNotFound || strings.Count(strings.TrimSpace(r.stderr), "\n") != 1 {
 		t.Fatalf("failed import: exit %d, stderr %q", r.code, r.stderr)
 	}
-	var failed struct{ Error string }
+	var failed struct {
+		Error     string
+		Reason    string
+		Retryable *bool
+		ExitCode  int `json:"exit_code"`
+	}
 	msg, _ = os.ReadFile(term)
-	if err := json.Unmarshal(msg, &failed); err != nil || !strings.Contains(failed.Error, "nosuch") {
-		t.Errorf("termination message of a failure: %q", msg)
+	if err := json.Unmarshal(msg, &failed); err != nil || !strings.Contains(failed.Error, "nosuch") ||
+		failed.Reason != "SnapshotNotFound" || failed.Retryable == nil || *failed.Retryable || failed.ExitCode != exitNotFound || r.code != exitNotFound {
+		t.Errorf("termination message of a failure: %q (exit %d)", msg, r.code)
 	}
 	if !strings.Contains(r.stderr, `"level":"ERROR"`) || !strings.Contains(r.stderr, "nosuch") {
 		t.Errorf("stderr of a failure: %q", r.stderr)
@@ -95,28 +102,39 @@ func TestPodExportImport(t *testing.T) {
 
 	// Outside a pod: text as before, no JSON logs.
 	delete(c.env, "KUBERNETES_SERVICE_HOST")
-	c.fails(1, "nosuch", "import", "--snapshot", "nosuch", "--target", out)
+	c.fails(exitNotFound, "nosuch", "import", "--snapshot", "nosuch", "--target", out)
 }
 
-// TestPodInterrupted: SIGTERM (the context main cancels) ends an export
-// with exit 1, a clear message, and that message as the termination log.
+// TestPodInterrupted: SIGTERM or SIGINT (the cause of the context main
+// cancels) ends an export with exit 143 or 130, a clear message, and that
+// message as the termination log, retryable.
 func TestPodInterrupted(t *testing.T) {
 	c, dir := newCLI(t)
 	img := filepath.Join(dir, "vol.img")
 	makeImage(t, img, 8<<20)
 	c.ok("init")
-	term := filepath.Join(dir, "termination-log")
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	var out, errb bytes.Buffer
-	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return c.env[k] }}
-	code := run(ctx, []string{"export", "--source", img, "--name", "v", "--termination-log", term}, env)
-	if code != exitError || !strings.Contains(errb.String(), "interrupted by SIGTERM") || !strings.Contains(errb.String(), "rerun") {
-		t.Fatalf("exit %d, stderr %q", code, errb.String())
-	}
-	msg, _ := os.ReadFile(term)
-	if !strings.Contains(string(msg), `"error":"interrupted by SIGTERM`) {
-		t.Errorf("termination message %q", msg)
+	for _, tc := range []struct {
+		sig    os.Signal
+		code   int
+		reason string
+	}{
+		{syscall.SIGTERM, exitTerminated, "Terminated"},
+		{os.Interrupt, exitInterrupted, "Interrupted"},
+	} {
+		term := filepath.Join(dir, "termination-log")
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(signalCause{tc.sig})
+		var out, errb bytes.Buffer
+		env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return c.env[k] }}
+		code := run(ctx, []string{"export", "--source", img, "--name", "v", "--termination-log", term}, env)
+		if code != tc.code || !strings.Contains(errb.String(), "interrupted by SIGTERM") || !strings.Contains(errb.String(), "rerun") {
+			t.Fatalf("%v: exit %d, stderr %q", tc.sig, code, errb.String())
+		}
+		msg, _ := os.ReadFile(term)
+		want := fmt.Sprintf(`"exit_code":%d,"reason":%q,"retryable":true}`, tc.code, tc.reason)
+		if !strings.Contains(string(msg), `"error":"interrupted by SIGTERM`) || !strings.HasSuffix(string(msg), want) {
+			t.Errorf("%v: termination message %q, want it to end in %s", tc.sig, msg, want)
+		}
 	}
 }
 
@@ -269,8 +287,8 @@ func TestPodSIGTERM(t *testing.T) {
 	}
 	err := cmd.Wait()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
-		t.Fatalf("after SIGTERM: %v (want exit %d); stderr %s", err, exitError, stderr.String())
+	if !errors.As(err, &ee) || ee.ExitCode() != exitTerminated {
+		t.Fatalf("after SIGTERM: %v (want exit %d); stderr %s", err, exitTerminated, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	last := lines[len(lines)-1]

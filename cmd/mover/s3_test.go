@@ -44,16 +44,16 @@ func TestCLIS3(t *testing.T) {
 	c.fails(2, "path segment", append([]string{"snapshots", "--repo", "s3://" + bucket + "/a//b"}, s3flags...)...)
 	c.fails(2, "unsupported scheme", "snapshots", "--repo", "ftp://host/x")
 	c.fails(2, "--connections", append([]string{"snapshots", "--connections", "-1"}, s3flags...)...)
-	c.fails(1, "invalid endpoint", "snapshots", "--s3-endpoint", "localhost:9000")
-	c.fails(1, "does not exist", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
-	c.fails(1, "does not exist", append([]string{"init", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
-	c.fails(1, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
+	c.fails(exitStorageRefused, "invalid endpoint", "snapshots", "--s3-endpoint", "localhost:9000")
+	c.fails(exitStorageRefused, "does not exist", append([]string{"snapshots", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
+	c.fails(exitStorageRefused, "does not exist", append([]string{"init", "--repo", "s3://no-such-bucket-here/x"}, s3flags...)...)
+	c.fails(exitNoRepository, "no repository", append([]string{"snapshots", "--repo", "s3://" + bucket + "/empty"}, s3flags...)...)
 	c.fails(exitExists, "already", append([]string{"init"}, s3flags...)...)
 	c.fails(2, "s3:// repository", "init", "--repo", filepath.Join(dir, "fsrepo"), "--object-lock-days", "7")
 
 	// Object Lock: refused on a bucket without it; on a bucket with it,
 	// every object written by any later command carries a retention.
-	c.fails(1, "Object Lock", append([]string{"init", "--repo", "s3://" + bucket + "/locked", "--object-lock-days", "1"}, s3flags...)...)
+	c.fails(exitStorageRefused, "Object Lock", append([]string{"init", "--repo", "s3://" + bucket + "/locked", "--object-lock-days", "1"}, s3flags...)...)
 	locked := "s3://" + srv.NewBucket(t, true) + "/repo"
 	c.ok(append([]string{"init", "--repo", locked, "--object-lock-days", "1", "--object-lock-mode", "governance"}, s3flags...)...)
 	c.ok(append([]string{"export", "-q", "--repo", locked, "--source", img, "--name", "v"}, s3flags...)...)
@@ -74,7 +74,7 @@ func TestCLIS3(t *testing.T) {
 	cmd := c.moverProcess(append([]string{"snapshots"}, s3flags...)...)
 	cmd.Env = append(cmd.Env, "AWS_SECRET_ACCESS_KEY=wrong-secret")
 	outb, err := cmd.CombinedOutput()
-	if err == nil || cmd.ProcessState.ExitCode() != 1 || strings.Count(strings.TrimSpace(string(outb)), "\n") != 0 {
+	if err == nil || cmd.ProcessState.ExitCode() != exitStorageRefused || strings.Count(strings.TrimSpace(string(outb)), "\n") != 0 {
 		t.Fatalf("wrong credentials: exit %d, output %q", cmd.ProcessState.ExitCode(), outb)
 	}
 	t.Logf("wrong credentials: %s", strings.TrimSpace(string(outb)))
