@@ -9,7 +9,7 @@ DEMO_SIZE ?= 1GiB
 DEVICE    ?=
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools image
+.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools cluster-tools image
 
 all: build
 
@@ -47,6 +47,14 @@ tools:
 # in $(go env GOPATH)/bin, outside the tree).
 k8s-tools:
 	hack/install-k8s-test-tools.sh
+
+# The rest of the single-node test cluster (issue 13), into the same cache:
+# kube-controller-manager, kube-scheduler, kubectl, kubelet (one go build of
+# k8s.io/kubernetes), snapshot-controller, csi-snapshotter, csi-provisioner,
+# csi-snapshot-metadata; cold build times in README.md. Not part of `make
+# tools` yet: no test uses these binaries yet.
+cluster-tools: k8s-tools
+	hack/install-cluster-tools.sh
 
 # The mover image as a tarball for `docker load` / `kind load image-archive`,
 # built without a container engine (deploy/Dockerfile is the same image).
