@@ -39,7 +39,7 @@ func startControllers(t *testing.T) *Cluster {
 	c, err := StartWith(ctx, dir, Options{Controllers: true})
 	switch {
 	case errors.Is(err, ErrNoClusterTools):
-		t.Skipf("%v (make cluster-tools builds them)", err)
+		t.Skipf("%v", err) // names make cluster-tools
 	case errors.Is(err, ErrNoBinaries) && os.Getenv(SkipEnv) == "1":
 		t.Skipf("%v", err)
 	case err != nil:
