@@ -9,7 +9,7 @@ DEMO_SIZE ?= 1GiB
 DEVICE    ?=
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools image
+.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools cluster-tools image
 
 all: build
 
@@ -37,19 +37,30 @@ demo: build
 
 # Test tools: loop devices (util-linux), restic (the peer of mover bench),
 # headless Chromium (renders the bench report in a test), each installed
-# with apt-get only when missing, and an S3 server (versitygw, built once
-# into $(go env GOPATH)/bin from the module proxy).
+# with apt-get only when missing, an S3 server (versitygw, built once
+# into $(go env GOPATH)/bin from the module proxy), and the test cluster's
+# binaries (k8s-tools, cluster-tools below).
 tools:
 	@missing=; for t in losetup:util-linux restic:restic chromium:chromium; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@hack/install-versitygw.sh >/dev/null
 	@hack/install-k8s-test-tools.sh >/dev/null
+	@hack/install-cluster-tools.sh >/dev/null
 
 # kube-apiserver and etcd for the csi tests (about ten minutes once; cached
 # in $(go env GOPATH)/bin, outside the tree).
 k8s-tools:
 	hack/install-k8s-test-tools.sh
+
+# The rest of the single-node test cluster (issue 13), into the same cache:
+# kube-controller-manager, kube-scheduler, kubectl, kubelet (one go build of
+# k8s.io/kubernetes), snapshot-controller, csi-snapshotter, csi-provisioner,
+# csi-snapshot-metadata; cold build times in README.md (about 25 minutes).
+# Part of `make tools`: csi/internal/testcluster's TestControllers runs
+# them (and skips, naming this target, when they are missing).
+cluster-tools: k8s-tools
+	hack/install-cluster-tools.sh
 
 # The mover image as a tarball for `docker load` / `kind load image-archive`,
 # built without a container engine (deploy/Dockerfile is the same image).

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -64,7 +63,7 @@ func testCluster(t *testing.T) *testcluster.Cluster {
 		if cluster, clusterErr = testcluster.Start(ctx, clusterDir); clusterErr != nil {
 			return
 		}
-		crds, err := snapshotCRDs()
+		crds, err := testcluster.SnapshotCRDs()
 		if err != nil {
 			clusterErr = err
 			return
@@ -79,30 +78,6 @@ func testCluster(t *testing.T) *testcluster.Cluster {
 		t.Fatalf("test cluster: %v", clusterErr)
 	}
 	return cluster
-}
-
-// snapshotCRDs are the VolumeSnapshot CRDs shipped in the external-snapshotter
-// client module this module requires.
-func snapshotCRDs() ([]string, error) {
-	const mod = "github.com/kubernetes-csi/external-snapshotter/client/v8"
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mod).Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		out, err = exec.Command("go", "mod", "download", "-json", mod).Output()
-		if err != nil {
-			return nil, fmt.Errorf("locating %s: %w", mod, err)
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && k == `"Dir"` {
-				dir = strings.Trim(strings.TrimSpace(v), `",`)
-			}
-		}
-	}
-	var files []string
-	for _, n := range []string{"volumesnapshotclasses", "volumesnapshotcontents", "volumesnapshots"} {
-		files = append(files, filepath.Join(dir, "config", "crd", "snapshot.storage.k8s.io_"+n+".yaml"))
-	}
-	return files, nil
 }
 
 const (

@@ -19,11 +19,14 @@ import (
 )
 
 // TestPinnedVersions: the versions the test helper looks for are the ones
-// hack/install-k8s-test-tools.sh builds.
+// hack/install-k8s-test-tools.sh and hack/install-cluster-tools.sh build.
 func TestPinnedVersions(t *testing.T) {
 	for file, want := range map[string]string{
-		"../hack/tools/go.mod":      `k8s\.io/kubernetes ` + regexp.QuoteMeta(testcluster.KubernetesVersion) + `\b`,
-		"../hack/tools/etcd/go.mod": `go\.etcd\.io/etcd/server/v3 ` + regexp.QuoteMeta(testcluster.EtcdVersion) + `\b`,
+		"../hack/tools/go.mod":                   `k8s\.io/kubernetes ` + regexp.QuoteMeta(testcluster.KubernetesVersion) + `\b`,
+		"../hack/tools/etcd/go.mod":              `go\.etcd\.io/etcd/server/v3 ` + regexp.QuoteMeta(testcluster.EtcdVersion) + `\b`,
+		"../hack/tools/snapshotter/go.mod":       `github\.com/kubernetes-csi/external-snapshotter/v8 ` + regexp.QuoteMeta(testcluster.SnapshotterVersion) + `\b`,
+		"../hack/tools/provisioner/go.mod":       `github\.com/kubernetes-csi/external-provisioner/v6 ` + regexp.QuoteMeta(testcluster.ProvisionerVersion) + `\b`,
+		"../hack/tools/snapshot-metadata/go.mod": `github\.com/kubernetes-csi/external-snapshot-metadata ` + regexp.QuoteMeta(testcluster.SnapshotMetadataVersion) + `\b`,
 	} {
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -1,7 +1,3 @@
-// Package testcluster runs a real etcd and kube-apiserver on 127.0.0.1 for
-// the csi tests: no controllers, no kubelet, RBAC on. The binaries are
-// built once by hack/install-k8s-test-tools.sh (make tools) into
-// $BLOCKMOVER_K8S_TOOLS, default $(go env GOPATH)/bin.
 package testcluster
 
 import (
@@ -51,13 +47,9 @@ var ErrNoBinaries = errors.New("kube-apiserver and etcd test binaries not found"
 
 // Binaries returns the paths of the pinned kube-apiserver and etcd.
 func Binaries() (apiserver, etcd string, err error) {
-	dir := os.Getenv("BLOCKMOVER_K8S_TOOLS")
-	if dir == "" {
-		out, gerr := exec.Command("go", "env", "GOPATH").Output()
-		if gerr != nil {
-			return "", "", fmt.Errorf("go env GOPATH: %w", gerr)
-		}
-		dir = filepath.Join(strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0], "bin")
+	dir, err := toolsDir()
+	if err != nil {
+		return "", "", err
 	}
 	apiserver = filepath.Join(dir, "kube-apiserver-"+KubernetesVersion)
 	etcd = filepath.Join(dir, "etcd-"+EtcdVersion)
@@ -69,23 +61,63 @@ func Binaries() (apiserver, etcd string, err error) {
 	return apiserver, etcd, nil
 }
 
-// Cluster is a running etcd and kube-apiserver.
+// Options chooses what runs beside etcd and kube-apiserver.
+type Options struct {
+	// Controllers runs kube-controller-manager (every default controller),
+	// kube-scheduler and snapshot-controller, installs the VolumeSnapshot
+	// and VolumeGroupSnapshot CRDs, and turns on the API server's default
+	// admission plugins (ServiceAccount, StorageObjectInUseProtection,
+	// DefaultStorageClass, ...), which a cluster without those controllers
+	// must leave off. The binaries come from hack/install-cluster-tools.sh
+	// (make cluster-tools).
+	Controllers bool
+}
+
+// toolsDir is where the install scripts put the binaries:
+// $BLOCKMOVER_K8S_TOOLS, default $(go env GOPATH)/bin.
+func toolsDir() (string, error) {
+	if dir := os.Getenv("BLOCKMOVER_K8S_TOOLS"); dir != "" {
+		return dir, nil
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOPATH: %w", err)
+	}
+	return filepath.Join(strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0], "bin"), nil
+}
+
+// Cluster is a running etcd and kube-apiserver, and the controllers that
+// Options asked for.
 type Cluster struct {
 	// Config is an administrator's (system:masters) client config.
 	Config *rest.Config
 	dir    string
+	pki    *pki
+	saKey  string // the ServiceAccount signing key (PEM)
 	procs  []*exec.Cmd
 	exited []chan struct{}
-	logs   []*bytes.Buffer
+	logs   []*tailBuffer
 	mu     sync.Mutex
 }
 
 // Start runs etcd and kube-apiserver in dir and waits until the API server
 // is ready. Stop ends them.
-func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
+func Start(ctx context.Context, dir string) (*Cluster, error) {
+	return StartWith(ctx, dir, Options{})
+}
+
+// StartWith runs etcd, kube-apiserver and what o asks for in dir, and
+// waits until each is ready. Stop ends them all.
+func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err error) {
 	apiserverBin, etcdBin, err := Binaries()
 	if err != nil {
 		return nil, err
+	}
+	var controllerBins map[string]string
+	if o.Controllers {
+		if controllerBins, err = controllerBinaries(); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{dir: dir}
 	defer func() {
@@ -113,6 +145,7 @@ func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
 		return nil, err
 	}
 	keyFile := filepath.Join(dir, "sa.key")
+	c.saKey = keyFile
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
 		return nil, err
 	}
@@ -121,38 +154,59 @@ func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
 	if err := os.WriteFile(tokenFile, []byte(token+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// A CA for the serving certificate and the components' client
+	// certificates.
+	if c.pki, err = newPKI(filepath.Join(dir, "pki")); err != nil {
+		return nil, err
+	}
+	servingCert, servingKey, err := c.pki.serving("apiserver")
+	if err != nil {
+		return nil, err
+	}
 	port := ports[2]
-	if err := c.start(apiserverBin,
-		"--etcd-servers="+etcdURL,
+	args := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
-		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--tls-cert-file=" + servingCert, "--tls-private-key-file=" + servingKey,
+		"--client-ca-file=" + c.pki.CAFile,
 		"--authorization-mode=RBAC",
-		"--token-auth-file="+tokenFile,
+		"--token-auth-file=" + tokenFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+keyFile, "--service-account-signing-key-file="+keyFile,
+		"--service-account-key-file=" + keyFile, "--service-account-signing-key-file=" + keyFile,
 		"--service-cluster-ip-range=10.96.0.0/24",
-		"--disable-admission-plugins=ServiceAccount,TaintNodesByCondition,Priority,DefaultTolerationSeconds,DefaultStorageClass,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,DefaultIngressClass",
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
-		"--v=0"); err != nil {
+		"--v=0",
+	}
+	if !o.Controllers {
+		// Without the controllers that answer them, these plugins only
+		// get in the way (no ServiceAccount controller creates "default").
+		args = append(args, "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition,Priority,DefaultTolerationSeconds,DefaultStorageClass,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,DefaultIngressClass")
+	}
+	if err := c.start(apiserverBin, args...); err != nil {
 		return nil, err
 	}
 	c.Config = &rest.Config{
 		Host:            fmt.Sprintf("https://127.0.0.1:%d", port),
 		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.pki.CAPEM()},
 		QPS:             200, Burst: 400,
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
+	}
+	if o.Controllers {
+		if err := c.startControllers(ctx, controllerBins); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
 
 func (c *Cluster) start(bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
-	var log bytes.Buffer
-	w := &lockedWriter{mu: &c.mu, w: &log}
+	log := &tailBuffer{}
+	w := &lockedWriter{mu: &c.mu, w: log}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -162,9 +216,23 @@ func (c *Cluster) start(bin string, args ...string) error {
 	go func() { cmd.Wait(); close(done) }()
 	c.procs = append(c.procs, cmd)
 	c.exited = append(c.exited, done)
-	c.logs = append(c.logs, &log)
+	c.logs = append(c.logs, log)
 	return nil
 }
+
+// tailBuffer keeps the last 64 to 128 KiB written to it: the controllers
+// log for as long as the tests run.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 128<<10 {
+		t.b = append(t.b[:0], t.b[len(t.b)-64<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
 
 type lockedWriter struct {
 	mu *sync.Mutex
@@ -193,16 +261,12 @@ func (c *Cluster) Logs() string {
 }
 
 func (c *Cluster) waitReady(ctx context.Context) error {
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}
+	hc := &http.Client{Transport: insecureTransport(), Timeout: 2 * time.Second}
 	deadline := time.Now().Add(90 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		for i, p := range c.procs {
-			select {
-			case <-c.exited[i]:
-				return fmt.Errorf("%s exited", filepath.Base(p.Path))
-			default:
-			}
+		if err := c.exitedProcess(); err != nil {
+			return err
 		}
 		req, _ := http.NewRequestWithContext(ctx, "GET", c.Config.Host+"/readyz", nil)
 		req.Header.Set("Authorization", "Bearer "+c.Config.BearerToken)
@@ -226,7 +290,28 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	return fmt.Errorf("kube-apiserver not ready after 90s: %s", last)
 }
 
-// Stop ends the servers.
+// exitedProcess returns an error naming a server or controller that has
+// exited.
+func (c *Cluster) exitedProcess() error {
+	for i, p := range c.procs {
+		select {
+		case <-c.exited[i]:
+			return fmt.Errorf("%s exited", filepath.Base(p.Path))
+		default:
+		}
+	}
+	return nil
+}
+
+// insecureTransport is for health checks only: they carry no credentials
+// (the readiness check's admin token aside, sent to the server just
+// started on loopback).
+func insecureTransport() *http.Transport {
+	return &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+}
+
+// Stop ends the controllers and then the servers, each with SIGTERM and,
+// after ten seconds, SIGKILL, and waits for them to exit.
 func (c *Cluster) Stop() {
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p, done := c.procs[i], c.exited[i]
@@ -238,7 +323,16 @@ func (c *Cluster) Stop() {
 			<-done
 		}
 	}
-	c.procs = nil
+}
+
+// PIDs are the process IDs of the servers and controllers, for a test
+// that checks none is left after Stop.
+func (c *Cluster) PIDs() []int {
+	var pids []int
+	for _, p := range c.procs {
+		pids = append(pids, p.Process.Pid)
+	}
+	return pids
 }
 
 func freePorts(n int) ([]int, error) {

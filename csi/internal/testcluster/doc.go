@@ -1,0 +1,39 @@
+// Package testcluster runs a real Kubernetes control plane on 127.0.0.1 for
+// the csi tests, as processes (no containers, nothing beyond loopback).
+//
+// Start runs etcd and kube-apiserver only: RBAC on, the admission plugins
+// that need controllers off, and no controllers at all. StartWith and
+// Options.Controllers add kube-controller-manager (every default
+// controller: job, PV binder, pvc-protection, serviceaccount and token,
+// root-ca-cert-publisher, garbage collector, ...), kube-scheduler and
+// snapshot-controller, with the VolumeSnapshot and VolumeGroupSnapshot v1
+// CRDs installed and the API server's default admission plugins on. There
+// is no kubelet yet, so no node: pods are created and stay Pending.
+//
+// Credentials: a CA made per cluster (pki.go) signs the API server's
+// serving certificate and one client certificate per component, as
+// kubeadm does: system:kube-controller-manager, system:kube-scheduler, and
+// for snapshot-controller the name of the ServiceAccount that its upstream
+// RBAC (rbac-snapshot-controller.yaml, copied from external-snapshotter
+// v8.7.0) binds. The administrator of Cluster.Config is a static token in
+// system:masters. Cluster.Kubeconfig issues more, for components a test
+// starts itself.
+//
+// Binaries, each named NAME-VERSION in $BLOCKMOVER_K8S_TOOLS (default
+// $(go env GOPATH)/bin), outside the repository:
+//
+//   - hack/install-k8s-test-tools.sh (make tools, make k8s-tools):
+//     kube-apiserver (k8s.io/kubernetes, hack/tools/go.mod) and etcd
+//     (hack/tools/etcd/go.mod); about ten minutes cold.
+//   - hack/install-cluster-tools.sh (make cluster-tools): from
+//     k8s.io/kubernetes in one go build, kube-controller-manager,
+//     kube-scheduler, kubectl and kubelet; snapshot-controller and
+//     csi-snapshotter (external-snapshotter/v8, hack/tools/snapshotter);
+//     csi-provisioner (external-provisioner/v6, hack/tools/provisioner);
+//     csi-snapshot-metadata (external-snapshot-metadata,
+//     hack/tools/snapshot-metadata). Cold build times on 2 cores are in
+//     README.md.
+//
+// Stop ends every process (SIGTERM, SIGKILL after ten seconds) and waits
+// for each; a test checks that none is left.
+package testcluster
