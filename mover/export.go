@@ -36,8 +36,7 @@ type Store interface {
 	SaveSnapshot(ctx context.Context, s *repo.Snapshot) error
 	WrittenBytes() int64
 	Lookup(id repo.ID) (repo.BlobRef, bool)
-	ReadPackInto(ctx context.Context, id repo.ID, offset, length int64, buf []byte) ([]byte, error)
-	NewBlobOpener() *repo.BlobOpener
+	LoadBlobs(ctx context.Context, o *repo.BlobOpener, refs []repo.BlobRef, fn func(i int, plain []byte) error) (repo.LoadStats, error)
 	LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error)
 }
 
@@ -364,7 +363,7 @@ type worker struct {
 	e        *exporter
 	cutter   *chunk.Cutter
 	hasher   *repo.Hasher
-	opener   *repo.BlobOpener
+	opener   repo.BlobOpener // the base's pages
 	out      chan<- newChunk
 	hashTime time.Duration
 }
@@ -402,7 +401,7 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 	if err != nil {
 		return err
 	}
-	w := &worker{e: e, cutter: c, hasher: e.st.NewHasher(), opener: e.st.NewBlobOpener(), out: out}
+	w := &worker{e: e, cutter: c, hasher: e.st.NewHasher(), out: out}
 	defer func() {
 		s := c.Stats()
 		e.mu.Lock()
