@@ -22,24 +22,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Store is what the pipelines need of a repository. *repo.Repository
-// satisfies it.
-type Store interface {
-	Config() repo.Config
-	NewHasher() *repo.Hasher
-	Reserve(id repo.ID) bool
-	NewPacker(target int) *repo.Packer
-	SavePack(ctx context.Context, p *repo.Pack) error
-	ReleasePack(p *repo.Pack)
-	SavePage(ctx context.Context, entries []repo.Entry) (repo.ID, error)
-	Flush(ctx context.Context) error
-	SaveSnapshot(ctx context.Context, s *repo.Snapshot) error
-	WrittenBytes() int64
-	Lookup(id repo.ID) (repo.BlobRef, bool)
-	LoadBlobs(ctx context.Context, o *repo.BlobOpener, refs []repo.BlobRef, fn func(i int, plain []byte) error) (repo.LoadStats, error)
-	LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error)
-}
-
 // ExportOptions describe an export. The zero value of every tuning field
 // picks a default; none of them changes where chunks are cut.
 type ExportOptions struct {
@@ -167,7 +149,7 @@ func (b *bufPool) put(s []byte) {
 }
 
 type exporter struct {
-	st    Store
+	st    ExportRepo
 	src   Source
 	opts  ExportOptions
 	p     chunk.Params
@@ -247,7 +229,7 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 // When Export fails, including when ctx is cancelled (a pod's SIGTERM),
 // it still indexes the packs it uploaded, spending up to 15 s on it after
 // cancellation, so that the next export of the volume reuses them.
-func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*ExportResult, error) {
+func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) (*ExportResult, error) {
 	if err := repo.CheckVolumeName(opts.Volume); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}

@@ -93,7 +93,7 @@ type want struct {
 type zeroRun struct{ off, n int64 }
 
 type importer struct {
-	st    Store
+	st    ImportRepo
 	snap  *repo.Snapshot
 	dst   Target
 	opts  ImportOptions
@@ -111,7 +111,7 @@ type importer struct {
 // Chunks are fetched with ranged reads, pack by pack, by parallel workers;
 // memory is bounded by the options, not by the snapshot's size. The target
 // must hold at least snap.Size bytes.
-func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts ImportOptions) (*ImportResult, error) {
+func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target, opts ImportOptions) (*ImportResult, error) {
 	if dst.Size() < snap.Size {
 		return nil, fmt.Errorf("import: target holds %d bytes, snapshot %s needs %d", dst.Size(), snap.ID.Short(), snap.Size)
 	}
