@@ -378,17 +378,24 @@ func (im *importer) coalesce(byID map[repo.ID]*want) []*fetch {
 	var out []*fetch
 	for _, ws := range byPack {
 		slices.SortFunc(ws, func(a, b *want) int { return cmp.Compare(a.ref.Offset, b.ref.Offset) })
-		var cur *fetch
-		var start, end int64 // of cur's range in the pack
-		for _, w := range ws {
-			off, n := int64(w.ref.Offset), int64(w.ref.Length)
-			if cur == nil || off-end > im.opts.MaxGap || off+n-start > im.opts.MaxRange {
-				cur, start = &fetch{}, off
-				out = append(out, cur)
+		for len(ws) > 0 {
+			// The run ws[:k]: gaps of at most MaxGap, a range of at most
+			// MaxRange (or one blob).
+			start, end := int64(ws[0].ref.Offset), int64(ws[0].ref.Offset)+int64(ws[0].ref.Length)
+			k := 1
+			for ; k < len(ws); k++ {
+				off, n := int64(ws[k].ref.Offset), int64(ws[k].ref.Length)
+				if off-end > im.opts.MaxGap || off+n-start > im.opts.MaxRange {
+					break
+				}
+				end = off + n
 			}
-			cur.refs = append(cur.refs, w.ref)
-			cur.offs = append(cur.offs, w.offs)
-			end = off + n
+			f := &fetch{refs: make([]repo.BlobRef, k), offs: make([][]int64, k)}
+			for i, w := range ws[:k] {
+				f.refs[i], f.offs[i] = w.ref, w.offs
+			}
+			out = append(out, f)
+			ws = ws[k:]
 		}
 	}
 	// Fetch in target order, so writes move forward through the device.

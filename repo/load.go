@@ -162,10 +162,10 @@ var errNotARun = errors.New("LoadBlobs: blobs are not a sorted, non-overlapping 
 // LoadBlobs reads the blobs refs with one ranged read of their pack, from
 // the first blob's offset to the last blob's end, then opens each blob in
 // order (authenticates, decompresses, checks its ID) and calls fn(i, plain)
-// with refs[i]'s plaintext. refs must be non-empty, all of one pack,
-// sorted by offset and not overlapping (blobs not asked for may lie
-// between them and are read but not opened); a caller bounds the range by
-// choosing the run.
+// with refs[i]'s plaintext. refs must be all of one pack, sorted by
+// offset and not overlapping (blobs not asked for may lie between them and
+// are read but not opened): the caller bounds the range by choosing the
+// run. No refs, no read.
 //
 // Buffers belong to o, which the caller provides, one per goroutine (the
 // zero value is ready): the range read and the plaintext are kept in o and
