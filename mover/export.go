@@ -22,25 +22,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Store is what the pipelines need of a repository. *repo.Repository
-// satisfies it.
-type Store interface {
-	Config() repo.Config
-	NewHasher() *repo.Hasher
-	Reserve(id repo.ID) bool
-	NewPacker(target int) *repo.Packer
-	SavePack(ctx context.Context, p *repo.Pack) error
-	ReleasePack(p *repo.Pack)
-	SavePage(ctx context.Context, entries []repo.Entry) (repo.ID, error)
-	Flush(ctx context.Context) error
-	SaveSnapshot(ctx context.Context, s *repo.Snapshot) error
-	WrittenBytes() int64
-	Lookup(id repo.ID) (repo.BlobRef, bool)
-	ReadPackInto(ctx context.Context, id repo.ID, offset, length int64, buf []byte) ([]byte, error)
-	NewBlobOpener() *repo.BlobOpener
-	LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error)
-}
-
 // ExportOptions describe an export. The zero value of every tuning field
 // picks a default; none of them changes where chunks are cut.
 type ExportOptions struct {
@@ -170,7 +151,7 @@ func (b *bufPool) put(s []byte) {
 }
 
 type exporter struct {
-	st    Store
+	st    ExportRepo
 	src   Source
 	opts  ExportOptions
 	p     chunk.Params
@@ -250,7 +231,7 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 // When Export fails, including when ctx is cancelled (a pod's SIGTERM),
 // it still indexes the packs it uploaded, spending up to 15 s on it after
 // cancellation, so that the next export of the volume reuses them.
-func Export(ctx context.Context, src Source, st Store, opts ExportOptions) (*ExportResult, error) {
+func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) (*ExportResult, error) {
 	if err := repo.CheckVolumeName(opts.Volume); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -366,7 +347,7 @@ type worker struct {
 	e        *exporter
 	cutter   *chunk.Cutter
 	hasher   *repo.Hasher
-	opener   *repo.BlobOpener
+	opener   repo.BlobOpener // the base's pages
 	out      chan<- newChunk
 	hashTime time.Duration
 }
@@ -404,7 +385,7 @@ func (e *exporter) cutSegments(ctx context.Context, segs <-chan int64, out chan<
 	if err != nil {
 		return err
 	}
-	w := &worker{e: e, cutter: c, hasher: e.st.NewHasher(), opener: e.st.NewBlobOpener(), out: out}
+	w := &worker{e: e, cutter: c, hasher: e.st.NewHasher(), out: out}
 	defer func() {
 		s := c.Stats()
 		e.mu.Lock()

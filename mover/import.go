@@ -77,12 +77,11 @@ type ImportResult struct {
 	Stages                                  Stages
 }
 
-// fetch is one ranged read of a pack and the blobs it carries.
+// fetch is a run of blobs of one pack, loaded with one ranged read, and
+// the target offsets each blob is written to.
 type fetch struct {
-	pack  repo.ID
-	off   int64
-	n     int64
-	blobs []*want
+	refs []repo.BlobRef // sorted by offset
+	offs [][]int64      // offs[i]: where refs[i] goes
 }
 
 // want is one blob and every target offset it is written to.
@@ -94,7 +93,7 @@ type want struct {
 type zeroRun struct{ off, n int64 }
 
 type importer struct {
-	st    Store
+	st    ImportRepo
 	snap  *repo.Snapshot
 	dst   Target
 	opts  ImportOptions
@@ -112,7 +111,7 @@ type importer struct {
 // Chunks are fetched with ranged reads, pack by pack, by parallel workers;
 // memory is bounded by the options, not by the snapshot's size. The target
 // must hold at least snap.Size bytes.
-func Import(ctx context.Context, st Store, snap *repo.Snapshot, dst Target, opts ImportOptions) (*ImportResult, error) {
+func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target, opts ImportOptions) (*ImportResult, error) {
 	if dst.Size() < snap.Size {
 		return nil, fmt.Errorf("import: target holds %d bytes, snapshot %s needs %d", dst.Size(), snap.ID.Short(), snap.Size)
 	}
@@ -182,7 +181,7 @@ func (im *importer) current() Progress {
 // plan reads the snapshot's pages a window at a time and sends fetch and
 // zero jobs.
 func (im *importer) plan(ctx context.Context, jobs chan<- any) error {
-	o := im.st.NewBlobOpener()
+	var o repo.BlobOpener
 	send := func(j any) error {
 		select {
 		case jobs <- j:
@@ -203,14 +202,14 @@ func (im *importer) plan(ctx context.Context, jobs chan<- any) error {
 				im.skipped.Add(end - start)
 				continue
 			}
-			entries, err := im.st.LoadPage(ctx, o, im.snap, i)
+			entries, err := im.st.LoadPage(ctx, &o, im.snap, i)
 			if err != nil {
 				return err
 			}
 			var same map[basePiece]bool
 			var holes []zeroRun // the base's holes in this page, merged
 			if base != nil {
-				be, err := im.st.LoadPage(ctx, o, im.opts.AssumeBase, i)
+				be, err := im.st.LoadPage(ctx, &o, im.opts.AssumeBase, i)
 				if err != nil {
 					return fmt.Errorf("base snapshot: %w", err)
 				}
@@ -377,29 +376,52 @@ func (im *importer) coalesce(byID map[repo.ID]*want) []*fetch {
 		byPack[w.ref.Pack] = append(byPack[w.ref.Pack], w)
 	}
 	var out []*fetch
-	for pack, ws := range byPack {
+	for _, ws := range byPack {
 		slices.SortFunc(ws, func(a, b *want) int { return cmp.Compare(a.ref.Offset, b.ref.Offset) })
-		var cur *fetch
-		for _, w := range ws {
-			off, end := int64(w.ref.Offset), int64(w.ref.Offset)+int64(w.ref.Length)
-			if cur != nil && off-(cur.off+cur.n) <= im.opts.MaxGap && end-cur.off <= im.opts.MaxRange {
-				cur.n = end - cur.off
-				cur.blobs = append(cur.blobs, w)
-				continue
+		for len(ws) > 0 {
+			// The run ws[:k]: gaps of at most MaxGap, a range of at most
+			// MaxRange (or one blob).
+			start, end := int64(ws[0].ref.Offset), int64(ws[0].ref.Offset)+int64(ws[0].ref.Length)
+			k := 1
+			for ; k < len(ws); k++ {
+				off, n := int64(ws[k].ref.Offset), int64(ws[k].ref.Length)
+				if off-end > im.opts.MaxGap || off+n-start > im.opts.MaxRange {
+					break
+				}
+				end = off + n
 			}
-			cur = &fetch{pack: pack, off: off, n: end - off, blobs: []*want{w}}
-			out = append(out, cur)
+			f := &fetch{refs: make([]repo.BlobRef, k), offs: make([][]int64, k)}
+			for i, w := range ws[:k] {
+				f.refs[i], f.offs[i] = w.ref, w.offs
+			}
+			out = append(out, f)
+			ws = ws[k:]
 		}
 	}
 	// Fetch in target order, so writes move forward through the device.
-	slices.SortFunc(out, func(a, b *fetch) int { return cmp.Compare(a.blobs[0].offs[0], b.blobs[0].offs[0]) })
+	slices.SortFunc(out, func(a, b *fetch) int { return cmp.Compare(a.offs[0][0], b.offs[0][0]) })
 	return out
 }
 
+// work runs one worker: it zeroes runs and loads fetches, writing each
+// chunk to its offsets. The chunks are handed to write in o's buffers, read
+// and decoded without a copy, and written from there.
 func (im *importer) work(ctx context.Context, jobs <-chan any) error {
-	o := im.st.NewBlobOpener()
-	var buf, rbuf []byte // decoded chunk, fetched range: reused
+	var o repo.BlobOpener // this worker's fetched range and decoded chunk
 	var st Stages
+	var cur *fetch
+	write := func(i int, plain []byte) error {
+		t := time.Now()
+		for _, off := range cur.offs[i] {
+			if _, err := im.dst.WriteAt(plain, off); err != nil {
+				return fmt.Errorf("writing at %d: %w", off, err)
+			}
+			im.written.Add(int64(len(plain)))
+			im.chunks.Add(1)
+		}
+		st.Write += time.Since(t)
+		return nil
+	}
 	defer func() {
 		im.mu.Lock()
 		im.stages.Download += st.Download
@@ -419,31 +441,13 @@ func (im *importer) work(ctx context.Context, jobs <-chan any) error {
 			}
 			im.zeroed.Add(j.n)
 		case *fetch:
-			t := time.Now()
-			data, err := im.st.ReadPackInto(ctx, j.pack, j.off, j.n, rbuf)
-			rbuf = data[:0]
-			st.Download += time.Since(t)
+			cur = j
+			ls, err := im.st.LoadBlobs(ctx, &o, j.refs, write)
+			st.Download += ls.Read
+			st.Decode += ls.Open
+			im.fetched.Add(ls.Bytes)
 			if err != nil {
 				return err
-			}
-			im.fetched.Add(int64(len(data)))
-			for _, w := range j.blobs {
-				t := time.Now()
-				s := int64(w.ref.Offset) - j.off
-				buf, err = o.Open(w.ref, data[s:s+int64(w.ref.Length)], buf[:0])
-				st.Decode += time.Since(t)
-				if err != nil {
-					return err
-				}
-				t = time.Now()
-				for _, off := range w.offs {
-					if _, err := im.dst.WriteAt(buf, off); err != nil {
-						return fmt.Errorf("writing at %d: %w", off, err)
-					}
-					im.written.Add(int64(len(buf)))
-					im.chunks.Add(1)
-				}
-				st.Write += time.Since(t)
 			}
 		}
 		if err := ctx.Err(); err != nil {

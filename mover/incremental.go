@@ -66,7 +66,7 @@ func baseUsable(base *repo.Snapshot, p chunk.Params, size int64, i int64) bool {
 // are.
 func (e *exporter) incrementalSegment(ctx context.Context, w *worker, seg int64, changes []span, entries []repo.Entry) ([]repo.Entry, error) {
 	segStart, segEnd := e.p.SegmentRange(e.size, seg)
-	baseEntries, err := e.st.LoadPage(ctx, w.opener, e.opts.Base, int(seg))
+	baseEntries, err := e.st.LoadPage(ctx, &w.opener, e.opts.Base, int(seg))
 	if err != nil {
 		return nil, fmt.Errorf("base snapshot: %w", err)
 	}
@@ -176,7 +176,7 @@ func (w *worker) reused(ctx context.Context, bp basePiece) error {
 // verifyPage takes an unchanged segment from the base, checking a sample of
 // its chunks against the source.
 func (w *worker) verifyPage(ctx context.Context, seg int64) error {
-	entries, err := w.e.st.LoadPage(ctx, w.opener, w.e.opts.Base, int(seg))
+	entries, err := w.e.st.LoadPage(ctx, &w.opener, w.e.opts.Base, int(seg))
 	if err != nil {
 		return fmt.Errorf("base snapshot: %w", err)
 	}

@@ -30,4 +30,8 @@
 // in-memory index costs about 48 bytes per blob (FORMAT.md, "Index
 // memory"); gc adds one bit per blob. Buffers passed to Put-like calls are
 // not retained; a saved pack's buffer is returned with ReleasePack.
+// Readers load chunks with LoadBlobs, a run of one pack per ranged read,
+// into buffers held by the caller's BlobOpener; a plaintext is valid until
+// the callback it is handed to returns. Only this package knows a pack's
+// layout.
 package repo

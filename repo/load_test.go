@@ -1,0 +1,106 @@
+package repo
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+)
+
+// packRun returns the refs of the pack holding the most blobs, sorted by
+// offset.
+func packRun(t *testing.T, r *Repository, blobs map[ID][]byte) []BlobRef {
+	t.Helper()
+	byPack := map[ID][]BlobRef{}
+	var best ID
+	for id := range blobs {
+		ref, ok := r.Lookup(id)
+		if !ok {
+			t.Fatalf("blob %s not indexed", id.Short())
+		}
+		byPack[ref.Pack] = append(byPack[ref.Pack], ref)
+		if len(byPack[ref.Pack]) > len(byPack[best]) {
+			best = ref.Pack
+		}
+	}
+	refs := byPack[best]
+	if len(refs) < 4 {
+		t.Fatalf("largest pack holds %d blobs, want at least 4", len(refs))
+	}
+	slices.SortFunc(refs, func(a, b BlobRef) int { return cmp.Compare(a.Offset, b.Offset) })
+	return refs
+}
+
+func TestLoadBlobs(t *testing.T) {
+	r, be := newTestRepo(t)
+	blobs, _ := writeBlobs(t, r, 12)
+	ctx := context.Background()
+	all := packRun(t, r, blobs)
+	// Leave out the second blob: it is read (inside the range) but not opened.
+	refs := append([]BlobRef{all[0]}, all[2:]...)
+
+	var o BlobOpener // the zero value is ready
+	for range 2 {    // the second call reuses o's buffers
+		var got []int
+		st, err := r.LoadBlobs(ctx, &o, refs, func(i int, plain []byte) error {
+			if !bytes.Equal(plain, blobs[refs[i].ID]) {
+				t.Errorf("blob %d: wrong plaintext", i)
+			}
+			got = append(got, i)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(refs) || !slices.IsSorted(got) {
+			t.Fatalf("fn called for %v, want 0..%d in order", got, len(refs)-1)
+		}
+		last := refs[len(refs)-1]
+		if want := int64(last.Offset+last.Length) - int64(refs[0].Offset); st.Bytes != want {
+			t.Errorf("read %d bytes, want %d", st.Bytes, want)
+		}
+		if st.Read <= 0 || st.Open <= 0 {
+			t.Errorf("stats %+v: want read and open times", st)
+		}
+	}
+
+	// An error from fn is returned as it is.
+	stop := errors.New("stop")
+	calls := 0
+	if _, err := r.LoadBlobs(ctx, &o, refs, func(int, []byte) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("fn's error: got %v after %d calls, want it after 1", err, calls)
+	}
+
+	// Not a run of one pack, sorted and without overlap.
+	for _, bad := range [][]BlobRef{{refs[1], refs[0]}, {refs[0], refs[0]}} {
+		if _, err := r.LoadBlobs(ctx, &o, bad, func(int, []byte) error { return nil }); !errors.Is(err, errNotARun) {
+			t.Errorf("refs out of order: got %v", err)
+		}
+	}
+
+	// A damaged blob is a *BlobError naming it; fn saw only the blobs
+	// before it.
+	bad := refs[2]
+	flip(t, be, PackKey(bad.Pack), func(int) int { return int(bad.Offset + bad.Length/2) })
+	var seen []int
+	_, err := r.LoadBlobs(ctx, &o, refs, func(i int, _ []byte) error { seen = append(seen, i); return nil })
+	var be2 *BlobError
+	if !errors.As(err, &be2) || be2.ID != bad.ID || be2.Pack != bad.Pack || !errors.Is(err, ErrAuth) {
+		t.Fatalf("damaged blob: got %v, want a *BlobError for %s wrapping ErrAuth", err, bad.ID.Short())
+	}
+	if !slices.Equal(seen, []int{0, 1}) {
+		t.Errorf("fn called for %v before the damaged blob, want [0 1]", seen)
+	}
+}
+
+// TestBlobOpenerUnbound: Open on a zero BlobOpener fails instead of
+// panicking.
+func TestBlobOpenerUnbound(t *testing.T) {
+	var o BlobOpener
+	var be *BlobError
+	if _, err := o.Open(BlobRef{}, nil, nil); !errors.As(err, &be) {
+		t.Fatalf("got %v, want a *BlobError", err)
+	}
+}
