@@ -1,8 +1,3 @@
-// Package mover moves volumes between block devices and a repository: Export
-// cuts, hashes, compresses, encrypts and uploads a volume as a snapshot;
-// Import writes a snapshot back. Both are pipelines of stages joined by
-// bounded channels, with memory bounded by their options, never by the
-// volume's size.
 package mover
 
 import (

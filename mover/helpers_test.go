@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend/fs"
 )
@@ -54,31 +53,9 @@ func openRepo(t testing.TB, dir string) *repo.Repository {
 	return r
 }
 
-// loopDevice attaches a sparse file of size bytes to a loop device and
-// returns the device path. Where no loop device can be had (no root, no
-// loop driver), it logs why and returns the file itself.
-func loopDevice(t testing.TB, size int64) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "backing.img")
-	if err := os.WriteFile(f, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(f, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
-	if err != nil {
-		t.Logf("no loop device (%v: %s); using a regular file", err, strings.TrimSpace(string(out)))
-		return f
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
+// loopDevice is testutil.LoopDevice: a loop device, or a file where none
+// can be had.
+func loopDevice(t testing.TB, size int64) string { t.Helper(); return testutil.LoopDevice(t, size) }
 
 // fileCorpus is real file data: Go's source tree and binaries.
 func fileCorpus(t testing.TB) *bench.Corpus {

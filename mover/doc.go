@@ -1,0 +1,24 @@
+// Package mover moves volumes between block devices and a repository: Export
+// cuts, hashes, compresses, encrypts and uploads a volume as a snapshot;
+// Import writes a snapshot back. Both are pipelines of stages joined by
+// bounded channels, with memory bounded by their options, never by the
+// volume's size.
+//
+// # Contract
+//
+//   - Export and Import take the repository by role (store.go): ExportRepo
+//     and ImportRepo are built from small interfaces that
+//     *repo.Repository satisfies; a chunk's bytes flow only forward, from
+//     Source.ReadAt to the packer, and from repo.LoadBlobs to
+//     Target.WriteAt.
+//   - Sources are io.ReaderAt (parallel reads, buffers not retained);
+//     targets are io.WriterAt on ranges that never overlap.
+//   - An incremental export with a change list yields exactly the chunk
+//     list a full export of the same bytes would; a nil change list means
+//     none, an empty one means nothing changed (package changes).
+//   - A failed or cancelled export indexes the packs it uploaded before it
+//     returns, so its rerun reuses them; the repository stays valid at any
+//     point of a crash.
+//   - Exports and imports in several processes (each with its own
+//     Repository) may share one repository at once, beside gc.
+package mover
