@@ -144,24 +144,28 @@ func (c *Cluster) startControllers(ctx context.Context, bins map[string]string) 
 	}
 
 	for _, port := range ports {
-		if err := c.waitHealthy(ctx, fmt.Sprintf("https://127.0.0.1:%d/healthz", port)); err != nil {
+		if err := c.waitHealthy(ctx, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), "", time.Minute); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// waitHealthy polls url (a controller's /healthz, which answers anyone)
-// until it answers 200, or a process exits, or a minute passes.
-func (c *Cluster) waitHealthy(ctx context.Context, url string) error {
+// waitHealthy polls url (the apiserver's /readyz with token, a
+// controller's /healthz, which answers anyone) until it answers 200, or a
+// process of the cluster exits, or limit passes.
+func (c *Cluster) waitHealthy(ctx context.Context, url, token string, limit time.Duration) error {
 	hc := &http.Client{Transport: insecureTransport(), Timeout: 2 * time.Second}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(limit)
 	var last string
 	for time.Now().Before(deadline) {
 		if err := c.exitedProcess(); err != nil {
 			return err
 		}
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		resp, err := hc.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
@@ -179,7 +183,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, url string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not healthy after a minute: %s", url, last)
+	return fmt.Errorf("%s not healthy after %v: %s", url, limit, last)
 }
 
 // SnapshotCRDs are the CRD files of the VolumeSnapshot and the

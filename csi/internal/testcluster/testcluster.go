@@ -261,33 +261,7 @@ func (c *Cluster) Logs() string {
 }
 
 func (c *Cluster) waitReady(ctx context.Context) error {
-	hc := &http.Client{Transport: insecureTransport(), Timeout: 2 * time.Second}
-	deadline := time.Now().Add(90 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		if err := c.exitedProcess(); err != nil {
-			return err
-		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", c.Config.Host+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+c.Config.BearerToken)
-		resp, err := hc.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("kube-apiserver not ready after 90s: %s", last)
+	return c.waitHealthy(ctx, c.Config.Host+"/readyz", c.Config.BearerToken, 90*time.Second)
 }
 
 // exitedProcess returns an error naming a server or controller that has
