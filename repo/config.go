@@ -1,12 +1,14 @@
 package repo
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/repo/backend"
 )
 
 // FormatVersion is the repository format this code reads and writes.
@@ -82,9 +84,46 @@ type configFile struct {
 // ObjectLock asks every writer to store objects with an S3 Object Lock
 // retention: Days from the time of writing, in Mode ("compliance" or
 // "governance").
+//
+// Init and Open apply it to the backend themselves (backend.SetRetention),
+// so a library user cannot write an object without it: on a backend that
+// cannot keep a retention (a directory holding a copy of the bucket) Open
+// succeeds for reading, and every write fails with ErrObjectLockRequired.
 type ObjectLock struct {
 	Days int    `json:"days"`
 	Mode string `json:"mode"`
+}
+
+func (l ObjectLock) retention() backend.Retention {
+	return backend.Retention{Days: l.Days, Mode: l.Mode}
+}
+
+// ErrObjectLockRequired: the repository asks for an Object Lock retention
+// on everything written, and its storage cannot keep one.
+var ErrObjectLockRequired = errors.New("the repository requires an Object Lock retention on every object, which this storage cannot keep")
+
+// applyObjectLock makes be write under l: it sets the retention, or, when
+// be cannot keep one, returns be with writes refused.
+func applyObjectLock(ctx context.Context, be backend.Backend, l ObjectLock) (backend.Backend, error) {
+	if backend.RetentionOf(be) == l.retention() {
+		return be, nil
+	}
+	err := backend.SetRetention(ctx, be, l.retention())
+	switch {
+	case errors.Is(err, backend.ErrNoRetention):
+		return noWrites{be}, nil
+	case err != nil:
+		return nil, fmt.Errorf("object lock of %d days: %w", l.Days, err)
+	}
+	return be, nil
+}
+
+// noWrites is a backend whose Puts are refused: a repository that needs
+// retention, on storage that has none. Reads and deletes pass.
+type noWrites struct{ backend.Backend }
+
+func (n noWrites) Put(ctx context.Context, key string, data []byte) error {
+	return fmt.Errorf("writing %s: %w", key, ErrObjectLockRequired)
 }
 
 func configAAD(version int, id ID, lock *ObjectLock) []byte {

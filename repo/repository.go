@@ -36,7 +36,7 @@ func PackKey(id ID) string { s := id.String(); return dataPrefix + s[:2] + "/" +
 // Errors reported when opening.
 var (
 	// ErrNotRepository: there is no repository config at the location.
-	ErrNotRepository = errors.New("no repository here (run mover init first)")
+	ErrNotRepository = errors.New("no repository here")
 	// ErrRepositoryExists: init found a repository already. A caller that
 	// races another to initialise a location can open it instead.
 	ErrRepositoryExists = errors.New("a repository already exists here")
@@ -275,6 +275,12 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("init: %w", err)
 	}
+	if l := opts.ObjectLock; l != nil {
+		// Every object, the config first, carries the retention.
+		if err := backend.SetRetention(ctx, be, l.retention()); err != nil {
+			return nil, fmt.Errorf("init: object lock of %d days: %w", l.Days, err)
+		}
+	}
 	kdf := opts.KDF
 	if kdf == (KDFParams{}) {
 		kdf = DefaultKDF()
@@ -335,6 +341,11 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	if err != nil {
 		return nil, err
 	}
+	if cf.ObjectLock != nil {
+		if be, err = applyObjectLock(ctx, be, *cf.ObjectLock); err != nil {
+			return nil, err
+		}
+	}
 	r := &Repository{be: be, id: cf.ID, key: mk, keyID: keyID, idx: newIndex()}
 	aead, err := newAEAD(mk.Enc[:])
 	if err != nil {
@@ -364,8 +375,8 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 }
 
 // ReadObjectLock returns the Object Lock setting recorded at init, without a
-// key: the backend must apply it before the repository is opened. Open
-// verifies it against the sealed config.
+// key. Open applies it itself (see ObjectLock) and verifies it against the
+// sealed config.
 func ReadObjectLock(ctx context.Context, be backend.Backend) (*ObjectLock, error) {
 	cf, err := readConfigFile(ctx, be)
 	if err != nil {

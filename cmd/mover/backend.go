@@ -78,24 +78,10 @@ func (g *globalOptions) wrap(be backend.Backend) backend.Backend {
 	return g.env.wrapBackend(be)
 }
 
-// openBackend opens an existing repository's storage. For S3 it reads the
-// Object Lock setting recorded at init and reopens the bucket with it, so
-// every object this command writes carries the retention (repo.Open checks
-// the setting against the sealed config, so it cannot be stripped).
+// openBackend opens an existing repository's storage. repo.Open applies
+// the Object Lock retention recorded at init to it (see repo.ObjectLock).
 func (g *globalOptions) openBackend(ctx context.Context, loc string, bo backendOptions) (backend.Backend, error) {
-	be, err := g.backendFor(ctx, loc, bo, false, nil)
-	if err != nil || !isS3(loc) {
-		return be, err
-	}
-	lock, err := repo.ReadObjectLock(ctx, be)
-	if err == nil && lock == nil {
-		return be, nil
-	}
-	be.Close()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", loc, err)
-	}
-	return g.backendFor(ctx, loc, bo, false, lock)
+	return g.backendFor(ctx, loc, bo, false, nil)
 }
 
 // uploads is how many packs an export uploads at once.

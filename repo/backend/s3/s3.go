@@ -176,11 +176,10 @@ type Options struct {
 type Backend struct {
 	client   *s3.Client
 	bucket   string
-	prefix   string // "" or ends in "/"
-	endpoint string // for messages
-	lockMode types.ObjectLockMode
-	lockDays int
-	md5Lock  bool // send Content-MD5 with Object Lock puts
+	prefix   string                            // "" or ends in "/"
+	endpoint string                            // for messages
+	lock     atomic.Pointer[backend.Retention] // nil: none
+	md5Lock  bool                              // send Content-MD5 with Object Lock puts
 	conns    int
 	closed   atomic.Bool
 }
@@ -198,10 +197,6 @@ var _ backend.Backend = (*Backend)(nil)
 func Open(ctx context.Context, opts Options) (*Backend, error) {
 	if err := validateOptions(&opts); err != nil {
 		return nil, fmt.Errorf("s3: %w: %w", err, backend.ErrPermanent)
-	}
-	lockMode := types.ObjectLockModeCompliance
-	if opts.ObjectLockMode == LockGovernance {
-		lockMode = types.ObjectLockModeGovernance
 	}
 
 	conns := opts.MaxConns
@@ -266,13 +261,20 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		bucket:   opts.Bucket,
 		prefix:   opts.Prefix,
 		endpoint: describeEndpoint(client.Options()),
-		lockMode: lockMode,
-		lockDays: opts.ObjectLockDays,
 		md5Lock:  opts.ChecksumWhenRequired,
 		conns:    conns,
 	}
 	if err := b.checkBucket(ctx); err != nil {
 		return nil, err
+	}
+	if opts.ObjectLockDays > 0 {
+		r := backend.Retention{Days: opts.ObjectLockDays, Mode: backend.RetentionCompliance}
+		if opts.ObjectLockMode == LockGovernance {
+			r.Mode = backend.RetentionGovernance
+		}
+		if err := b.SetRetention(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -374,9 +376,42 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 		}
 		return fmt.Errorf("s3: cannot reach bucket %q at %s: %w", b.bucket, b.endpoint, err)
 	}
-	if b.lockDays == 0 {
+	return nil
+}
+
+// SetRetention makes every later Put write its object under r with an
+// Object Lock retention, after checking that the bucket has Object Lock
+// enabled (an error wrapping backend.ErrNoRetention and ErrPermanent when
+// not). A zero r turns the retention off. Safe for concurrent use.
+func (b *Backend) SetRetention(ctx context.Context, r backend.Retention) error {
+	if r.Days <= 0 {
+		b.lock.Store(nil)
 		return nil
 	}
+	if r.Mode != backend.RetentionCompliance && r.Mode != backend.RetentionGovernance {
+		return fmt.Errorf("s3: retention mode %q: %w", r.Mode, backend.ErrPermanent)
+	}
+	if cur := b.lock.Load(); cur != nil && *cur == r {
+		return nil
+	}
+	if err := b.checkObjectLock(ctx, r.Days); err != nil {
+		return err
+	}
+	b.lock.Store(&r)
+	return nil
+}
+
+// Retention returns the retention Put applies now.
+func (b *Backend) Retention() backend.Retention {
+	if r := b.lock.Load(); r != nil {
+		return *r
+	}
+	return backend.Retention{}
+}
+
+// checkObjectLock checks that the bucket has Object Lock enabled, for a
+// retention of days.
+func (b *Backend) checkObjectLock(ctx context.Context, days int) error {
 	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.bucket)})
 	if err != nil {
 		code, status := errorCode(err), httpStatus(err)
@@ -393,7 +428,7 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 	if out == nil || out.ObjectLockConfiguration == nil ||
 		out.ObjectLockConfiguration.ObjectLockEnabled != types.ObjectLockEnabledEnabled {
 		return fmt.Errorf("s3: ObjectLockDays is %d but bucket %q does not have Object Lock enabled "+
-			"(it can only be enabled when the bucket is created): %w", b.lockDays, b.bucket, backend.ErrPermanent)
+			"(it can only be enabled when the bucket is created): %w: %w", days, b.bucket, backend.ErrNoRetention, backend.ErrPermanent)
 	}
 	return nil
 }
@@ -429,9 +464,12 @@ func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
 		ContentLength: aws.Int64(int64(len(data))),
 		IfNoneMatch:   aws.String("*"),
 	}
-	if b.lockDays > 0 {
-		in.ObjectLockMode = b.lockMode
-		in.ObjectLockRetainUntilDate = aws.Time(time.Now().Add(time.Duration(b.lockDays) * 24 * time.Hour))
+	if r := b.lock.Load(); r != nil {
+		in.ObjectLockMode = types.ObjectLockModeCompliance
+		if r.Mode == backend.RetentionGovernance {
+			in.ObjectLockMode = types.ObjectLockModeGovernance
+		}
+		in.ObjectLockRetainUntilDate = aws.Time(time.Now().Add(time.Duration(r.Days) * 24 * time.Hour))
 		if b.md5Lock {
 			sum := md5.Sum(data)
 			in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
