@@ -78,6 +78,7 @@ $(STATICCHECK):
 
 vet: $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	@$(GO) mod tidy -diff >/dev/null || (echo "go.mod/go.sum are not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
@@ -95,6 +96,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
 	@for t in FuzzParseChanges FuzzParseChangesSnapshotMetadata FuzzParseChangesRBD FuzzParseChangesEBS FuzzChangeList; do \
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./changes || exit 1; done
+	$(GO) test -run XXX -fuzz '^FuzzParseSize$$' -fuzztime 20s ./internal/units
 
 # `mover bench` (about 17 minutes on 2 cores): the 4 GiB vm-image scenario,
 # 3 interleaved runs against restic (and kopia if installed), four sweeps;
@@ -106,7 +108,7 @@ fuzz:
 # measure the data path rather than this machine's disk).
 BENCH_WORK ?= out/bench/work
 BENCH_ARGS ?= --preset vm-image --size 4GiB --runs 3 --peers restic,kopia \
-	--sweep workers=1,2,4 --sweep chunker=cdc-1m,cdc-4m,fixed-1m --sweep zstd=fastest,default,better --sweep pack=16m,64m
+	--sweep workers=1,2,4 --sweep chunker=cdc-1Mi,cdc-4Mi,fixed-1Mi --sweep zstd=fastest,default,better --sweep pack=16Mi,64Mi
 bench: build tools
 	@mkdir -p out/bench && rm -rf $(BENCH_WORK)
 	./$(BIN) bench $(BENCH_ARGS) --workdir $(BENCH_WORK) --html out/bench/report.html --markdown BENCHMARKS.md

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"strings"
+
+	"github.com/blockmover/blockmover/internal/units"
 )
 
 // Chart is one chart of a report: a bar per data point.
@@ -185,7 +187,7 @@ func (rep *Report) HTML(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mover bench: %s</title><style>%s</style></head><body>\n", e(rep.Scenario.Name), pageStyle)
 	p("<h1>mover bench: %s</h1>\n", e(rep.ScenarioText))
-	p("<p>Change: %s (%s in %d extents).</p>\n", e(rep.ChangeText), e(humanBytes(rep.ChangedBytes)), rep.ChangeExtents)
+	p("<p>Change: %s (%s in %d extents).</p>\n", e(rep.ChangeText), e(units.Bytes(rep.ChangedBytes)), rep.ChangeExtents)
 	p("<ul><li>Machine: %s; load %.2f before, %.2f after</li>", e(rep.Machine.String()), rep.Machine.LoadBefore, rep.Machine.LoadAfter)
 	p("<li>Source: %s</li><li>Repositories: %s (%s), a fresh one per run</li><li>Import target: %s</li><li>%s</li>",
 		e(rep.Setup.Source), e(rep.Setup.Repo), e(rep.Setup.RepoFS), e(rep.Setup.Target), e(rep.runsLine()))
@@ -209,15 +211,15 @@ func (rep *Report) HTML(w io.Writer) error {
 		m := medianRun(r.Runs)
 		stored, repoS := "", ""
 		if r.Op.isExport() {
-			stored = humanBytes(m.StoredBytes)
+			stored = units.Bytes(m.StoredBytes)
 			if r.RepoBytes.Median > 0 {
-				repoS = humanBytes(int64(r.RepoBytes.Median))
+				repoS = units.Bytes(int64(r.RepoBytes.Median))
 			}
 		} else if r.Tool == "mover" {
-			stored = humanBytes(m.WrittenBytes) + " written"
+			stored = units.Bytes(m.WrittenBytes) + " written"
 		}
 		p("<tr><td>%s</td><td class=\"l\">%s</td><td>%s</td><td>%s</td><td>%.1f</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", e(r.Name()), e(r.Op.String()),
-			e(statText(r.Seconds, "%.2f")), e(statText(r.MBps, "%.0f")), r.CPU.Median, e(humanBytes(int64(r.PeakRSS.Median))), e(stored), e(repoS))
+			e(statText(r.Seconds, "%.2f")), e(statText(r.MBps, "%.0f")), r.CPU.Median, e(units.Bytes(int64(r.PeakRSS.Median))), e(stored), e(repoS))
 	}
 	p("</table>\n")
 	if len(rep.Comparisons) > 0 {
@@ -243,7 +245,7 @@ func (rep *Report) HTML(w io.Writer) error {
 			} else {
 				name = e(name)
 			}
-			p("<tr><td>%s</td><td>%.2f</td><td>%d</td><td>%.0f%%</td><td>%s</td><td>%.2f</td><td>%s</td></tr>\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, e(humanBytes(s.Bytes)))
+			p("<tr><td>%s</td><td>%.2f</td><td>%d</td><td>%.0f%%</td><td>%s</td><td>%.2f</td><td>%s</td></tr>\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, e(units.Bytes(s.Bytes)))
 		}
 		p("</table>\n<p class=\"note\">Stage seconds are summed over the stage's workers; busy is the share of the pipeline's time each worker spent in the stage. CPU seconds are the run's CPU time shared out by stage time (an estimate).</p>\n")
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/blockmover/blockmover/internal/units"
 )
 
 // Markers around the section of a Markdown file that UpdateMarkdown owns.
@@ -27,7 +29,7 @@ func (rep *Report) Markdown(w io.Writer) error {
 		p("```\n%s\n```\n\n", rep.Command)
 	}
 	p("- Machine: %s; load average %.2f before, %.2f after.\n", rep.Machine, rep.Machine.LoadBefore, rep.Machine.LoadAfter)
-	p("- Scenario: %s; change: %s (%s in %d extents).\n", rep.ScenarioText, rep.ChangeText, humanBytes(rep.ChangedBytes), rep.ChangeExtents)
+	p("- Scenario: %s; change: %s (%s in %d extents).\n", rep.ScenarioText, rep.ChangeText, units.Bytes(rep.ChangedBytes), rep.ChangeExtents)
 	p("- Source: %s. Repositories: %s, a fresh one per run. Import target: %s.\n", rep.Setup.Source, rep.Setup.RepoFS, rep.Setup.Target)
 	p("- %s.\n", rep.runsLine())
 	if l := rep.peerLine(); l != "" {
@@ -48,15 +50,15 @@ func (rep *Report) Markdown(w io.Writer) error {
 		m := medianRun(r.Runs)
 		stored, repoS := "", ""
 		if r.Op.isExport() {
-			stored = humanBytes(m.StoredBytes)
+			stored = units.Bytes(m.StoredBytes)
 			if r.RepoBytes.Median > 0 {
-				repoS = humanBytes(int64(r.RepoBytes.Median))
+				repoS = units.Bytes(int64(r.RepoBytes.Median))
 			}
 		} else if r.Tool == "mover" {
-			stored = humanBytes(m.WrittenBytes) + " written"
+			stored = units.Bytes(m.WrittenBytes) + " written"
 		}
 		p("| %s | %s | %s | %s | %.1f | %s | %s | %s |\n", r.Name(), r.Op, statText(r.Seconds, "%.2f"), statText(r.MBps, "%.0f"),
-			r.CPU.Median, humanBytes(int64(r.PeakRSS.Median)), stored, repoS)
+			r.CPU.Median, units.Bytes(int64(r.PeakRSS.Median)), stored, repoS)
 	}
 	for _, pe := range rep.Peers {
 		if pe.Available && slices.Contains(rep.Ops, IncrementalImport) {
@@ -79,11 +81,11 @@ func (rep *Report) Markdown(w io.Writer) error {
 		}
 		p("\nmover %s per stage (seconds summed over workers; bottleneck: **%s**):\n\n| stage | seconds | workers | busy | MB/s of the stage | bytes in |\n| --- | --- | --- | --- | --- | --- |\n", r.Op, r.Bottleneck)
 		for _, s := range r.Stages {
-			p("| %s | %.2f | %d | %.0f%% | %s | %s |\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), humanBytes(s.Bytes))
+			p("| %s | %.2f | %d | %.0f%% | %s | %s |\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), units.Bytes(s.Bytes))
 		}
 	}
 	if raw := rep.Raw; raw != nil {
-		p("\nRaw sequential speed of the storage (%s, O_DIRECT, %s I/Os):", raw.Kind, humanBytes(int64(raw.BlockSize)))
+		p("\nRaw sequential speed of the storage (%s, O_DIRECT, %s I/Os):", raw.Kind, units.Bytes(int64(raw.BlockSize)))
 		if raw.Note != "" {
 			p(" %s.", raw.Note)
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/blockmover/blockmover/internal/units"
 )
 
 // ReportVersion is the version of the Report's JSON shape.
@@ -252,7 +254,7 @@ func (rep *Report) Text(out io.Writer) error {
 	var w io.Writer = ew
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("mover bench: %s\n", rep.ScenarioText)
-	p("change: %s (%s in %d extents)\n", rep.ChangeText, humanBytes(rep.ChangedBytes), rep.ChangeExtents)
+	p("change: %s (%s in %d extents)\n", rep.ChangeText, units.Bytes(rep.ChangedBytes), rep.ChangeExtents)
 	p("machine: %s; load %.2f before, %.2f after\n", rep.Machine, rep.Machine.LoadBefore, rep.Machine.LoadAfter)
 	p("source: %s\n", rep.Setup.Source)
 	p("repositories: %s (%s), a fresh one per run; import target: %s\n", rep.Setup.Repo, rep.Setup.RepoFS, rep.Setup.Target)
@@ -275,19 +277,19 @@ func (rep *Report) Text(out io.Writer) error {
 		read, stored := "", ""
 		if r.Op.isExport() {
 			if r.Tool == "mover" {
-				read = humanBytes(m.ReadBytes)
+				read = units.Bytes(m.ReadBytes)
 			}
-			stored = humanBytes(m.StoredBytes)
+			stored = units.Bytes(m.StoredBytes)
 		} else if r.Tool == "mover" {
-			read = humanBytes(m.FetchedBytes)
-			stored = humanBytes(m.WrittenBytes) + " written"
+			read = units.Bytes(m.FetchedBytes)
+			stored = units.Bytes(m.WrittenBytes) + " written"
 		}
 		repoS := ""
 		if r.Op.isExport() && r.RepoBytes.Median > 0 {
-			repoS = humanBytes(int64(r.RepoBytes.Median))
+			repoS = units.Bytes(int64(r.RepoBytes.Median))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t\n", r.Name(), r.Op, statText(r.Seconds, "%.2f"), statText(r.MBps, "%.0f"),
-			r.CPU.Median, humanBytes(int64(r.PeakRSS.Median)), read, stored, repoS)
+			r.CPU.Median, units.Bytes(int64(r.PeakRSS.Median)), read, stored, repoS)
 	}
 	var noInc []string
 	for _, pe := range rep.Peers {
@@ -318,7 +320,7 @@ func (rep *Report) Text(out io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s (est.)\tbytes in\t")
 		for _, s := range r.Stages {
-			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, humanBytes(s.Bytes))
+			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, units.Bytes(s.Bytes))
 		}
 		tw.Flush()
 		if r.Bottleneck != "" {
@@ -330,7 +332,7 @@ func (rep *Report) Text(out io.Writer) error {
 		}
 	}
 	if raw := rep.Raw; raw != nil {
-		p("\nraw sequential speed of %s (%s, O_DIRECT, %s I/Os):", raw.Path, raw.Kind, humanBytes(int64(raw.BlockSize)))
+		p("\nraw sequential speed of %s (%s, O_DIRECT, %s I/Os):", raw.Path, raw.Kind, units.Bytes(int64(raw.BlockSize)))
 		if raw.Note != "" {
 			p(" %s", raw.Note)
 		}
@@ -363,7 +365,7 @@ func (rep *Report) Text(out io.Writer) error {
 				rss = max(rss, r.PeakRSS.Median)
 			}
 			repoB, incStored := rep.sweepBytes(sw.Key + "=" + v)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\n", humanBytes(int64(rss)), repoB, incStored)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\n", units.Bytes(int64(rss)), repoB, incStored)
 		}
 		tw.Flush()
 	}
@@ -401,10 +403,10 @@ func (rep *Report) rawShare() string {
 // the bytes its incremental export stored, as text ("" if not measured).
 func (rep *Report) sweepBytes(variant string) (repoBytes, incStored string) {
 	if r, ok := rep.Find("mover", variant, FullExport); ok {
-		repoBytes = humanBytes(int64(r.RepoBytes.Median))
+		repoBytes = units.Bytes(int64(r.RepoBytes.Median))
 	}
 	if r, ok := rep.Find("mover", variant, IncrementalExport); ok {
-		incStored = humanBytes(medianRun(r.Runs).StoredBytes)
+		incStored = units.Bytes(medianRun(r.Runs).StoredBytes)
 	}
 	return repoBytes, incStored
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 )
@@ -323,7 +324,7 @@ func (r *runner) record(tool, variant string, op Op, s Sample) {
 	if variant != "" {
 		name += " " + variant
 	}
-	r.logf("%s %s: %.2f s (%s), %.1f CPU s, peak RSS %s", name, op, s.Seconds, mbps(r.base.Size(), s.Seconds), s.CPU(), humanBytes(s.PeakRSS))
+	r.logf("%s %s: %.2f s (%s), %.1f CPU s, peak RSS %s", name, op, s.Seconds, mbps(r.base.Size(), s.Seconds), s.CPU(), units.Bytes(s.PeakRSS))
 }
 
 func mbps(size int64, secs float64) string {

@@ -270,9 +270,9 @@ func TestParseSweep(t *testing.T) {
 		ok   bool
 	}{
 		{"workers=1,2,4,8", Settings{Workers: 8}, true},
-		{"chunker=cdc-1m,cdc-4m,fixed-1m", Settings{Chunker: "fixed-1m"}, true},
+		{"chunker=cdc-1Mi,cdc-4Mi,fixed-1Mi", Settings{Chunker: "fixed-1Mi"}, true},
 		{"zstd=fastest,default,better", Settings{Compression: "better"}, true},
-		{"pack=16m,64m", Settings{PackSize: 64 << 20}, true},
+		{"pack=16Mi,64Mi", Settings{PackSize: 64 << 20}, true},
 		{"pack=1k", Settings{}, false},
 		{"zstd=max", Settings{}, false},
 		{"chunker=cdc-7m", Settings{}, false},

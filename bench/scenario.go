@@ -3,6 +3,8 @@ package bench
 import (
 	"fmt"
 	"strings"
+
+	"github.com/blockmover/blockmover/internal/units"
 )
 
 // Scenario is what a benchmark runs on: a synthetic volume and the change
@@ -48,7 +50,7 @@ func (s Scenario) String() string {
 	add(v.File, "file data")
 	add(v.Duplicate, "duplicates")
 	add(1-v.Zero-v.Compressible-v.File-v.Duplicate, "random")
-	d := fmt.Sprintf("%s, %s", humanBytes(v.Size), strings.Join(parts, ", "))
+	d := fmt.Sprintf("%s, %s", units.Bytes(v.Size), strings.Join(parts, ", "))
 	if s.Name != "" {
 		d = s.Name + ": " + d
 	}
@@ -61,7 +63,7 @@ func (s Scenario) ChangeString() string {
 	if c.Rate == 0 {
 		return "no change"
 	}
-	d := fmt.Sprintf("%s %s, %s writes", pct(c.Rate), c.Pattern, humanBytes(c.writeSize()))
+	d := fmt.Sprintf("%s %s, %s writes", pct(c.Rate), c.Pattern, units.Bytes(c.writeSize()))
 	if c.Pattern == Clustered {
 		d += fmt.Sprintf(" in %d runs", c.clusters())
 	}
@@ -121,22 +123,4 @@ func Preset(name string, size int64, seed uint64) (Scenario, error) {
 		return Scenario{}, fmt.Errorf("%w: unknown preset %q (want one of %s)", ErrInvalidSpec, name, strings.Join(Presets(), ", "))
 	}
 	return s, s.Validate()
-}
-
-// humanBytes formats n in binary units.
-func humanBytes(n int64) string {
-	f := float64(n)
-	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
-		if f < 1024 || u == "TiB" {
-			if u == "B" {
-				return fmt.Sprintf("%d B", n)
-			}
-			if f == float64(int64(f)) {
-				return fmt.Sprintf("%.0f %s", f, u)
-			}
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-		f /= 1024
-	}
-	return ""
 }

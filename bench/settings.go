@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 )
 
@@ -18,7 +19,7 @@ type Settings struct {
 	// 2·GOMAXPROCS, at least 4).
 	Workers int `json:"workers,omitempty"`
 	// Chunker: "cdc-SIZE" (content-defined, SIZE average, SIZE/2 minimum,
-	// 4·SIZE maximum; the default cdc-1m is mover's default) or
+	// 4·SIZE maximum; the default cdc-1Mi is mover's default) or
 	// "fixed-SIZE". It decides chunk boundaries, so it is fixed when the
 	// repository is created.
 	Chunker string `json:"chunker,omitempty"`
@@ -44,8 +45,8 @@ type Sweep struct {
 var ErrInvalidSweep = errors.New("invalid sweep")
 
 // ParseSweep reads "KEY=V1,V2,…", e.g. "workers=1,2,4,8",
-// "chunker=cdc-1m,cdc-4m,fixed-1m", "zstd=fastest,default,better",
-// "pack=16m,64m".
+// "chunker=cdc-1Mi,cdc-4Mi,fixed-1Mi", "zstd=fastest,default,better",
+// "pack=16Mi,64Mi".
 func ParseSweep(s string) (Sweep, error) {
 	key, vals, ok := strings.Cut(s, "=")
 	if !ok || vals == "" {
@@ -91,9 +92,9 @@ func (sw Sweep) Apply(base Settings, value string) (Settings, error) {
 		}
 		s.Compression = value
 	case "pack":
-		n, err := parseSize(value)
+		n, err := units.ParseSize(value)
 		if err != nil || n < repo.MinPackSize || n > repo.MaxPackSize {
-			return s, bad("want a pack size of %s to %s, e.g. 16m", humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
+			return s, bad("want a pack size of %s to %s, e.g. 16Mi", units.Bytes(repo.MinPackSize), units.Bytes(repo.MaxPackSize))
 		}
 		s.PackSize = int(n)
 	default:
@@ -114,9 +115,9 @@ func chunkParams(name string, pol uint64) (chunk.Params, error) {
 		return p, nil
 	}
 	kind, size, ok := strings.Cut(name, "-")
-	n, err := parseSize(size)
+	n, err := units.ParseSize(size)
 	if !ok || err != nil {
-		return p, fmt.Errorf("chunker %q: want cdc-SIZE or fixed-SIZE, e.g. cdc-1m", name)
+		return p, fmt.Errorf("chunker %q: want cdc-SIZE or fixed-SIZE, e.g. cdc-1Mi", name)
 	}
 	switch kind {
 	case "cdc":
@@ -130,26 +131,6 @@ func chunkParams(name string, pol uint64) (chunk.Params, error) {
 		return p, err
 	}
 	return p, nil
-}
-
-// parseSize reads "16m", "4MiB", "1g", "4096".
-func parseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}} {
-		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = rest, u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 || v*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return int64(v * float64(mult)), nil
 }
 
 // Label names the settings that differ from mover's defaults, e.g.
@@ -166,7 +147,7 @@ func (s Settings) Label() string {
 		parts = append(parts, "zstd="+s.Compression)
 	}
 	if s.PackSize > 0 {
-		parts = append(parts, "pack="+strings.ReplaceAll(humanBytes(int64(s.PackSize)), " ", ""))
+		parts = append(parts, "pack="+units.Size(int64(s.PackSize)))
 	}
 	if s.Uploads > 0 {
 		parts = append(parts, fmt.Sprintf("uploads=%d", s.Uploads))

@@ -112,7 +112,7 @@ func detectFormat(head []byte) (string, error) {
 		return "", fmt.Errorf("%w: empty file", ErrChangeList)
 	}
 	dec := json.NewDecoder(bytes.NewReader(head))
-	unknown := fmt.Errorf("%w: unknown shape (give --changes-format %s, %s or %s)", ErrChangeList, FormatSnapshotMetadata, FormatRBD, FormatEBS)
+	unknown := fmt.Errorf("%w: unknown shape (name its format: %s, %s or %s)", ErrChangeList, FormatSnapshotMetadata, FormatRBD, FormatEBS)
 	tok, err := dec.Token()
 	if err != nil || (tok != json.Delim('{') && tok != json.Delim('[')) {
 		return "", fmt.Errorf("%w: not a JSON object or array", ErrChangeList)

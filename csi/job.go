@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/mover"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -342,21 +343,11 @@ func secretEnv(secret, key string, optional bool) corev1.EnvVar {
 // {"error": "...", "reason": "...", "retryable": false, "exit_code": 12}
 // when the command failed.
 type Result struct {
-	Snapshot     string  `json:"snapshot"`
-	Volume       string  `json:"volume"`
-	Size         int64   `json:"size"`
-	ReadBytes    int64   `json:"read_bytes"`
-	ZeroBytes    int64   `json:"zero_bytes"`
-	NewBytes     int64   `json:"new_bytes"`
-	StoredBytes  int64   `json:"stored_bytes"`
-	ReusedBytes  int64   `json:"reused_bytes"`
-	Parent       string  `json:"parent"`
-	Chunks       int64   `json:"chunks"`
-	NewChunks    int64   `json:"new_chunks"`
-	WrittenBytes int64   `json:"written_bytes"`
-	ZeroedBytes  int64   `json:"zeroed_bytes"`
-	FetchedBytes int64   `json:"fetched_bytes"`
-	Seconds      float64 `json:"seconds"`
+	// The report's fields, defined once in package mover; an export
+	// leaves the import figures zero and the other way round.
+	mover.ReportCommon
+	mover.ExportFigures
+	mover.ImportFigures
 	// Error is set when the mover failed.
 	Error string `json:"error,omitempty"`
 	// Reason is a stable word for the failure (WrongPassword,

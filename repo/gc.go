@@ -206,7 +206,7 @@ func (g *gc) run(ctx context.Context) error {
 		return err
 	}
 	if len(load.damaged) > 0 {
-		return fmt.Errorf("index file %s is damaged (%s); gc deletes nothing while an index file is unreadable: run mover repair index", load.damaged[0].Object, load.damaged[0].Err)
+		return fmt.Errorf("%w: %s (%s); gc deletes nothing while an index file is unreadable", ErrIndexDamaged, load.damaged[0].Object, load.damaged[0].Err)
 	}
 	g.missing = load.missing
 	g.res.MissingPacks = len(load.missing)
@@ -388,7 +388,7 @@ func (g *gc) mark(ctx context.Context) error {
 	markID := func(id ID) (bool, error) {
 		pos, _, ok := r.idx.locate(id)
 		if !ok {
-			return false, fmt.Errorf("blob %s is in no existing pack", id.Short())
+			return false, &BlobError{ID: id, Err: fmt.Errorf("%w: in no existing pack", ErrBlobMissing)}
 		}
 		if pos < 0 {
 			return false, fmt.Errorf("blob %s: the index changed during the mark", id.Short())
@@ -406,26 +406,26 @@ func (g *gc) mark(ctx context.Context) error {
 			continue // forgotten since it was listed
 		}
 		if err != nil {
-			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget it (mover forget %s) if it is not needed", err, sid.Short())
+			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget snapshot %s if it is not needed", err, sid.Short())
 		}
 		for i, pid := range s.Pages {
 			seen, err := markID(pid)
 			if err != nil {
-				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted (run mover repair index, then mover repair snapshots)", sid.Short(), i, err)
+				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted", sid.Short(), i, err)
 			}
 			if seen {
 				continue
 			}
 			entries, err := r.LoadPage(ctx, o, s, i)
 			if err != nil {
-				return fmt.Errorf("%w; nothing was deleted (run mover check)", err)
+				return fmt.Errorf("%w; nothing was deleted", err)
 			}
 			for _, e := range entries {
 				if e.Hole {
 					continue
 				}
 				if _, err := markID(e.ID); err != nil {
-					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted (run mover repair index, then mover repair snapshots)", sid.Short(), i, err)
+					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted", sid.Short(), i, err)
 				}
 			}
 		}

@@ -259,7 +259,7 @@ func judgeLease(ctx context.Context, be backend.Backend, v *leaseView, stale tim
 	if h.Host != "" {
 		who = fmt.Sprintf("%s on %s (pid %d)", h.Purpose, h.Host, h.PID)
 	}
-	return fmt.Errorf("%w: %s, last renewed %s; it is taken over if not renewed for %v (--stale-lock), at %s",
+	return fmt.Errorf("%w: %s, last renewed %s; it is taken over if not renewed for %v, at %s",
 		ErrLeaseHeld, who, ev.newest.UTC().Format(time.RFC3339), stale, ev.newest.Add(stale).UTC().Format(time.RFC3339))
 }
 
@@ -308,7 +308,7 @@ func clearLegacyLock(ctx context.Context, be backend.Backend, stale time.Duratio
 		return err
 	}
 	if now.Sub(oi.ModTime) < stale {
-		return fmt.Errorf("%w: %s (from an earlier mover) since %s; it is taken over once %v old (--stale-lock)",
+		return fmt.Errorf("%w: %s (from an earlier mover) since %s; it is taken over once %v old",
 			ErrLeaseHeld, legacyGCLock, oi.ModTime.UTC().Format(time.RFC3339), stale)
 	}
 	if err := be.Delete(ctx, legacyGCLock); err != nil && !errors.Is(err, backend.ErrNotFound) {

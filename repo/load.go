@@ -135,6 +135,11 @@ func (r *Repository) LoadBlob(ctx context.Context, o *BlobOpener, id ID, dst []b
 // ErrBlobMissing: no index entry names the blob.
 var ErrBlobMissing = errors.New("blob is not in the index")
 
+// ErrIndexDamaged: an index file cannot be read. Readers skip it (with a
+// warning); gc refuses to run, since what only it lists would look
+// unused. RepairIndex rebuilds the index from the packs.
+var ErrIndexDamaged = errors.New("index file is damaged")
+
 // LoadPage reads page i of s.
 func (r *Repository) LoadPage(ctx context.Context, o *BlobOpener, s *Snapshot, i int) ([]Entry, error) {
 	plain, err := r.LoadBlob(ctx, o, s.Pages[i], nil)

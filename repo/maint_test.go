@@ -214,7 +214,7 @@ func TestDamagedIndexFileStaysLocal(t *testing.T) {
 	}
 	n0, _ := packCount(t, be)
 	_, err = r2.GC(ctx, GCOptions{})
-	if err == nil || !strings.Contains(err.Error(), idxA[0]) || !strings.Contains(err.Error(), "repair index") {
+	if err == nil || !strings.Contains(err.Error(), idxA[0]) || !errors.Is(err, ErrIndexDamaged) {
 		t.Fatalf("gc with a damaged index file: %v", err)
 	}
 	if n, _ := packCount(t, be); n != n0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -62,8 +63,8 @@ incremental import, each in a fresh repository, --runs times (medians and
 ranges). Every run is a child process, so CPU seconds and peak RSS are its
 own. Reports the time of each pipeline stage and names the bottleneck,
 measures the storage's raw sequential speed (O_DIRECT) alongside, sweeps
-settings (--sweep workers=1,2,4,8, chunker=cdc-1m,cdc-4m,fixed-1m,
-zstd=fastest,default,better, pack=16m,64m) and runs peers on the same data,
+settings (--sweep workers=1,2,4,8, chunker=cdc-1Mi,cdc-4Mi,fixed-1Mi,
+zstd=fastest,default,better, pack=16Mi,64Mi) and runs peers on the same data,
 interleaved (--peers restic,kopia).
 
 The volume is computed on the fly and fed to the export without touching a
@@ -98,12 +99,12 @@ their figures.`,
 	f.StringVar(&o.changeContent, "change-content", "", "random or compressible new data (overrides the preset)")
 	f.IntVar(&o.runs, "runs", 3, "measured runs of each operation")
 	f.StringSliceVar(&o.ops, "ops", nil, "operations: full-export, incremental-export, full-import, incremental-import (default all)")
-	f.StringArrayVar(&o.sweeps, "sweep", nil, "sweep a setting: workers=1,2,4,8, chunker=cdc-1m,cdc-4m,fixed-1m, zstd=fastest,default,better or pack=16m,64m (repeatable)")
+	f.StringArrayVar(&o.sweeps, "sweep", nil, "sweep a setting: workers=1,2,4,8, chunker=cdc-1Mi,cdc-4Mi,fixed-1Mi, zstd=fastest,default,better or pack=16Mi,64Mi (repeatable)")
 	f.StringSliceVar(&o.peers, "peers", nil, "other tools to run on the same scenario: restic, kopia")
 	f.IntVar(&o.workers, "workers", 0, "export workers (default: one per CPU)")
-	f.StringVar(&o.chunker, "chunker", "", "chunker of the repositories: cdc-SIZE or fixed-SIZE (default cdc-1m)")
+	f.StringVar(&o.chunker, "chunker", "", "chunker of the repositories: cdc-SIZE or fixed-SIZE (default cdc-1Mi)")
 	f.StringVar(&o.zstd, "zstd", "", "zstd level: fastest (default), default, better")
-	f.StringVar(&o.pack, "pack", "", "pack size (default 16m)")
+	f.StringVar(&o.pack, "pack", "", "pack size (default 16Mi)")
 	f.StringVar(&o.workdir, "workdir", "", "directory for the image, restore targets and peers' caches (default: a new temporary directory)")
 	f.StringVar(&o.device, "device", "", "block device to write the scenario to and run on (needs --destroy-data)")
 	f.BoolVar(&o.destroyData, "destroy-data", false, "allow --device to be overwritten")
@@ -119,6 +120,7 @@ their figures.`,
 	f.BoolVar(&o.child, "child", false, "run one job read from stdin (used by mover bench itself)")
 	f.MarkHidden("child")
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	return cmd
 }
 
@@ -182,7 +184,7 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 		return bench.Config{}, usagef("--device %s overwrites the device: add --destroy-data to confirm", o.device)
 	}
 	flags := cmd.Flags()
-	size, err := parseSize(o.size)
+	size, err := units.ParseSize(o.size)
 	if err != nil || size <= 0 {
 		return bench.Config{}, usagef("--size %q: want a positive size such as 4GiB", o.size)
 	}
@@ -235,7 +237,7 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 		c.Pattern = bench.Pattern(o.changePattern)
 	}
 	if o.writeSize != "" {
-		ws, err := parseSize(o.writeSize)
+		ws, err := units.ParseSize(o.writeSize)
 		if err != nil || ws <= 0 {
 			return bench.Config{}, usagef("--write-size %q: want a size such as 4KiB", o.writeSize)
 		}
@@ -299,7 +301,7 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 		cfg.Raw.Skip = true
 	}
 	if o.rawSize != "" {
-		n, err := parseSize(o.rawSize)
+		n, err := units.ParseSize(o.rawSize)
 		if err != nil || n <= 0 {
 			return cfg, usagef("--raw-size %q: want a size such as 512MiB", o.rawSize)
 		}

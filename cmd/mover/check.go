@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
@@ -27,6 +28,7 @@ objects are named; the exit code is non-zero if any error is found.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runCheck(ctx, g, &o) },
 	}
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	cmd.Flags().BoolVar(&o.readData, "read-data", false, "download and verify every blob")
 	return cmd
 }
@@ -55,14 +57,14 @@ func runCheck(ctx context.Context, g *globalOptions, o *checkOptions) error {
 			}
 			fmt.Fprintf(g.env.stdout, "%s: %s\n", kind, p)
 		}
-		fmt.Fprintf(g.env.stdout, "checked %d packs, %d blobs, %d snapshots", res.Packs, res.Blobs, res.Snapshots)
+		fmt.Fprintf(g.env.stdout, "checked %s, %s, %s", units.Plural(res.Packs, "pack"), units.Plural(res.Blobs, "blob"), units.Plural(res.Snapshots, "snapshot"))
 		if o.readData {
-			fmt.Fprintf(g.env.stdout, ", read %s", humanBytes(res.ReadBytes))
+			fmt.Fprintf(g.env.stdout, ", read %s", units.Bytes(res.ReadBytes))
 		}
 		fmt.Fprintln(g.env.stdout)
 	}
 	if errs := res.Errors(); len(errs) > 0 {
-		return fmt.Errorf("check found %d errors, the first: %s", len(errs), errs[0])
+		return fmt.Errorf("check found %s, the first: %s", units.Plural(len(errs), "error"), errs[0])
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/spf13/cobra"
 )
@@ -32,7 +33,7 @@ tracking. A summary goes to stderr unless -q.`,
 }
 
 func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, basePath, targetPath string) error {
-	bs, err := parseSize(o.blockSize)
+	bs, err := units.ParseSize(o.blockSize)
 	if err != nil || bs < 512 || bs > 64<<20 {
 		return usagef("--block-size %q: want 512 bytes to 64 MiB", o.blockSize)
 	}
@@ -57,7 +58,7 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, basePath, ta
 		return err
 	}
 	if !g.quiet {
-		fmt.Fprintf(g.env.stderr, "mover diff: %d extents, %s of %s changed\n", len(cl), humanBytes(cl.Bytes()), humanBytes(target.Size()))
+		fmt.Fprintf(g.env.stderr, "mover diff: %s, %s of %s changed\n", units.Plural(len(cl), "extent"), units.Bytes(cl.Bytes()), units.Bytes(target.Size()))
 	}
 	return nil
 }

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
@@ -38,8 +38,9 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	}
 	f := cmd.Flags()
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	f.StringVar(&o.source, "source", "", "block device or regular file to export (required)")
-	f.StringVar(&o.name, "name", "", "volume name the snapshot is filed under (required): 1 to 255 bytes without \"/\" or control characters")
+	volumeFlag(cmd, &o.name, "volume name the snapshot is filed under (required; alias --name): 1 to 255 bytes without \"/\" or control characters")
 	f.StringArrayVar(&o.tags, "tag", nil, "tag the snapshot with key=value (repeatable)")
 	f.IntVar(&o.workers, "workers", 0, "CPU workers that cut, hash, compress and encrypt (default: all cores)")
 	f.StringVar(&o.packSize, "pack-size", "", "target pack size for this export (default: the repository's)")
@@ -50,27 +51,14 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	f.StringVar(&o.changesFmt, "changes-format", "", "format of --changes: snapshot-metadata, rbd or ebs (default: detected)")
 	f.Float64Var(&o.verify, "verify-unchanged", 0, "with --changes: re-read this fraction (0..1) of the chunks the change list calls unchanged, and fail if any differ")
 	cmd.MarkFlagRequired("source")
-	cmd.MarkFlagRequired("name")
+	cmd.MarkFlagRequired("volume")
 	return cmd
 }
 
 // exportJSON is the result object of `mover export --json`.
-type exportJSON struct {
-	Snapshot    string            `json:"snapshot"`
-	Volume      string            `json:"volume"`
-	Size        int64             `json:"size"`
-	ReadBytes   int64             `json:"read_bytes"`
-	ZeroBytes   int64             `json:"zero_bytes"`
-	NewBytes    int64             `json:"new_bytes"`
-	StoredBytes int64             `json:"stored_bytes"`
-	ReusedBytes int64             `json:"reused_bytes,omitempty"`
-	Parent      string            `json:"parent,omitempty"`
-	Chunks      int64             `json:"chunks"`
-	NewChunks   int64             `json:"new_chunks"`
-	Seconds     float64           `json:"seconds"`
-	MBPerSecond float64           `json:"mb_per_s"`
-	Stages      map[string]string `json:"stages"`
-}
+// exportJSON is what export --json prints (mover.ExportReport, the
+// contract with control planes).
+type exportJSON = mover.ExportReport
 
 func parseTags(tags []string) (map[string]string, error) {
 	if len(tags) == 0 {
@@ -103,11 +91,11 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	}
 	var packSize int64
 	if o.packSize != "" {
-		if packSize, err = parseSize(o.packSize); err != nil {
+		if packSize, err = units.ParseSize(o.packSize); err != nil {
 			return usagef("--pack-size: %v", err)
 		}
 		if packSize < repo.MinPackSize || packSize > repo.MaxPackSize {
-			return usagef("--pack-size %s: want %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
+			return usagef("--pack-size %s: want %s to %s", o.packSize, units.Bytes(repo.MinPackSize), units.Bytes(repo.MaxPackSize))
 		}
 	}
 	if err := checkShare("verify-unchanged", o.verify); err != nil {
@@ -166,32 +154,17 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if err != nil {
 		return err
 	}
-	out := exportJSON{
-		Snapshot: res.Snapshot.ID.String(), Volume: o.name, Size: res.Size,
-		ReadBytes: res.ReadBytes, ZeroBytes: res.ZeroBytes, NewBytes: res.NewBytes, StoredBytes: res.StoredBytes,
-		ReusedBytes: res.ReusedBytes,
-		Chunks:      res.Chunks, NewChunks: res.NewChunks, Seconds: res.Duration.Seconds(),
-		MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(), Stages: stageMap(res.Stages),
-	}
+	parent := ""
 	if base != nil {
-		out.Parent = base.ID.String()
+		parent = base.ID.String()
 	}
+	out := res.Report(o.name, parent)
 	g.pod.exported(out, res)
 	if g.json {
 		return g.printJSON(out)
 	}
-	fmt.Fprintf(g.env.stdout, "snapshot %s of %s: %s in %.1fs (%.0f MB/s); read %s, zeros %s, new %s, stored %s\n",
-		res.Snapshot.ID.Short(), o.name, humanBytes(res.Size), out.Seconds, out.MBPerSecond,
-		humanBytes(res.ReadBytes), humanBytes(res.ZeroBytes), humanBytes(res.NewBytes), humanBytes(res.StoredBytes))
+	fmt.Fprintf(g.env.stdout, "snapshot %s of %s: %s in %.1fs (%s); read %s, zeros %s, new %s, stored %s\n",
+		res.Snapshot.ID.Short(), o.name, units.Bytes(res.Size), out.Seconds, units.Rate(float64(res.Size)/res.Duration.Seconds()),
+		units.Bytes(res.ReadBytes), units.Bytes(res.ZeroBytes), units.Bytes(res.NewBytes), units.Bytes(res.StoredBytes))
 	return nil
-}
-
-func stageMap(s mover.Stages) map[string]string {
-	m := map[string]string{}
-	s.Each(func(k string, d time.Duration) {
-		if d > 0 {
-			m[k] = fmt.Sprintf("%.3fs", d.Seconds())
-		}
-	})
-	return m
 }

@@ -1,6 +1,11 @@
 package main
 
-import "math"
+import (
+	"math"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
 
 // Upper bounds of the flags that size memory or goroutines. They are far
 // above what helps (see BENCHMARKS.md) and far below what exhausts a
@@ -43,4 +48,18 @@ func checkShare(name string, v float64) error {
 		return usagef("--%s %g: want a fraction from 0 to 1", name, v)
 	}
 	return nil
+}
+
+// volumeFlag adds --volume (the name a snapshot is filed under, "volume"
+// in JSON, tables and the library) to cmd, with --name, its name before,
+// as an alias.
+func volumeFlag(cmd *cobra.Command, v *string, usage string) {
+	f := cmd.Flags()
+	f.StringVar(v, "volume", "", usage)
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "name" {
+			name = "volume"
+		}
+		return pflag.NormalizedName(name)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
@@ -31,12 +32,13 @@ weeks and months that have snapshots. Chunks are freed by mover gc.`,
 	}
 	f := cmd.Flags()
 	o.backend.register(cmd)
-	f.StringVar(&o.volume, "name", "", "apply the policy to this volume only")
+	g.registerRepo(cmd)
+	volumeFlag(cmd, &o.volume, "apply the policy to this volume only (alias --name)")
 	f.IntVar(&o.policy.Last, "keep-last", 0, "keep the N newest snapshots")
 	f.IntVar(&o.policy.Daily, "keep-daily", 0, "keep the newest snapshot of each of the last N days with snapshots")
 	f.IntVar(&o.policy.Weekly, "keep-weekly", 0, "keep the newest snapshot of each of the last N weeks with snapshots")
 	f.IntVar(&o.policy.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last N months with snapshots")
-	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "only print what would be removed")
+	f.BoolVar(&o.dryRun, "dry-run", false, "only print what would be removed")
 	registerStaleLock(f, &o.staleLock)
 	return cmd
 }
@@ -69,7 +71,7 @@ type removal struct {
 }
 
 func describeSnapshot(s *repo.Snapshot) string {
-	return s.Time.Format("2006-01-02 15:04") + " " + s.Volume
+	return units.Time(s.Time) + " " + s.Volume
 }
 
 func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []string) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -40,10 +41,11 @@ no longer runs.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runGC(ctx, g, &o) },
 	}
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	f := cmd.Flags()
 	f.DurationVar(&o.grace, "grace", repo.DefaultGrace, "minimum age of a condemned pack before it is deleted; longer than any export")
 	f.Float64Var(&o.repack, "repack-threshold", 0.1, "repack packs whose garbage is at least this fraction")
-	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "report what would be done, change nothing")
+	f.BoolVar(&o.dryRun, "dry-run", false, "report what would be done, change nothing")
 	registerStaleLock(f, &o.stale)
 	return cmd
 }
@@ -78,8 +80,8 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 	if o.dryRun {
 		verb = "would delete"
 	}
-	fmt.Fprintf(g.env.stdout, "%d snapshots, %d live blobs (%s) in %d packs; %s %d packs (%s), repacked %d, %d condemned packs wait for the grace period, %d packs younger than it are kept\n",
-		res.Snapshots, res.LiveBlobs, humanBytes(res.LiveBytes), res.Packs, verb, res.Deleted, humanBytes(res.DeletedBytes), res.Repacked, res.Waiting, res.Young)
+	fmt.Fprintf(g.env.stdout, "%s, %s live (%s) in %s; %s %s (%s), repacked %d; condemned packs waiting for the grace period: %d; packs younger than it, kept: %d\n",
+		units.Plural(res.Snapshots, "snapshot"), units.Plural(int(res.LiveBlobs), "blob"), units.Bytes(res.LiveBytes), units.Plural(res.Packs, "pack"), verb, units.Plural(res.Deleted, "pack"), units.Bytes(res.DeletedBytes), res.Repacked, res.Waiting, res.Young)
 	return nil
 }
 

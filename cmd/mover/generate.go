@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/spf13/cobra"
 )
 
@@ -41,7 +42,7 @@ the same bytes. The file is created; an existing file is refused.`,
 }
 
 func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path string) error {
-	size, err := parseSize(o.size)
+	size, err := units.ParseSize(o.size)
 	if err != nil {
 		return usagef("--size: %v", err)
 	}
@@ -87,7 +88,7 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 		return err
 	}
 	if !g.quiet {
-		fmt.Fprintf(g.env.stdout, "wrote %s: %s (zeros %.0f%%, file data %.0f%%, duplicates %.0f%%, random %.0f%%)\n", path, humanBytes(size),
+		fmt.Fprintf(g.env.stdout, "wrote %s: %s (zeros %.0f%%, file data %.0f%%, duplicates %.0f%%, random %.0f%%)\n", path, units.Bytes(size),
 			100*o.zero, 100*o.file, 100*o.duplicate, 100*(1-o.zero-o.file-o.duplicate))
 	}
 	return nil

@@ -9,8 +9,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
@@ -29,15 +27,22 @@ type globalOptions struct {
 	pod          podState // in-pod behaviour of export and import (pod.go)
 }
 
+// register adds the flags every command has.
 func (g *globalOptions) register(root *cobra.Command) {
 	f := root.PersistentFlags()
-	f.StringVarP(&g.repo, "repo", "r", "", "repository location: a directory or s3://BUCKET/PREFIX (default $MOVER_REPOSITORY)")
-	f.StringVar(&g.passwordFile, "password-file", "", "read the repository password from this file (default $MOVER_PASSWORD)")
-	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
 	f.BoolVar(&g.json, "json", false, "print the result as one JSON object on stdout and progress as JSON lines on stderr")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
 	f.StringVar(&g.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the command to this file")
 	f.MarkHidden("cpuprofile")
+}
+
+// registerRepo adds the repository flags to cmd and its subcommands: only
+// commands that open a repository have them.
+func (g *globalOptions) registerRepo(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVarP(&g.repo, "repo", "r", "", "repository location: a directory or s3://BUCKET/PREFIX (default $MOVER_REPOSITORY)")
+	f.StringVar(&g.passwordFile, "password-file", "", "read the repository password from this file (default $MOVER_PASSWORD)")
+	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
 }
 
 func (g *globalOptions) location() (string, error) {
@@ -153,45 +158,6 @@ func closeRepo(r *repo.Repository) {
 func (g *globalOptions) printJSON(v any) error {
 	enc := json.NewEncoder(g.env.stdout)
 	return enc.Encode(v)
-}
-
-// parseSize parses "4GiB", "512MiB", "1.5G", "4096" (bytes).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   float64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
-	mult := 1.0
-	for _, u := range units {
-		if strings.HasSuffix(t, u.suffix) {
-			// Prefer the longest suffix: check TB before B etc.
-			if rest := strings.TrimSuffix(t, u.suffix); rest != "" && strings.IndexFunc(rest[len(rest)-1:], func(r rune) bool { return r >= '0' && r <= '9' || r == '.' }) == 0 {
-				t, mult = rest, u.mult
-				break
-			}
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || v*mult > 1<<62 {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 4096, 512MiB, 4GiB)", s)
-	}
-	return int64(v * mult), nil
-}
-
-// humanBytes formats n for people.
-func humanBytes(n int64) string {
-	f := float64(n)
-	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
-		if f < 1024 || u == "TiB" {
-			if u == "B" {
-				return fmt.Sprintf("%d B", n)
-			}
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-		f /= 1024
-	}
-	return ""
 }
 
 // warnf prints a one-line warning.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
@@ -40,6 +41,7 @@ if missing and sized to the snapshot.`,
 	}
 	f := cmd.Flags()
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	f.StringVar(&o.snapshot, "snapshot", "", "snapshot ID, unique ID prefix, latest or latest:VOLUME (required)")
 	f.StringVar(&o.target, "target", "", "block device or file to write (required)")
 	f.BoolVar(&o.targetZeroed, "target-zeroed", false, "the target already reads as zeros: skip zeroing holes")
@@ -53,18 +55,9 @@ if missing and sized to the snapshot.`,
 }
 
 // importJSON is the result object of `mover import --json`.
-type importJSON struct {
-	Snapshot     string            `json:"snapshot"`
-	Volume       string            `json:"volume"`
-	Size         int64             `json:"size"`
-	WrittenBytes int64             `json:"written_bytes"`
-	ZeroedBytes  int64             `json:"zeroed_bytes"`
-	FetchedBytes int64             `json:"fetched_bytes"`
-	SkippedBytes int64             `json:"skipped_bytes,omitempty"`
-	Seconds      float64           `json:"seconds"`
-	MBPerSecond  float64           `json:"mb_per_s"`
-	Stages       map[string]string `json:"stages"`
-}
+// importJSON is what import --json prints (mover.ImportReport, the
+// contract with control planes).
+type importJSON = mover.ImportReport
 
 func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	if loc, err := g.location(); err == nil && !isS3(loc) {
@@ -104,20 +97,14 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	if err := dst.Close(); err != nil {
 		return fmt.Errorf("closing target: %w", err)
 	}
-	out := importJSON{
-		Snapshot: snap.ID.String(), Volume: snap.Volume, Size: res.Size,
-		WrittenBytes: res.WrittenBytes, ZeroedBytes: res.ZeroedBytes, FetchedBytes: res.FetchedBytes,
-		SkippedBytes: res.SkippedBytes,
-		Seconds:      res.Duration.Seconds(), MBPerSecond: float64(res.Size) / 1e6 / res.Duration.Seconds(),
-		Stages: stageMap(res.Stages),
-	}
+	out := res.Report(snap.ID.String(), snap.Volume)
 	g.pod.imported(out, res)
 	if g.json {
 		return g.printJSON(out)
 	}
-	fmt.Fprintf(g.env.stdout, "imported snapshot %s of %s onto %s: %s in %.1fs (%.0f MB/s); written %s, zeroed %s\n",
-		snap.ID.Short(), snap.Volume, o.target, humanBytes(res.Size), out.Seconds, out.MBPerSecond,
-		humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes))
+	fmt.Fprintf(g.env.stdout, "imported snapshot %s of %s onto %s: %s in %.1fs (%s); written %s, zeroed %s\n",
+		snap.ID.Short(), snap.Volume, o.target, units.Bytes(res.Size), out.Seconds, units.Rate(float64(res.Size)/res.Duration.Seconds()),
+		units.Bytes(res.WrittenBytes), units.Bytes(res.ZeroedBytes))
 	return nil
 }
 

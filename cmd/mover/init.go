@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
@@ -50,6 +51,7 @@ new chunking, and init never overwrites a repository.`,
 	}
 	f := cmd.Flags()
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	f.StringVar(&o.chunker, "chunker", "cdc", "splitter: cdc (content-defined) or fixed")
 	f.StringVar(&o.minSize, "min-size", "512KiB", "smallest cdc chunk")
 	f.StringVar(&o.avgSize, "avg-size", "1MiB", "average cdc chunk (a power of two)")
@@ -70,7 +72,7 @@ func (o *initOptions) params() (chunk.Params, int, error) {
 	sizes := map[string]*string{"min-size": &o.minSize, "avg-size": &o.avgSize, "max-size": &o.maxSize, "fixed-size": &o.fixedSize, "segment-size": &o.segment, "zero-block": &o.zeroBlock, "pack-size": &o.packSize}
 	v := map[string]int64{}
 	for name, s := range sizes {
-		n, err := parseSize(*s)
+		n, err := units.ParseSize(*s)
 		if err != nil {
 			return p, 0, usagef("--%s: %v", name, err)
 		}
@@ -96,7 +98,7 @@ func (o *initOptions) params() (chunk.Params, int, error) {
 	}
 	p.SegmentSize, p.ZeroBlock = v["segment-size"], int(v["zero-block"])
 	if ps := v["pack-size"]; ps < repo.MinPackSize || ps > repo.MaxPackSize {
-		return p, 0, usagef("--pack-size %s: the pack size must be from %s to %s", o.packSize, humanBytes(repo.MinPackSize), humanBytes(repo.MaxPackSize))
+		return p, 0, usagef("--pack-size %s: the pack size must be from %s to %s", o.packSize, units.Bytes(repo.MinPackSize), units.Bytes(repo.MaxPackSize))
 	}
 	if err := p.Validate(); err != nil {
 		return p, 0, usageError{err}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/csi"
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -93,15 +95,21 @@ func (o *k8sOptions) job(g *globalOptions) (csi.JobOptions, error) {
 		Repository: g.repo, ServiceAccount: o.serviceAccount, Args: o.jobArgs, ActiveDeadline: o.deadline,
 		BackoffLimit: &o.backoff, MetricsPort: o.metricsPort}
 	res := corev1.ResourceList{}
-	for name, v := range map[corev1.ResourceName]string{corev1.ResourceCPU: o.cpu, corev1.ResourceMemory: o.memory} {
-		if v == "" {
-			continue
-		}
-		q, err := resource.ParseQuantity(v)
+	if o.cpu != "" {
+		q, err := resource.ParseQuantity(o.cpu)
 		if err != nil {
-			return j, usagef("--%s %q: %v", name, v, err)
+			return j, usagef("--cpu %q: want e.g. 500m or 2 (a Kubernetes quantity)", o.cpu)
 		}
-		res[name] = q
+		res[corev1.ResourceCPU] = q
+	}
+	if o.memory != "" {
+		// The program's size grammar, which reads every Kubernetes
+		// byte quantity the same way and also takes 1GiB.
+		n, err := units.ParseSize(o.memory)
+		if err != nil || n <= 0 {
+			return j, usagef("--memory: %v", cmp.Or(err, errors.New("must be positive")))
+		}
+		res[corev1.ResourceMemory] = *resource.NewQuantity(n, resource.BinarySI)
 	}
 	if len(res) > 0 {
 		j.Resources = corev1.ResourceRequirements{Requests: res, Limits: res}
@@ -197,17 +205,18 @@ func newK8sExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 				return g.printJSON(res.Raw)
 			}
 			fmt.Fprintf(g.env.stdout, "snapshot %s of %s/%s: %s in %.1fs; new %s, stored %s\n", res.Snapshot, ns, pvc,
-				humanBytes(res.Size), res.Seconds, humanBytes(res.NewBytes), humanBytes(res.StoredBytes))
+				units.Bytes(res.Size), res.Seconds, units.Bytes(res.NewBytes), units.Bytes(res.StoredBytes))
 			return nil
 		},
 	}
 	o.register(cmd)
+	g.registerRepo(cmd)
 	f := cmd.Flags()
 	f.StringVar(&pvc, "pvc", "", "the PVC to export (required)")
 	f.StringVar(&snapClass, "snapshot-class", "", "VolumeSnapshotClass (default: the driver's default class)")
 	f.StringVar(&volumeSnapshot, "volume-snapshot", "", "export this existing VolumeSnapshot of the PVC instead of taking one")
 	f.StringVar(&storageClass, "storage-class", "", "storage class of the block-mode clone (default: the PVC's)")
-	f.StringVar(&name, "name", "", "volume name in the repository (default NAMESPACE-PVC)")
+	volumeFlag(cmd, &name, "volume name in the repository (default NAMESPACE-PVC; alias --name)")
 	f.StringArrayVar(&tags, "tag", nil, "tag the snapshot with key=value (repeatable)")
 	f.StringVar(&base, "base", "", "incremental: reuse the chunks of this repository snapshot")
 	f.BoolVar(&keepSnapshot, "keep-snapshot", false, "keep the VolumeSnapshot after the export, as the base of the next --base-snapshot-handle (delete it with mover k8s cleanup)")
@@ -236,7 +245,7 @@ staging PVC, snapshots it and restores that as a Filesystem-mode PVC.
 			}
 			var n int64
 			if size != "" {
-				if n, err = parseSize(size); err != nil {
+				if n, err = units.ParseSize(size); err != nil {
 					return usagef("--size: %v", err)
 				}
 			} else if n, err = g.snapshotSize(ctx, bo, snapshot); err != nil {
@@ -259,7 +268,7 @@ staging PVC, snapshots it and restores that as a Filesystem-mode PVC.
 			if g.json {
 				return g.printJSON(res.Raw)
 			}
-			fmt.Fprintf(g.env.stdout, "imported snapshot %s onto PVC %s/%s: %s in %.1fs\n", res.Snapshot, ns, res.PVC, humanBytes(res.Size), res.Seconds)
+			fmt.Fprintf(g.env.stdout, "imported snapshot %s onto PVC %s/%s: %s in %.1fs\n", res.Snapshot, ns, res.PVC, units.Bytes(res.Size), res.Seconds)
 			if res.Pending {
 				fmt.Fprintf(g.env.stdout, "the PVC binds on first use; run `mover k8s cleanup -n %s --operation %s` after that\n", ns, op)
 			}
@@ -268,6 +277,7 @@ staging PVC, snapshots it and restores that as a Filesystem-mode PVC.
 	}
 	o.register(cmd)
 	bo.register(cmd) // for looking up --size in an S3 repository
+	g.registerRepo(cmd)
 	f := cmd.Flags()
 	f.StringVar(&pvc, "pvc", "", "name of the PVC to create (required)")
 	f.StringVar(&snapshot, "snapshot", "", "repository snapshot: ID, prefix, latest or latest:VOLUME (required)")
@@ -337,7 +347,7 @@ snapshot, and write them as a SnapshotMetadata change list for
 mover export --changes. Without a base, the allocated blocks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := parseSize(size)
+			n, err := units.ParseSize(size)
 			if err != nil || n <= 0 {
 				return usagef("--size %q: want the volume size", size)
 			}
@@ -362,7 +372,7 @@ mover export --changes. Without a base, the allocated blocks.`,
 				return fmt.Errorf("writing the change list: %w", err)
 			}
 			if !g.quiet {
-				fmt.Fprintf(g.env.stderr, "mover k8s changes: %d extents, %s of %s\n", len(cl), humanBytes(cl.Bytes()), humanBytes(n))
+				fmt.Fprintf(g.env.stderr, "mover k8s changes: %s, %s of %s\n", units.Plural(len(cl), "extent"), units.Bytes(cl.Bytes()), units.Bytes(n))
 			}
 			return nil
 		},

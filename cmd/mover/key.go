@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
@@ -25,6 +27,7 @@ func newKeyCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 		},
 	}
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Add a key file for a new password ($MOVER_NEW_PASSWORD or --new-password-file)",
@@ -60,7 +63,9 @@ func runKeyAdd(ctx context.Context, g *globalOptions, o *keyOptions) error {
 	case g.env.getenv("MOVER_NEW_PASSWORD") != "":
 		pw = []byte(g.env.getenv("MOVER_NEW_PASSWORD"))
 	default:
-		pw, err = g.prompt("new password: ", true)
+		if pw, err = g.prompt("new password: ", true); errors.Is(err, errNoPassword) {
+			return usagef("no new password: set MOVER_NEW_PASSWORD or give --new-password-file")
+		}
 	}
 	if err != nil {
 		return err
@@ -106,7 +111,7 @@ func runKeyList(ctx context.Context, g *globalOptions, o *keyOptions) error {
 			fmt.Fprintf(tw, "%s%s\tDAMAGED: %s\t\t\n", cur, id, k.Damaged)
 			continue
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", cur, id, k.Created.Format("2006-01-02 15:04:05"), k.Username, k.Hostname)
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", cur, id, units.Time(k.Created), k.Username, k.Hostname)
 	}
 	return tw.Flush()
 }

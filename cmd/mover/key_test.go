@@ -16,6 +16,8 @@ func TestCLIKeyFileDamage(t *testing.T) {
 	first := objects(t, repoDir, "keys")[0]
 	pw := filepath.Join(dir, "pw2")
 	os.WriteFile(pw, []byte("second"), 0o600)
+	// No new password: the message names the new password's sources.
+	c.fails(exitUsage, "no new password: set MOVER_NEW_PASSWORD or give --new-password-file", "key", "add")
 	c.ok("key", "add", "--new-password-file", pw)
 	flipByte(t, first, func(n int) int { return n / 2 })
 	rel, _ := filepath.Rel(repoDir, first)

@@ -138,7 +138,6 @@ The repository and its password come from flags or the environment:
 		Version:       buildVersion().String(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.CompletionOptions.DisableDefaultCmd = true
 	var stopProfile func()
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if env.beforeRun != nil {
@@ -181,6 +180,7 @@ The repository and its password come from flags or the environment:
 		newK8sCommand(ctx, g),
 		newVersionCommand(g),
 	)
+	installHints(root)
 	g.pod.install(ctx, g, root)
 	return root
 }

@@ -162,7 +162,7 @@ func TestCLIBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"frobnicate"}, "unknown command"},
-		{[]string{"export", "--source", img}, `"name" not set`},
+		{[]string{"export", "--source", img}, `"volume" not set`},
 		{[]string{"export", "--name", "x"}, `"source" not set`},
 		{[]string{"export", "--source", img, "--name", "x", "--tag", "novalue"}, "key=value"},
 		{[]string{"export", "--source", img, "--name", "x", "--pack-size", "12 apples"}, "invalid size"},

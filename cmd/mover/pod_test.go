@@ -225,11 +225,11 @@ func TestTerminationMessageFits(t *testing.T) {
 			t.Errorf("cut to %d bytes, more than needed", len(b))
 		}
 	}
-	stages := map[string]string{}
+	stages := mover.StageSeconds{}
 	for i := range 400 {
-		stages[strings.Repeat("s", 5)+string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune('A'+i/26))] = "1.000s"
+		stages[strings.Repeat("s", 5)+string(rune('a'+i%26))+strings.Repeat("x", i%7)+string(rune('A'+i/26))] = 1
 	}
-	b, err := terminationMessage(exportJSON{Snapshot: strings.Repeat("a", 64), Stages: stages})
+	b, err := terminationMessage(exportJSON{ReportCommon: mover.ReportCommon{Snapshot: strings.Repeat("a", 64), Stages: stages}})
 	if err != nil || len(b) > maxTerminationMessage || strings.Contains(string(b), "stages") {
 		t.Fatalf("%d bytes, %v", len(b), err)
 	}

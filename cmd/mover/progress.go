@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/mover"
 	"golang.org/x/term"
 )
@@ -67,12 +68,12 @@ func drawBar(w io.Writer, op string, p mover.Progress) {
 	if r := rate(p); r > 0 && p.DoneBytes < p.Size {
 		eta = " ETA " + (time.Duration(float64(p.Size-p.DoneBytes)/(r*1e6)) * time.Second / time.Second * time.Second).String()
 	}
-	extra := fmt.Sprintf("new %s stored %s", humanBytes(p.NewBytes), humanBytes(p.StoredBytes))
+	extra := fmt.Sprintf("new %s stored %s", units.Bytes(p.NewBytes), units.Bytes(p.StoredBytes))
 	if op == "import" {
-		extra = fmt.Sprintf("written %s", humanBytes(p.WrittenBytes))
+		extra = fmt.Sprintf("written %s", units.Bytes(p.WrittenBytes))
 	}
 	fmt.Fprintf(w, "\r%s [%s%s] %5.1f%% %s/%s %.0f MB/s %s%s\x1b[K", op, strings.Repeat("#", n), strings.Repeat(".", width-n),
-		pct, humanBytes(p.DoneBytes), humanBytes(p.Size), rate(p), extra, eta)
+		pct, units.Bytes(p.DoneBytes), units.Bytes(p.Size), rate(p), extra, eta)
 	if p.DoneBytes >= p.Size {
 		fmt.Fprintln(w)
 	}

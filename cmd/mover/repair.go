@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
@@ -28,6 +29,7 @@ func newRepairCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 		},
 	}
 	o.backend.register(cmd)
+	g.registerRepo(cmd)
 	registerStaleLock(cmd.Flags(), &o.staleLock)
 	index := &cobra.Command{
 		Use:   "index",
@@ -87,19 +89,19 @@ func runRepairIndex(ctx context.Context, g *globalOptions, o *repairOptions) err
 			fmt.Fprintf(g.env.stdout, "damaged index file (replaced): %s\n", p)
 		}
 		for _, sp := range res.Salvaged {
-			fmt.Fprintf(g.env.stdout, "pack %s: header unreadable (%s); kept %d blobs that verify, lost %d\n", sp.Pack.Short(), sp.Err, sp.Kept, sp.Lost)
+			fmt.Fprintf(g.env.stdout, "pack %s: header unreadable (%s); kept %s that verify, lost %d\n", sp.Pack.Short(), sp.Err, units.Plural(sp.Kept, "blob"), sp.Lost)
 		}
 		for _, p := range res.Unreadable {
 			fmt.Fprintf(g.env.stdout, "unreadable, and no old index entry describes it: %s\n", p)
 		}
 		if res.MissingRefs > 0 {
-			fmt.Fprintf(g.env.stdout, "dropped %d entries of packs that do not exist\n", res.MissingRefs)
+			fmt.Fprintf(g.env.stdout, "dropped %s of packs that do not exist\n", units.Plural(res.MissingRefs, "entry", "entries"))
 		}
-		fmt.Fprintf(g.env.stdout, "indexed %d blobs in %d packs into %d index files (replaced %d); read %s of headers\n",
-			res.Blobs, res.Packs, res.IndexFiles, res.Replaced, humanBytes(res.HeaderBytes))
+		fmt.Fprintf(g.env.stdout, "indexed %s in %s into %s (replaced %d); read %s of headers\n",
+			units.Plural(res.Blobs, "blob"), units.Plural(res.Packs, "pack"), units.Plural(res.IndexFiles, "index file"), res.Replaced, units.Bytes(res.HeaderBytes))
 	}
 	if len(res.Unreadable) > 0 || lost > 0 || res.MissingRefs > 0 {
-		return fmt.Errorf("the index is rebuilt, but %d packs are unreadable, %d blobs did not verify and %d entries named missing packs: run mover repair snapshots to see which snapshots are affected", len(res.Unreadable), lost, res.MissingRefs)
+		return fmt.Errorf("the index is rebuilt, but unreadable packs: %d, blobs that did not verify: %d, entries naming missing packs: %d; run mover repair snapshots to see which snapshots are affected", len(res.Unreadable), lost, res.MissingRefs)
 	}
 	return nil
 }
@@ -153,7 +155,7 @@ func runRepairSnapshots(ctx context.Context, g *globalOptions, o *repairOptions)
 	} else {
 		printDamage(g, damaged)
 		for i, s := range repaired {
-			fmt.Fprintf(g.env.stdout, "snapshot %s replaced by %s: %s restore as zeros\n", damaged[i].Snapshot.Short(), s.ID.Short(), humanBytes(damaged[i].MissingBytes))
+			fmt.Fprintf(g.env.stdout, "snapshot %s replaced by %s: %s restore as zeros\n", damaged[i].Snapshot.Short(), s.ID.Short(), units.Bytes(damaged[i].MissingBytes))
 		}
 		if o.forgetDamaged && len(damaged) > 0 {
 			fmt.Fprintf(g.env.stdout, "forgot %d damaged snapshots; mover gc frees their data\n", len(damaged))
@@ -163,7 +165,7 @@ func runRepairSnapshots(ctx context.Context, g *globalOptions, o *repairOptions)
 		}
 	}
 	if len(damaged) > 0 && !o.writeRepaired && !o.forgetDamaged {
-		return fmt.Errorf("%d snapshots cannot be restored whole (nothing was changed; --write-repaired or --forget-damaged changes them)", len(damaged))
+		return fmt.Errorf("%s cannot be restored whole (nothing was changed; --write-repaired or --forget-damaged changes them)", units.Plural(len(damaged), "snapshot"))
 	}
 	return nil
 }
@@ -174,8 +176,8 @@ func printDamage(g *globalOptions, damaged []repo.SnapshotDamage) {
 			fmt.Fprintf(g.env.stdout, "snapshot %s: unreadable: %s\n", d.Snapshot.Short(), d.Err)
 			continue
 		}
-		fmt.Fprintf(g.env.stdout, "snapshot %s (%s): %d missing pages, %d missing chunks, %s of the volume lost in %d ranges\n",
-			d.Snapshot.Short(), d.Volume, len(d.MissingPages), len(d.MissingChunks), humanBytes(d.MissingBytes), len(d.Ranges))
+		fmt.Fprintf(g.env.stdout, "snapshot %s (%s): %s, %s missing, %s of the volume lost in %s\n",
+			d.Snapshot.Short(), d.Volume, units.Plural(len(d.MissingPages), "page"), units.Plural(len(d.MissingChunks), "chunk"), units.Bytes(d.MissingBytes), units.Plural(len(d.Ranges), "range"))
 		for i, rg := range d.Ranges {
 			if i == 10 {
 				fmt.Fprintf(g.env.stdout, "  … %d more ranges\n", len(d.Ranges)-10)

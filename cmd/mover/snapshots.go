@@ -6,7 +6,9 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/spf13/cobra"
 )
@@ -25,7 +27,8 @@ func newSnapshotsCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, args []string) error { return runSnapshots(ctx, g, &o) },
 	}
 	o.backend.register(cmd)
-	cmd.Flags().StringVar(&o.volume, "name", "", "only snapshots of this volume")
+	g.registerRepo(cmd)
+	volumeFlag(cmd, &o.volume, "only snapshots of this volume (alias --name)")
 	return cmd
 }
 
@@ -59,6 +62,8 @@ type snapshotJSON struct {
 	Parent   string             `json:"parent,omitempty"`
 	Stats    repo.SnapshotStats `json:"stats"`
 	Repaired *repo.Repaired     `json:"repaired,omitempty"`
+
+	at time.Time // Time, for the table
 }
 
 func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) error {
@@ -79,8 +84,8 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 		if o.volume != "" && s.Volume != o.volume {
 			continue
 		}
-		j := snapshotJSON{ID: s.ID.String(), Volume: s.Volume, Time: s.Time.Format("2006-01-02T15:04:05Z07:00"), Size: s.Size,
-			Source: s.Source, Hostname: s.Hostname, Tags: s.Tags, Stats: s.Stats, Repaired: s.Repaired}
+		j := snapshotJSON{ID: s.ID.String(), Volume: s.Volume, Time: s.Time.Format(time.RFC3339), Size: s.Size,
+			Source: s.Source, Hostname: s.Hostname, Tags: s.Tags, Stats: s.Stats, Repaired: s.Repaired, at: s.Time}
 		if s.Parent != nil {
 			j.Parent = s.Parent.String()
 		}
@@ -112,9 +117,9 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 			for _, rg := range s.Repaired.Damaged {
 				lost += rg.Length
 			}
-			tags = append(tags, fmt.Sprintf("REPAIRED(%s lost, from %s)", humanBytes(lost), s.Repaired.From.Short()))
+			tags = append(tags, fmt.Sprintf("REPAIRED(%s lost, from %s)", units.Bytes(lost), s.Repaired.From.Short()))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Time, s.Volume, humanBytes(s.Size), humanBytes(s.Stats.StoredBytes), strings.Join(tags, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], units.Time(s.at), s.Volume, units.Bytes(s.Size), units.Bytes(s.Stats.StoredBytes), strings.Join(tags, ","))
 	}
 	for _, u := range damaged {
 		fmt.Fprintf(tw, "%s\tDAMAGED: %v\t\t\t\t\n", u.ID.Short(), u.Err)

@@ -69,7 +69,7 @@ func Open(ctx context.Context, loc string, opts Options) (backend.Backend, error
 		return be, nil
 	}
 	if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("repository %s: %w (run mover init first)", loc, ErrNoDirectory)
+		return nil, fmt.Errorf("repository %s: %w", loc, ErrNoDirectory)
 	}
 	be, err := fs.Open(loc)
 	if err != nil {
