@@ -175,89 +175,74 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right}
 td:first-child,th:first-child,td.l{text-align:left}th{background:#f4f4f4}
 figure{margin:1.2em 0}figcaption{font-weight:600;margin-bottom:.3em}
-svg .label,svg .value{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}`
+svg .label,svg .value{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}
+.warning{background:#fde2e1;border:2px solid #c0392b;color:#7a1d14;padding:.6em 1em;font-weight:600}`
 
-// HTML writes the report as one self-contained page: tables and SVG
-// charts, no scripts, no external resources, viewable offline.
+// HTML writes the report as one self-contained page: warnings, facts,
+// the tables (Tables) and SVG charts, no scripts, no external resources,
+// viewable offline.
 func (rep *Report) HTML(w io.Writer) error {
 	var b strings.Builder
 	e := html.EscapeString
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mover bench: %s</title><style>%s</style></head><body>\n", e(rep.Scenario.Name), pageStyle)
 	p("<h1>mover bench: %s</h1>\n", e(rep.ScenarioText))
-	p("<p>Change: %s (%s in %d extents).</p>\n", e(rep.ChangeText), e(humanBytes(rep.ChangedBytes)), rep.ChangeExtents)
-	p("<ul><li>Machine: %s; load %.2f before, %.2f after</li>", e(rep.Machine.String()), rep.Machine.LoadBefore, rep.Machine.LoadAfter)
-	p("<li>Source: %s</li><li>Repositories: %s (%s), a fresh one per run</li><li>Import target: %s</li><li>%s</li>",
-		e(rep.Setup.Source), e(rep.Setup.Repo), e(rep.Setup.RepoFS), e(rep.Setup.Target), e(rep.runsLine()))
-	if l := rep.peerLine(); l != "" {
-		p("<li>%s</li>", e(strings.ToUpper(l[:1])+l[1:]))
+	for _, w := range rep.Warnings() {
+		p("<p class=\"warning\" role=\"alert\">Warning: %s.</p>\n", e(w))
 	}
-	for _, pe := range rep.Peers {
-		if pe.Available {
-			p("<li>Peer: %s%s</li>", e(pe.Version), e(noteSuffix(pe.Note)))
+	p("<ul>")
+	for _, f := range rep.Facts() {
+		v := e(f.Value)
+		if f.Code {
+			v = "<code>" + v + "</code>"
+		}
+		if f.Name == "" {
+			p("<li>%s</li>", capital(v))
 		} else {
-			p("<li>Peer %s: %s</li>", e(pe.Name), e(pe.Note))
+			p("<li>%s: %s</li>", e(capital(f.Name)), v)
 		}
 	}
-	if rep.Command != "" {
-		p("<li>Command: <code>%s</code></li>", e(rep.Command))
-	}
-	p("<li>Started %s, took %.0f s</li></ul>\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Seconds)
-
-	p("<h2>Results</h2>\n<table><tr><th>tool</th><th>operation</th><th>seconds</th><th>MB/s</th><th>CPU s</th><th>peak RSS</th><th>stored</th><th>repository</th></tr>\n")
-	for _, r := range rep.Results {
-		m := medianRun(r.Runs)
-		stored, repoS := "", ""
-		if r.Op.isExport() {
-			stored = humanBytes(m.StoredBytes)
-			if r.RepoBytes.Median > 0 {
-				repoS = humanBytes(int64(r.RepoBytes.Median))
-			}
-		} else if r.Tool == "mover" {
-			stored = humanBytes(m.WrittenBytes) + " written"
-		}
-		p("<tr><td>%s</td><td class=\"l\">%s</td><td>%s</td><td>%s</td><td>%.1f</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", e(r.Name()), e(r.Op.String()),
-			e(statText(r.Seconds, "%.2f")), e(statText(r.MBps, "%.0f")), r.CPU.Median, e(humanBytes(int64(r.PeakRSS.Median))), e(stored), e(repoS))
-	}
-	p("</table>\n")
-	if len(rep.Comparisons) > 0 {
-		p("<table><tr><th>mover / peer</th><th>operation</th><th>throughput</th><th>CPU seconds</th><th>peak RSS</th><th>repository size</th></tr>\n")
-		for _, c := range rep.Comparisons {
-			repoS := ""
-			if c.RepoBytes > 0 {
-				repoS = fmt.Sprintf("%.2f×", c.RepoBytes)
-			}
-			p("<tr><td>mover / %s</td><td class=\"l\">%s</td><td><b>%.2f×</b></td><td>%.2f×</td><td>%.2f×</td><td>%s</td></tr>\n", e(c.Peer), e(c.Op.String()), c.Throughput, c.CPU, c.PeakRSS, repoS)
-		}
-		p("</table>\n")
-	}
-	for _, r := range rep.Results {
-		if r.Tool != "mover" || r.Variant != "" || len(r.Stages) == 0 {
-			continue
-		}
-		p("<h2>mover %s: stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th>workers</th><th>busy</th><th>MB/s of the stage</th><th>CPU s (est.)</th><th>bytes in</th></tr>\n", e(r.Op.String()))
-		for _, s := range r.Stages {
-			name := s.Name
-			if s.Name == r.Bottleneck {
-				name = "<b>" + e(name) + " (bottleneck)</b>"
-			} else {
-				name = e(name)
-			}
-			p("<tr><td>%s</td><td>%.2f</td><td>%d</td><td>%.0f%%</td><td>%s</td><td>%.2f</td><td>%s</td></tr>\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, e(humanBytes(s.Bytes)))
-		}
-		p("</table>\n<p class=\"note\">Stage seconds are summed over the stage's workers; busy is the share of the pipeline's time each worker spent in the stage. CPU seconds are the run's CPU time shared out by stage time (an estimate).</p>\n")
+	p("</ul>\n")
+	for _, t := range rep.Tables() {
+		htmlTable(&b, t)
 	}
 	p("<h2>Charts</h2>\n")
 	for _, c := range rep.Charts() {
 		p("<figure><figcaption>%s</figcaption>\n%s\n</figure>\n", e(c.Title), c.svg())
 	}
-	if raw := rep.Raw; raw != nil && raw.Note != "" {
-		p("<p class=\"note\">Raw speed of %s: %s</p>\n", e(raw.Path), e(raw.Note))
-	}
-	if line := rep.rawShare(); line != "" {
-		p("<p class=\"note\">%s.</p>\n", e(line))
+	for _, l := range rep.RawLines() {
+		p("<p class=\"note\">%s.</p>\n", e(capital(l)))
 	}
 	p("</body></html>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// htmlTable writes a table under its title, with its notes after it.
+func htmlTable(b *strings.Builder, t Table) {
+	e := html.EscapeString
+	fmt.Fprintf(b, "<h2>%s</h2>\n<table id=\"%s\"><tr>", e(capital(t.Title)), e(t.ID))
+	for _, c := range t.Columns {
+		fmt.Fprintf(b, "<th>%s</th>", e(c.Name))
+	}
+	b.WriteString("</tr>\n")
+	for _, r := range t.Rows {
+		b.WriteString("<tr>")
+		for i, c := range r.Cells {
+			s := e(c.String())
+			if c.Strong && s != "" {
+				s = "<b>" + s + "</b>"
+			}
+			if i > 0 && t.Columns[i].Left {
+				fmt.Fprintf(b, "<td class=\"l\">%s</td>", s)
+			} else {
+				fmt.Fprintf(b, "<td>%s</td>", s)
+			}
+		}
+		b.WriteString("</tr>\n")
+	}
+	b.WriteString("</table>\n")
+	for _, n := range t.Notes {
+		fmt.Fprintf(b, "<p class=\"note\">%s.</p>\n", e(capital(n)))
+	}
 }

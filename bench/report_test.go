@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeReport is a report built by hand: mover and restic, every figure the
+// renderers write, two runs of mover's full export.
+func fakeReport() *Report {
+	const mib = 1 << 20
+	sample := func(secs float64, read, stored int64) Sample {
+		return Sample{Seconds: secs, PipelineSeconds: secs - 0.1, UserCPU: 1, SysCPU: 0.5, PeakRSS: 100 * mib, ReadBytes: read, StoredBytes: stored,
+			Stages: Stages{Read: 0.5, Compress: 1.5, Upload: 0.2}, Workers: 2, Uploads: 1, Downloads: 2, NewBytes: stored}
+	}
+	rep := &Report{Version: ReportVersion, Started: time.Date(2026, 12, 3, 13, 0, 0, 0, time.UTC), Seconds: 30,
+		Machine:      Machine{CPUs: 2, Mover: "v1.2.3", LoadBefore: 0.2},
+		Scenario:     smallScenario(),
+		ScenarioText: "small", ChangeText: "1% scattered", ChangedBytes: mib, ChangeExtents: 16,
+		Setup: Setup{Source: "image file", Target: "file", Repo: "/tmp/r", RepoFS: "ext4", Runs: 2, Child: true},
+		Ops:   AllOps(),
+		Peers: []Peer{{Name: "restic", Available: true, Version: "restic 0.19.1"}},
+	}
+	rep.Scenario.Volume.Size = 64 * mib
+	order := []resultKey{{"mover", "", FullExport}, {"mover", "", IncrementalExport}, {"mover", "", FullImport}, {"restic", "", FullExport}, {"restic", "", FullImport}}
+	samples := map[resultKey][]Sample{
+		order[0]: {sample(1.0, 64*mib, 20*mib), sample(1.2, 64*mib, 20*mib)},
+		order[1]: {sample(0.5, 2*mib, mib/2)},
+		order[2]: {{Seconds: 0.8, UserCPU: 1, PeakRSS: 50 * mib, FetchedBytes: 20 * mib, WrittenBytes: 40 * mib, Stages: Stages{Download: 0.3, Decode: 0.3, Write: 0.2}, Downloads: 2}},
+		order[3]: {{Seconds: 3, UserCPU: 4, PeakRSS: 200 * mib, StoredBytes: 21 * mib, RepoBytes: 21 * mib}},
+		order[4]: {{Seconds: 2.5, ReturnedSeconds: 2.0, UserCPU: 3, PeakRSS: 150 * mib}},
+	}
+	rep.build(order, samples)
+	return rep
+}
+
+// TestRenderersAgree: the text, Markdown and HTML reports write the same
+// results model: every column (the read column included), the read
+// amplification and stored bytes per changed byte of the incremental
+// export, the spread of the runs, a peer's restore as returned and
+// durable, the n/a row, the stages, the warning and the baseline.
+func TestRenderersAgree(t *testing.T) {
+	rep := fakeReport()
+	old := fakeReport()
+	for i := range old.Results {
+		old.Results[i].Seconds.Median *= 1.25 // mover's full export: 1.375 s then, 1.10 s now: −20%
+	}
+	rep.SetBaseline(old)
+	rep.LoadWarning = loadWarning(3, 2)
+	want := []string{
+		"read", "64 MiB", // the read column, which only the text report had
+		"read / changed", "2.00×", "stored / changed", "0.50×",
+		"spread", "18%", "1.10 (1.00–1.20)",
+		"s as returned", "2.00", "2.50",
+		"n/a", "cannot restore incrementally",
+		"40 MiB written",
+		"bottleneck: compress", "CPU s (est.)",
+		"was 1.38 (−20%)", "baseline",
+		"busy before the run", "load average 3.00 on 2 cores",
+		"mover / restic", "2.75×",
+		"mover v1.2.3",
+	}
+	for _, tc := range []struct {
+		name   string
+		render func(*strings.Builder) error
+	}{
+		{"text", func(b *strings.Builder) error { return rep.Text(b) }},
+		{"markdown", func(b *strings.Builder) error { return rep.Markdown(b) }},
+		{"html", func(b *strings.Builder) error { return rep.HTML(b) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			if err := tc.render(&b); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.ToLower(b.String())
+			for _, w := range want {
+				if !strings.Contains(got, strings.ToLower(w)) {
+					t.Errorf("no %q in\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}
+
+func TestLoadWarning(t *testing.T) {
+	for _, tc := range []struct {
+		load float64
+		cpus int
+		warn bool
+	}{
+		{0, 2, false}, {1.0, 2, false}, {1.01, 2, true}, {0.6, 1, true}, {40, 0, false},
+	} {
+		if got := loadWarning(tc.load, tc.cpus); (got != "") != tc.warn {
+			t.Errorf("load %.2f on %d cores: %q", tc.load, tc.cpus, got)
+		}
+	}
+	var b strings.Builder
+	if err := fakeReport().Text(&b); err != nil || strings.Contains(b.String(), "WARNING") {
+		t.Errorf("a quiet machine warned: %v\n%s", err, b.String())
+	}
+}
+
+func TestCellString(t *testing.T) {
+	for _, tc := range []struct {
+		cell Cell
+		want string
+	}{
+		{textCell("mover"), "mover"},
+		{figure(UnitSeconds, 1.234), "1.23"},
+		{ranged(UnitRate, Stat{100, 90, 120}), "100 (90–120)"},
+		{figure(UnitRate, 0), "-"},
+		{figure(UnitBytes, 3<<20), "3 MiB"},
+		{figure(UnitPercent, 0.125), "12%"},
+		{Cell{Unit: UnitRatio, Value: Stat{2, 2, 2}, Base: 1.6, HasBase: true}, "2.00×, was 1.60× (+25%)"},
+		{Cell{Unit: UnitSeconds, Value: Stat{1, 1, 1}, Base: 1, HasBase: true}, "1.00, was 1.00 (±0%)"},
+		{Cell{Unit: UnitBytes, Value: Stat{1 << 10, 1 << 10, 1 << 10}, Text: "written"}, "1 KiB written"},
+	} {
+		if got := tc.cell.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.cell, got, tc.want)
+		}
+	}
+}
