@@ -2,6 +2,8 @@ package bench
 
 import (
 	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -60,6 +62,23 @@ func (rep *Report) SetBaseline(old *Report) {
 		old = &o
 	}
 	rep.Baseline = old
+}
+
+// ErrReport: a file given as an earlier report is not one this mover
+// reads.
+var ErrReport = errors.New("not a mover bench report")
+
+// ReadReport reads a report written as JSON (mover bench --json), to be
+// an earlier run set beside a new one (SetBaseline).
+func ReadReport(r io.Reader) (*Report, error) {
+	var rep Report
+	if err := json.NewDecoder(r).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrReport, err)
+	}
+	if rep.Version != ReportVersion || len(rep.Results) == 0 {
+		return nil, fmt.Errorf("%w: version %d with %d results (want version %d with results)", ErrReport, rep.Version, len(rep.Results), ReportVersion)
+	}
+	return &rep, nil
 }
 
 // loadWarning is the warning for a load average before the run on cpus
