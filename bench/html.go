@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"math"
 	"strings"
 )
 
@@ -101,11 +100,25 @@ func (rep *Report) Charts() []Chart {
 	return charts
 }
 
+// A chart's layout in pixels: its width, the labels' column, a row per
+// point, the margin above, room for the values right of the bars, and for
+// the value axis below them.
+const (
+	chartWidth  = 820
+	chartLabelW = 300
+	chartRowH   = 24
+	chartTop    = 8
+	chartValueW = 110
+	chartAxisH  = 40
+)
+
 // svg draws a chart as a horizontal bar chart: one rect of class "mark"
-// per data point, with its range as a whisker when runs differed.
+// per data point, with its range as a whisker when runs differed, over a
+// value axis (class "axis x-axis": a line, labelled ticks and the unit)
+// with a gridline (class "gridline") at each tick, and the labels on a
+// category axis (class "axis y-axis").
 func (c Chart) svg() string {
-	const width, labelW, rowH, top, valueW = 820, 300, 24, 8, 110
-	barMax := float64(width - labelW - valueW)
+	barMax := float64(chartWidth - chartLabelW - chartValueW)
 	maxV, minV := 0.0, 0.0
 	for _, p := range c.Points {
 		maxV = max(maxV, p.Value, p.Max)
@@ -113,50 +126,66 @@ func (c Chart) svg() string {
 			minV = v
 		}
 	}
-	if maxV <= 0 {
-		maxV = 1
-	}
-	// pos maps a value to a bar length.
-	pos := func(v float64) float64 { return max(0, v) / maxV * barMax }
-	if c.Log && minV > 0 {
-		base := math.Pow(10, math.Floor(math.Log10(minV))-0.3)
-		span := math.Log10(maxV / base)
-		pos = func(v float64) float64 {
-			if v <= base {
-				return 0
-			}
-			return math.Log10(v/base) / span * barMax
-		}
-	}
-	palette := [...]string{"#3b6fb6", "#d9822b", "#3a9b5c", "#b8415a", "#7d5ba6", "#8c6d46", "#4b9fb1", "#999933"}
-	colors := map[string]string{}
-	height := top*2 + rowH*len(c.Points)
+	ax := newAxis(minV, maxV, c.Log)
+	pos := func(v float64) float64 { return ax.pos(v, barMax) }
+	plotH := chartRowH * len(c.Points)
+	height := chartTop + plotH + chartAxisH
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" id="%s" data-points="%d" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="%s">`,
-		html.EscapeString(c.ID), len(c.Points), width, height, width, height, html.EscapeString(c.Title))
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, labelW, top, labelW, height-top)
+		html.EscapeString(c.ID), len(c.Points), chartWidth, height, chartWidth, height, html.EscapeString(c.Title))
+	c.axes(&b, ax, barMax, plotH)
+	palette := [...]string{"#3b6fb6", "#d9822b", "#3a9b5c", "#b8415a", "#7d5ba6", "#8c6d46", "#4b9fb1", "#999933"}
+	colors := map[string]string{}
 	for i, p := range c.Points {
 		col, ok := colors[p.Series]
 		if !ok {
 			col = palette[len(colors)%len(palette)]
 			colors[p.Series] = col
 		}
-		y := top + i*rowH
+		y := chartTop + i*chartRowH
 		w := pos(p.Value)
-		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, labelW-8, y+16, html.EscapeString(p.Label))
 		fmt.Fprintf(&b, `<rect class="mark" data-label="%s" data-value="%g" x="%d" y="%d" width="%.1f" height="16" fill="%s"><title>%s: %s %s</title></rect>`,
-			html.EscapeString(p.Label), p.Value, labelW, y+4, max(w, 0.5), col, html.EscapeString(p.Label), num(p.Value), html.EscapeString(c.Unit))
+			html.EscapeString(p.Label), p.Value, chartLabelW, y+4, max(w, 0.5), col, html.EscapeString(p.Label), num(p.Value), html.EscapeString(c.Unit))
 		if p.Max > p.Min {
-			x1, x2 := float64(labelW)+pos(p.Min), float64(labelW)+pos(p.Max)
+			x1, x2 := float64(chartLabelW)+pos(p.Min), float64(chartLabelW)+pos(p.Max)
 			fmt.Fprintf(&b, `<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#222"/>`, x1, y+12, x2, y+12)
 			for _, x := range []float64{x1, x2} {
 				fmt.Fprintf(&b, `<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#222"/>`, x, y+8, x, y+16)
 			}
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s %s</text>`, float64(labelW)+max(w, pos(p.Max))+6, y+16, num(p.Value), html.EscapeString(c.Unit))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s %s</text>`, float64(chartLabelW)+max(w, pos(p.Max))+6, y+16, num(p.Value), html.EscapeString(c.Unit))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
+}
+
+// axes draws the gridlines, the value axis under the bars and the
+// category axis with the points' labels.
+func (c Chart) axes(b *strings.Builder, ax axis, barMax float64, plotH int) {
+	bottom := chartTop + plotH
+	b.WriteString(`<g class="grid">`)
+	for _, t := range ax.ticks {
+		x := float64(chartLabelW) + ax.pos(t, barMax)
+		fmt.Fprintf(b, `<line class="gridline" data-value="%g" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`, t, x, chartTop, x, bottom)
+	}
+	b.WriteString(`</g><g class="axis x-axis">`)
+	fmt.Fprintf(b, `<line class="axis-line" x1="%d" y1="%d" x2="%.1f" y2="%d" stroke="#888"/>`, chartLabelW, bottom, float64(chartLabelW)+barMax, bottom)
+	for _, t := range ax.ticks {
+		x := float64(chartLabelW) + ax.pos(t, barMax)
+		fmt.Fprintf(b, `<line class="tick" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#888"/>`, x, bottom, x, bottom+4)
+		fmt.Fprintf(b, `<text class="tick-label" x="%.1f" y="%d" text-anchor="middle">%s</text>`, x, bottom+16, ax.label(t))
+	}
+	unit := c.Unit
+	if ax.log {
+		unit += " (log scale)"
+	}
+	fmt.Fprintf(b, `<text class="axis-title" x="%.1f" y="%d" text-anchor="middle">%s</text>`, float64(chartLabelW)+barMax/2, bottom+32, html.EscapeString(unit))
+	b.WriteString(`</g><g class="axis y-axis">`)
+	fmt.Fprintf(b, `<line class="axis-line" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, chartLabelW, chartTop, chartLabelW, bottom)
+	for i, p := range c.Points {
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, chartLabelW-8, chartTop+i*chartRowH+16, html.EscapeString(p.Label))
+	}
+	b.WriteString(`</g>`)
 }
 
 // num formats a chart value with a sensible precision.
@@ -170,12 +199,12 @@ func num(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-const pageStyle = `body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}
+const pageStyle = `body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child,td.l{text-align:left}th{background:#f4f4f4}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right}
+td{white-space:nowrap}td:first-child,th:first-child,td.l,th.l{text-align:left}.scroll{overflow-x:auto}th{background:#f4f4f4}
 figure{margin:1.2em 0}figcaption{font-weight:600;margin-bottom:.3em}
-svg .label,svg .value{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}
+svg .label,svg .value,svg .tick-label,svg .axis-title{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}
 .warning{background:#fde2e1;border:2px solid #c0392b;color:#7a1d14;padding:.6em 1em;font-weight:600}`
 
 // HTML writes the report as one self-contained page: warnings, facts,
@@ -221,9 +250,13 @@ func (rep *Report) HTML(w io.Writer) error {
 // htmlTable writes a table under its title, with its notes after it.
 func htmlTable(b *strings.Builder, t Table) {
 	e := html.EscapeString
-	fmt.Fprintf(b, "<h2>%s</h2>\n<table id=\"%s\"><tr>", e(capital(t.Title)), e(t.ID))
+	fmt.Fprintf(b, "<h2>%s</h2>\n<div class=\"scroll\"><table id=\"%s\"><tr>", e(t.Title), e(t.ID))
 	for _, c := range t.Columns {
-		fmt.Fprintf(b, "<th>%s</th>", e(c.Name))
+		if c.Left {
+			fmt.Fprintf(b, "<th class=\"l\">%s</th>", e(c.Name))
+		} else {
+			fmt.Fprintf(b, "<th>%s</th>", e(c.Name))
+		}
 	}
 	b.WriteString("</tr>\n")
 	for _, r := range t.Rows {
@@ -241,8 +274,8 @@ func htmlTable(b *strings.Builder, t Table) {
 		}
 		b.WriteString("</tr>\n")
 	}
-	b.WriteString("</table>\n")
+	b.WriteString("</table></div>\n")
 	for _, n := range t.Notes {
-		fmt.Fprintf(b, "<p class=\"note\">%s.</p>\n", e(capital(n)))
+		fmt.Fprintf(b, "<p class=\"note\">%s.</p>\n", e(n))
 	}
 }

@@ -51,7 +51,7 @@ func (rep *Report) Markdown(w io.Writer) error {
 
 // markdownTable writes a table with its title before and notes after.
 func markdownTable(b *strings.Builder, t Table) {
-	fmt.Fprintf(b, "\n%s:\n\n|", capital(t.Title))
+	fmt.Fprintf(b, "\n%s:\n\n|", t.Title)
 	for _, c := range t.Columns {
 		fmt.Fprintf(b, " %s |", c.Name)
 	}
@@ -71,7 +71,7 @@ func markdownTable(b *strings.Builder, t Table) {
 		b.WriteString("\n")
 	}
 	for _, n := range t.Notes {
-		fmt.Fprintf(b, "%s.\n", capital(n))
+		fmt.Fprintf(b, "%s.\n", n)
 	}
 }
 

@@ -114,11 +114,50 @@ func TestCellString(t *testing.T) {
 		{figure(UnitBytes, 3<<20), "3 MiB"},
 		{figure(UnitPercent, 0.125), "12%"},
 		{Cell{Unit: UnitRatio, Value: Stat{2, 2, 2}, Base: 1.6, HasBase: true}, "2.00×, was 1.60× (+25%)"},
-		{Cell{Unit: UnitSeconds, Value: Stat{1, 1, 1}, Base: 1, HasBase: true}, "1.00, was 1.00 (±0%)"},
+		{Cell{Unit: UnitSeconds, Value: Stat{1, 1, 1}, Base: 1.001, HasBase: true}, "1.00, unchanged"},
+		{Cell{Unit: UnitSeconds, Value: Stat{1, 1, 1}, Base: 1.3, HasBase: true}, "1.00, was 1.30 (−23%)"},
 		{Cell{Unit: UnitBytes, Value: Stat{1 << 10, 1 << 10, 1 << 10}, Text: "written"}, "1 KiB written"},
 	} {
 		if got := tc.cell.String(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.cell, got, tc.want)
 		}
+	}
+}
+
+func TestAxisTicks(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		lo, hi  float64
+		log     bool
+		want    []string
+		wantTop float64
+	}{
+		{"linear", 0, 873, false, []string{"0", "200", "400", "600", "800", "1000"}, 1000},
+		{"linear small", 0, 0.9, false, []string{"0.0", "0.2", "0.4", "0.6", "0.8", "1.0"}, 1},
+		{"linear exact", 0, 50, false, []string{"0", "10", "20", "30", "40", "50"}, 50},
+		{"no values", 0, 0, false, []string{"0.0", "0.2", "0.4", "0.6", "0.8", "1.0"}, 1},
+		{"log decades", 3, 2500, true, []string{"0.1", "1", "10", "100", "1000", "10k"}, 10000},
+		{"log one decade", 120, 700, true, []string{"10", "20", "50", "100", "200", "500", "1000"}, 1000},
+		{"log fractions", 0.05, 40, true, []string{"0.001", "0.01", "0.1", "1", "10", "100"}, 100},
+		{"log large", 150, 3e7, true, []string{"10", "100", "1000", "10k", "100k", "1M", "10M", "100M"}, 1e8},
+		{"linear large", 0, 73000, false, []string{"0", "20k", "40k", "60k", "80k"}, 80000},
+		{"log without positive values", 0, 10, true, []string{"0", "2", "4", "6", "8", "10"}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAxis(tc.lo, tc.hi, tc.log)
+			var got []string
+			for _, v := range a.ticks {
+				got = append(got, a.label(v))
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") || a.hi != tc.wantTop {
+				t.Errorf("ticks %v up to %g, want %v up to %g", got, a.hi, tc.want, tc.wantTop)
+			}
+			if p := a.pos(a.hi, 100); p != 100 {
+				t.Errorf("the axis' end at %g, want 100", p)
+			}
+			if p := a.pos(tc.hi, 100); p > 100 || p <= 0 && tc.hi > 0 {
+				t.Errorf("the largest value at %g of 100", p)
+			}
+		})
 	}
 }

@@ -77,7 +77,7 @@ func (rep *Report) resultsTable() Table {
 		}
 	}
 	if len(noInc) > 0 {
-		t.Notes = append(t.Notes, fmt.Sprintf("n/a: %s cannot restore incrementally onto a target that holds the base snapshot", strings.Join(noInc, ", ")))
+		t.Notes = append(t.Notes, fmt.Sprintf("%s cannot restore incrementally onto a target that holds the base snapshot (n/a)", strings.Join(noInc, ", ")))
 	}
 	if rep.ChangedBytes > 0 && rep.has(IncrementalExport) {
 		t.Notes = append(t.Notes, fmt.Sprintf("read / changed and stored / changed: bytes the incremental export read and stored per byte of the change (%s)", humanBytes(rep.ChangedBytes)))

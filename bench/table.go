@@ -75,7 +75,8 @@ func (c Cell) IsFigure() bool { return c.Unit != UnitText }
 func (c Cell) Empty() bool { return !c.IsFigure() && c.Text == "" }
 
 // String writes the cell: "5.60 (5.50–5.70)", with ", was 7.00 (−20%)"
-// after it when a baseline is set.
+// (or ", unchanged" when both read the same) after it when a baseline is
+// set.
 func (c Cell) String() string {
 	if !c.IsFigure() {
 		return c.Text
@@ -88,7 +89,11 @@ func (c Cell) String() string {
 		s += " " + c.Text
 	}
 	if c.HasBase {
-		s += ", was " + c.Unit.Format(c.Base) + " (" + change(c.Value.Median, c.Base) + ")"
+		if was := c.Unit.Format(c.Base); was == c.Unit.Format(c.Value.Median) {
+			s += ", unchanged"
+		} else {
+			s += ", was " + was + " (" + change(c.Value.Median, c.Base) + ")"
+		}
 	}
 	return s
 }
