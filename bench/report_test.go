@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +159,43 @@ func TestAxisTicks(t *testing.T) {
 			}
 			if p := a.pos(tc.hi, 100); p > 100 || p <= 0 && tc.hi > 0 {
 				t.Errorf("the largest value at %g of 100", p)
+			}
+		})
+	}
+}
+
+// TestReadReport: a report written as JSON reads back as a baseline;
+// anything else is refused with ErrReport.
+func TestReadReport(t *testing.T) {
+	b, err := json.Marshal(fakeReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+	}{
+		{"a report", string(b), true},
+		{"empty", "", false},
+		{"not JSON", "restic 0.19.1", false},
+		{"other JSON", `{"snapshot":"abc"}`, false},
+		{"a later version", strings.Replace(string(b), `"version":1`, `"version":2`, 1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, err := ReadReport(strings.NewReader(tc.in))
+			if !tc.ok {
+				if !errors.Is(err, ErrReport) {
+					t.Fatalf("err %v, want ErrReport", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := fakeReport()
+			rep.SetBaseline(old)
+			if res := rep.Tables()[0]; !res.Rows[0].Cells[2].HasBase {
+				t.Errorf("no baseline in the results: %+v", res.Rows[0])
 			}
 		})
 	}
