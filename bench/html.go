@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -19,12 +20,15 @@ type Chart struct {
 }
 
 // ChartPoint is one bar: its label, series (which picks the colour), value
-// and, over several runs, the range.
+// and, over several runs, the range; with a baseline, the earlier run's
+// value (drawn as a dashed line across the bar).
 type ChartPoint struct {
 	Label    string
 	Series   string
 	Value    float64
 	Min, Max float64
+	Base     float64
+	HasBase  bool
 }
 
 // Charts returns the charts of the report: throughput per stage of each
@@ -69,7 +73,13 @@ func (rep *Report) Charts() []Chart {
 			for _, r := range rep.Results {
 				if r.Variant == "" && r.Op == op {
 					v := pt.val(r)
-					c.Points = append(c.Points, ChartPoint{Label: fmt.Sprintf("%s · %s", op, r.Tool), Series: r.Tool, Value: v.Median, Min: v.Min, Max: v.Max})
+					p := ChartPoint{Label: fmt.Sprintf("%s · %s", op, r.Tool), Series: r.Tool, Value: v.Median, Min: v.Min, Max: v.Max}
+					if rep.Baseline != nil {
+						if old, ok := rep.Baseline.Find(r.Tool, "", op); ok {
+							p.Base, p.HasBase = pt.val(old).Median, true
+						}
+					}
+					c.Points = append(c.Points, p)
 				}
 			}
 		}
@@ -118,10 +128,14 @@ const (
 // with a gridline (class "gridline") at each tick, and the labels on a
 // category axis (class "axis y-axis").
 func (c Chart) svg() string {
-	barMax := float64(chartWidth - chartLabelW - chartValueW)
+	valueW := chartValueW
+	if slices.ContainsFunc(c.Points, func(p ChartPoint) bool { return p.HasBase }) {
+		valueW *= 2 // room for ", was …"
+	}
+	barMax := float64(chartWidth - chartLabelW - valueW)
 	maxV, minV := 0.0, 0.0
 	for _, p := range c.Points {
-		maxV = max(maxV, p.Value, p.Max)
+		maxV = max(maxV, p.Value, p.Max, p.Base)
 		if v := min(p.Value, p.Min); v > 0 && (minV == 0 || v < minV) {
 			minV = v
 		}
@@ -153,7 +167,20 @@ func (c Chart) svg() string {
 				fmt.Fprintf(&b, `<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#222"/>`, x, y+8, x, y+16)
 			}
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s %s</text>`, float64(chartLabelW)+max(w, pos(p.Max))+6, y+16, num(p.Value), html.EscapeString(c.Unit))
+		value := num(p.Value) + " " + c.Unit
+		right := max(w, pos(p.Max))
+		if p.HasBase {
+			x := float64(chartLabelW) + pos(p.Base)
+			fmt.Fprintf(&b, `<line class="baseline" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#000" stroke-width="2" stroke-dasharray="3,2"><title>was %s %s</title></line>`,
+				x, y+1, x, y+23, num(p.Base), html.EscapeString(c.Unit))
+			if num(p.Base) == num(p.Value) {
+				value += ", unchanged"
+			} else {
+				value += ", was " + num(p.Base) + " (" + change(p.Value, p.Base) + ")"
+			}
+			right = max(right, pos(p.Base))
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s</text>`, float64(chartLabelW)+right+6, y+16, html.EscapeString(value))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()

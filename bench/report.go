@@ -120,7 +120,7 @@ type Result struct {
 	// Returned is the wall time of an import until the tool returned,
 	// before the sync that Seconds includes for peers (mover's import
 	// syncs before it returns, so there the two are equal).
-	Returned   Stat          `json:"returned_seconds"`
+	Returned   Stat          `json:"returned_seconds,omitzero"`
 	Stages     []StageFigure `json:"stages,omitempty"`
 	Bottleneck string        `json:"bottleneck,omitempty"`
 	Runs       []Sample      `json:"runs"`

@@ -200,3 +200,24 @@ func TestReadReport(t *testing.T) {
 		})
 	}
 }
+
+// TestChartBaseline: with a baseline, each per-tool bar has the earlier
+// value drawn across it and written beside it.
+func TestChartBaseline(t *testing.T) {
+	rep, old := fakeReport(), fakeReport()
+	for i := range old.Results {
+		old.Results[i].MBps.Median /= 2
+	}
+	rep.SetBaseline(old)
+	for _, c := range rep.Charts() {
+		if c.ID != "tools-throughput" {
+			continue
+		}
+		svg := c.svg()
+		if n := strings.Count(svg, `class="baseline"`); n != len(c.Points) || !strings.Contains(svg, "(+100%)") {
+			t.Errorf("%d baseline marks for %d points:\n%s", n, len(c.Points), svg)
+		}
+		return
+	}
+	t.Fatal("no throughput chart")
+}
