@@ -66,8 +66,14 @@ var resultColumns = []Column{{"tool", true}, {"operation", true}, {"seconds", fa
 // import incrementally.
 func (rep *Report) resultsTable() Table {
 	t := Table{ID: "results", Title: "Results", Columns: resultColumns}
+	// Restores timed as returned and durable differ for peers only.
+	peerRestores := slices.ContainsFunc(rep.Results, func(r Result) bool { return r.Tool != "mover" && !r.Op.isExport() })
 	for _, r := range rep.Results {
-		t.Rows = append(t.Rows, rep.resultRow(r))
+		row := rep.resultRow(r)
+		if !peerRestores {
+			row.Cells[len(row.Cells)-1] = Cell{}
+		}
+		t.Rows = append(t.Rows, row)
 	}
 	var noInc []string
 	for _, pe := range rep.Peers {
@@ -82,7 +88,7 @@ func (rep *Report) resultsTable() Table {
 	if rep.ChangedBytes > 0 && rep.has(IncrementalExport) {
 		t.Notes = append(t.Notes, fmt.Sprintf("read / changed and stored / changed: bytes the incremental export read and stored per byte of the change (%s)", humanBytes(rep.ChangedBytes)))
 	}
-	if rep.has(FullImport) || rep.has(IncrementalImport) {
+	if peerRestores {
 		t.Notes = append(t.Notes, "imports: seconds until the restored volume is durable (a peer's restore followed by an fdatasync); s as returned: until the tool returned (mover's import syncs before it returns)")
 	}
 	return t
