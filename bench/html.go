@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"math"
+	"slices"
 	"strings"
-
-	"github.com/blockmover/blockmover/internal/units"
 )
 
 // Chart is one chart of a report: a bar per data point.
@@ -22,12 +20,15 @@ type Chart struct {
 }
 
 // ChartPoint is one bar: its label, series (which picks the colour), value
-// and, over several runs, the range.
+// and, over several runs, the range; with a baseline, the earlier run's
+// value (drawn as a dashed line across the bar).
 type ChartPoint struct {
 	Label    string
 	Series   string
 	Value    float64
 	Min, Max float64
+	Base     float64
+	HasBase  bool
 }
 
 // Charts returns the charts of the report: throughput per stage of each
@@ -72,7 +73,13 @@ func (rep *Report) Charts() []Chart {
 			for _, r := range rep.Results {
 				if r.Variant == "" && r.Op == op {
 					v := pt.val(r)
-					c.Points = append(c.Points, ChartPoint{Label: fmt.Sprintf("%s · %s", op, r.Tool), Series: r.Tool, Value: v.Median, Min: v.Min, Max: v.Max})
+					p := ChartPoint{Label: fmt.Sprintf("%s · %s", op, r.Tool), Series: r.Tool, Value: v.Median, Min: v.Min, Max: v.Max}
+					if rep.Baseline != nil {
+						if old, ok := rep.Baseline.Find(r.Tool, "", op); ok {
+							p.Base, p.HasBase = pt.val(old).Median, true
+						}
+					}
+					c.Points = append(c.Points, p)
 				}
 			}
 		}
@@ -103,62 +110,109 @@ func (rep *Report) Charts() []Chart {
 	return charts
 }
 
+// A chart's layout in pixels: its width, the labels' column, a row per
+// point, the margin above, room for the values right of the bars, and for
+// the value axis below them.
+const (
+	chartWidth  = 820
+	chartLabelW = 300
+	chartRowH   = 24
+	chartTop    = 8
+	chartValueW = 110
+	chartAxisH  = 40
+)
+
 // svg draws a chart as a horizontal bar chart: one rect of class "mark"
-// per data point, with its range as a whisker when runs differed.
+// per data point, with its range as a whisker when runs differed, over a
+// value axis (class "axis x-axis": a line, labelled ticks and the unit)
+// with a gridline (class "gridline") at each tick, and the labels on a
+// category axis (class "axis y-axis").
 func (c Chart) svg() string {
-	const width, labelW, rowH, top, valueW = 820, 300, 24, 8, 110
-	barMax := float64(width - labelW - valueW)
+	valueW := chartValueW
+	if slices.ContainsFunc(c.Points, func(p ChartPoint) bool { return p.HasBase }) {
+		valueW *= 2 // room for ", was …"
+	}
+	barMax := float64(chartWidth - chartLabelW - valueW)
 	maxV, minV := 0.0, 0.0
 	for _, p := range c.Points {
-		maxV = max(maxV, p.Value, p.Max)
+		maxV = max(maxV, p.Value, p.Max, p.Base)
 		if v := min(p.Value, p.Min); v > 0 && (minV == 0 || v < minV) {
 			minV = v
 		}
 	}
-	if maxV <= 0 {
-		maxV = 1
-	}
-	// pos maps a value to a bar length.
-	pos := func(v float64) float64 { return max(0, v) / maxV * barMax }
-	if c.Log && minV > 0 {
-		base := math.Pow(10, math.Floor(math.Log10(minV))-0.3)
-		span := math.Log10(maxV / base)
-		pos = func(v float64) float64 {
-			if v <= base {
-				return 0
-			}
-			return math.Log10(v/base) / span * barMax
-		}
-	}
-	palette := [...]string{"#3b6fb6", "#d9822b", "#3a9b5c", "#b8415a", "#7d5ba6", "#8c6d46", "#4b9fb1", "#999933"}
-	colors := map[string]string{}
-	height := top*2 + rowH*len(c.Points)
+	ax := newAxis(minV, maxV, c.Log)
+	pos := func(v float64) float64 { return ax.pos(v, barMax) }
+	plotH := chartRowH * len(c.Points)
+	height := chartTop + plotH + chartAxisH
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" id="%s" data-points="%d" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="%s">`,
-		html.EscapeString(c.ID), len(c.Points), width, height, width, height, html.EscapeString(c.Title))
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, labelW, top, labelW, height-top)
+		html.EscapeString(c.ID), len(c.Points), chartWidth, height, chartWidth, height, html.EscapeString(c.Title))
+	c.axes(&b, ax, barMax, plotH)
+	palette := [...]string{"#3b6fb6", "#d9822b", "#3a9b5c", "#b8415a", "#7d5ba6", "#8c6d46", "#4b9fb1", "#999933"}
+	colors := map[string]string{}
 	for i, p := range c.Points {
 		col, ok := colors[p.Series]
 		if !ok {
 			col = palette[len(colors)%len(palette)]
 			colors[p.Series] = col
 		}
-		y := top + i*rowH
+		y := chartTop + i*chartRowH
 		w := pos(p.Value)
-		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, labelW-8, y+16, html.EscapeString(p.Label))
 		fmt.Fprintf(&b, `<rect class="mark" data-label="%s" data-value="%g" x="%d" y="%d" width="%.1f" height="16" fill="%s"><title>%s: %s %s</title></rect>`,
-			html.EscapeString(p.Label), p.Value, labelW, y+4, max(w, 0.5), col, html.EscapeString(p.Label), num(p.Value), html.EscapeString(c.Unit))
+			html.EscapeString(p.Label), p.Value, chartLabelW, y+4, max(w, 0.5), col, html.EscapeString(p.Label), num(p.Value), html.EscapeString(c.Unit))
 		if p.Max > p.Min {
-			x1, x2 := float64(labelW)+pos(p.Min), float64(labelW)+pos(p.Max)
+			x1, x2 := float64(chartLabelW)+pos(p.Min), float64(chartLabelW)+pos(p.Max)
 			fmt.Fprintf(&b, `<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#222"/>`, x1, y+12, x2, y+12)
 			for _, x := range []float64{x1, x2} {
 				fmt.Fprintf(&b, `<line class="whisker" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#222"/>`, x, y+8, x, y+16)
 			}
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s %s</text>`, float64(labelW)+max(w, pos(p.Max))+6, y+16, num(p.Value), html.EscapeString(c.Unit))
+		value := num(p.Value) + " " + c.Unit
+		right := max(w, pos(p.Max))
+		if p.HasBase {
+			x := float64(chartLabelW) + pos(p.Base)
+			fmt.Fprintf(&b, `<line class="baseline" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#000" stroke-width="2" stroke-dasharray="3,2"><title>was %s %s</title></line>`,
+				x, y+1, x, y+23, num(p.Base), html.EscapeString(c.Unit))
+			if num(p.Base) == num(p.Value) {
+				value += ", unchanged"
+			} else {
+				value += ", was " + num(p.Base) + " (" + change(p.Value, p.Base) + ")"
+			}
+			right = max(right, pos(p.Base))
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="value">%s</text>`, float64(chartLabelW)+right+6, y+16, html.EscapeString(value))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
+}
+
+// axes draws the gridlines, the value axis under the bars and the
+// category axis with the points' labels.
+func (c Chart) axes(b *strings.Builder, ax axis, barMax float64, plotH int) {
+	bottom := chartTop + plotH
+	b.WriteString(`<g class="grid">`)
+	for _, t := range ax.ticks {
+		x := float64(chartLabelW) + ax.pos(t, barMax)
+		fmt.Fprintf(b, `<line class="gridline" data-value="%g" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`, t, x, chartTop, x, bottom)
+	}
+	b.WriteString(`</g><g class="axis x-axis">`)
+	fmt.Fprintf(b, `<line class="axis-line" x1="%d" y1="%d" x2="%.1f" y2="%d" stroke="#888"/>`, chartLabelW, bottom, float64(chartLabelW)+barMax, bottom)
+	for _, t := range ax.ticks {
+		x := float64(chartLabelW) + ax.pos(t, barMax)
+		fmt.Fprintf(b, `<line class="tick" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#888"/>`, x, bottom, x, bottom+4)
+		fmt.Fprintf(b, `<text class="tick-label" x="%.1f" y="%d" text-anchor="middle">%s</text>`, x, bottom+16, ax.label(t))
+	}
+	unit := c.Unit
+	if ax.log {
+		unit += " (log scale)"
+	}
+	fmt.Fprintf(b, `<text class="axis-title" x="%.1f" y="%d" text-anchor="middle">%s</text>`, float64(chartLabelW)+barMax/2, bottom+32, html.EscapeString(unit))
+	b.WriteString(`</g><g class="axis y-axis">`)
+	fmt.Fprintf(b, `<line class="axis-line" x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, chartLabelW, chartTop, chartLabelW, bottom)
+	for i, p := range c.Points {
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, chartLabelW-8, chartTop+i*chartRowH+16, html.EscapeString(p.Label))
+	}
+	b.WriteString(`</g>`)
 }
 
 // num formats a chart value with a sensible precision.
@@ -172,94 +226,83 @@ func num(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-const pageStyle = `body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}
+const pageStyle = `body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child,td.l{text-align:left}th{background:#f4f4f4}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right}
+td{white-space:nowrap}td:first-child,th:first-child,td.l,th.l{text-align:left}.scroll{overflow-x:auto}th{background:#f4f4f4}
 figure{margin:1.2em 0}figcaption{font-weight:600;margin-bottom:.3em}
-svg .label,svg .value{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}`
+svg .label,svg .value,svg .tick-label,svg .axis-title{font:12px system-ui,sans-serif;fill:#222}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}
+.warning{background:#fde2e1;border:2px solid #c0392b;color:#7a1d14;padding:.6em 1em;font-weight:600}`
 
-// HTML writes the report as one self-contained page: tables and SVG
-// charts, no scripts, no external resources, viewable offline.
+// HTML writes the report as one self-contained page: warnings, facts,
+// the tables (Tables) and SVG charts, no scripts, no external resources,
+// viewable offline.
 func (rep *Report) HTML(w io.Writer) error {
 	var b strings.Builder
 	e := html.EscapeString
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mover bench: %s</title><style>%s</style></head><body>\n", e(rep.Scenario.Name), pageStyle)
 	p("<h1>mover bench: %s</h1>\n", e(rep.ScenarioText))
-	p("<p>Change: %s (%s in %d extents).</p>\n", e(rep.ChangeText), e(units.Bytes(rep.ChangedBytes)), rep.ChangeExtents)
-	p("<ul><li>Machine: %s; load %.2f before, %.2f after</li>", e(rep.Machine.String()), rep.Machine.LoadBefore, rep.Machine.LoadAfter)
-	p("<li>Source: %s</li><li>Repositories: %s (%s), a fresh one per run</li><li>Import target: %s</li><li>%s</li>",
-		e(rep.Setup.Source), e(rep.Setup.Repo), e(rep.Setup.RepoFS), e(rep.Setup.Target), e(rep.runsLine()))
-	if l := rep.peerLine(); l != "" {
-		p("<li>%s</li>", e(strings.ToUpper(l[:1])+l[1:]))
+	for _, w := range rep.Warnings() {
+		p("<p class=\"warning\" role=\"alert\">Warning: %s.</p>\n", e(w))
 	}
-	for _, pe := range rep.Peers {
-		if pe.Available {
-			p("<li>Peer: %s%s</li>", e(pe.Version), e(noteSuffix(pe.Note)))
+	p("<ul>")
+	for _, f := range rep.Facts() {
+		v := e(f.Value)
+		if f.Code {
+			v = "<code>" + v + "</code>"
+		}
+		if f.Name == "" {
+			p("<li>%s</li>", capital(v))
 		} else {
-			p("<li>Peer %s: %s</li>", e(pe.Name), e(pe.Note))
+			p("<li>%s: %s</li>", e(capital(f.Name)), v)
 		}
 	}
-	if rep.Command != "" {
-		p("<li>Command: <code>%s</code></li>", e(rep.Command))
-	}
-	p("<li>Started %s, took %.0f s</li></ul>\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Seconds)
-
-	p("<h2>Results</h2>\n<table><tr><th>tool</th><th>operation</th><th>seconds</th><th>MB/s</th><th>CPU s</th><th>peak RSS</th><th>stored</th><th>repository</th></tr>\n")
-	for _, r := range rep.Results {
-		m := medianRun(r.Runs)
-		stored, repoS := "", ""
-		if r.Op.isExport() {
-			stored = units.Bytes(m.StoredBytes)
-			if r.RepoBytes.Median > 0 {
-				repoS = units.Bytes(int64(r.RepoBytes.Median))
-			}
-		} else if r.Tool == "mover" {
-			stored = units.Bytes(m.WrittenBytes) + " written"
-		}
-		p("<tr><td>%s</td><td class=\"l\">%s</td><td>%s</td><td>%s</td><td>%.1f</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", e(r.Name()), e(r.Op.String()),
-			e(statText(r.Seconds, "%.2f")), e(statText(r.MBps, "%.0f")), r.CPU.Median, e(units.Bytes(int64(r.PeakRSS.Median))), e(stored), e(repoS))
-	}
-	p("</table>\n")
-	if len(rep.Comparisons) > 0 {
-		p("<table><tr><th>mover / peer</th><th>operation</th><th>throughput</th><th>CPU seconds</th><th>peak RSS</th><th>repository size</th></tr>\n")
-		for _, c := range rep.Comparisons {
-			repoS := ""
-			if c.RepoBytes > 0 {
-				repoS = fmt.Sprintf("%.2f×", c.RepoBytes)
-			}
-			p("<tr><td>mover / %s</td><td class=\"l\">%s</td><td><b>%.2f×</b></td><td>%.2f×</td><td>%.2f×</td><td>%s</td></tr>\n", e(c.Peer), e(c.Op.String()), c.Throughput, c.CPU, c.PeakRSS, repoS)
-		}
-		p("</table>\n")
-	}
-	for _, r := range rep.Results {
-		if r.Tool != "mover" || r.Variant != "" || len(r.Stages) == 0 {
-			continue
-		}
-		p("<h2>mover %s: stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th>workers</th><th>busy</th><th>MB/s of the stage</th><th>CPU s (est.)</th><th>bytes in</th></tr>\n", e(r.Op.String()))
-		for _, s := range r.Stages {
-			name := s.Name
-			if s.Name == r.Bottleneck {
-				name = "<b>" + e(name) + " (bottleneck)</b>"
-			} else {
-				name = e(name)
-			}
-			p("<tr><td>%s</td><td>%.2f</td><td>%d</td><td>%.0f%%</td><td>%s</td><td>%.2f</td><td>%s</td></tr>\n", name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, e(units.Bytes(s.Bytes)))
-		}
-		p("</table>\n<p class=\"note\">Stage seconds are summed over the stage's workers; busy is the share of the pipeline's time each worker spent in the stage. CPU seconds are the run's CPU time shared out by stage time (an estimate).</p>\n")
+	p("</ul>\n")
+	for _, t := range rep.Tables() {
+		htmlTable(&b, t)
 	}
 	p("<h2>Charts</h2>\n")
 	for _, c := range rep.Charts() {
 		p("<figure><figcaption>%s</figcaption>\n%s\n</figure>\n", e(c.Title), c.svg())
 	}
-	if raw := rep.Raw; raw != nil && raw.Note != "" {
-		p("<p class=\"note\">Raw speed of %s: %s</p>\n", e(raw.Path), e(raw.Note))
-	}
-	if line := rep.rawShare(); line != "" {
-		p("<p class=\"note\">%s.</p>\n", e(line))
+	for _, l := range rep.RawLines() {
+		p("<p class=\"note\">%s.</p>\n", e(capital(l)))
 	}
 	p("</body></html>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// htmlTable writes a table under its title, with its notes after it.
+func htmlTable(b *strings.Builder, t Table) {
+	e := html.EscapeString
+	fmt.Fprintf(b, "<h2>%s</h2>\n<div class=\"scroll\"><table id=\"%s\"><tr>", e(t.Title), e(t.ID))
+	for _, c := range t.Columns {
+		if c.Left {
+			fmt.Fprintf(b, "<th class=\"l\">%s</th>", e(c.Name))
+		} else {
+			fmt.Fprintf(b, "<th>%s</th>", e(c.Name))
+		}
+	}
+	b.WriteString("</tr>\n")
+	for _, r := range t.Rows {
+		b.WriteString("<tr>")
+		for i, c := range r.Cells {
+			s := e(c.String())
+			if c.Strong && s != "" {
+				s = "<b>" + s + "</b>"
+			}
+			if i > 0 && t.Columns[i].Left {
+				fmt.Fprintf(b, "<td class=\"l\">%s</td>", s)
+			} else {
+				fmt.Fprintf(b, "<td>%s</td>", s)
+			}
+		}
+		b.WriteString("</tr>\n")
+	}
+	b.WriteString("</table></div>\n")
+	for _, n := range t.Notes {
+		fmt.Fprintf(b, "<p class=\"note\">%s.</p>\n", e(n))
+	}
 }

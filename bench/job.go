@@ -115,6 +115,11 @@ type Sample struct {
 	// process to its exit (a child run), or of the whole call, opening the
 	// repository included (in-process).
 	Seconds float64 `json:"seconds"`
+	// ReturnedSeconds, for a peer's restore, is the wall time until the
+	// tool returned; Seconds adds the fdatasync that makes the restored
+	// volume durable, as mover's import does before it returns. 0: the
+	// same as Seconds.
+	ReturnedSeconds float64 `json:"returned_seconds,omitempty"`
 	// PipelineSeconds is mover's own time for the operation
 	// (ExportResult.Duration, ImportResult.Duration): without process
 	// start-up and opening the repository (key derivation, index).

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,7 +27,7 @@ type Machine struct {
 	Kernel    string `json:"kernel"`
 	OS        string `json:"os"`
 	Go        string `json:"go"`
-	// Mover is the build's VCS revision (with "+dirty" for local changes).
+	// Mover is the measured mover's version (Config.MoverVersion).
 	Mover string `json:"mover"`
 	// LoadBefore and LoadAfter are the 1-minute load averages around the
 	// benchmark: a busy machine gives numbers that do not compare.
@@ -45,10 +44,11 @@ func (m Machine) String() string {
 	return fmt.Sprintf("%d cores (%s%s), %d GiB RAM, %s, Linux %s, %s, mover %s", m.CPUs, m.CPUModel, virt, m.MemoryGiB, m.OS, m.Kernel, m.Go, m.Mover)
 }
 
-// machineInfo describes this machine; version is the mover's ("" to find
-// it from the build information or the checkout).
+// machineInfo describes this machine; version is the mover's, from the
+// caller's build information ("": the checkout's, if any). The load
+// averages are the caller's to read.
 func machineInfo(ctx context.Context, version string) Machine {
-	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Mover: "unknown", LoadBefore: loadAverage()}
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Mover: "unknown"}
 	if version != "" {
 		m.Mover = version
 	}
@@ -86,25 +86,6 @@ func machineInfo(ctx context.Context, version string) Machine {
 			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
 				m.OS = strings.Trim(v, `"`)
 			}
-		}
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && m.Mover == "unknown" {
-		var rev, dirty string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					dirty = "+dirty"
-				}
-			}
-		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			m.Mover = rev + dirty
 		}
 	}
 	if m.Mover == "unknown" {

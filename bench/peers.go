@@ -208,7 +208,7 @@ func (r *runner) runRestic(ctx context.Context, round int, peer Peer) error {
 	if err != nil {
 		return fmt.Errorf("restic restore: %w", err)
 	}
-	r.record("restic", "", FullImport, Sample{Seconds: secs + sync, UserCPU: u.user.Seconds(), SysCPU: u.sys.Seconds(), PeakRSS: u.maxRSS})
+	r.record("restic", "", FullImport, Sample{Seconds: secs + sync, ReturnedSeconds: secs, UserCPU: u.user.Seconds(), SysCPU: u.sys.Seconds(), PeakRSS: u.maxRSS})
 	return r.verify(ctx, round, restored, r.base, "restic restore")
 }
 
@@ -293,6 +293,6 @@ func (r *runner) runKopia(ctx context.Context, round int) error {
 	if err != nil {
 		return fmt.Errorf("kopia snapshot restore: %w", err)
 	}
-	r.record("kopia", "", FullImport, Sample{Seconds: secs + sync, UserCPU: u.user.Seconds(), SysCPU: u.sys.Seconds(), PeakRSS: u.maxRSS})
+	r.record("kopia", "", FullImport, Sample{Seconds: secs + sync, ReturnedSeconds: secs, UserCPU: u.user.Seconds(), SysCPU: u.sys.Seconds(), PeakRSS: u.maxRSS})
 	return r.verify(ctx, round, target, r.base, "kopia restore")
 }

@@ -1,14 +1,15 @@
 package bench
 
 import (
+	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/blockmover/blockmover/internal/units"
 )
 
 // ReportVersion is the version of the Report's JSON shape.
@@ -40,6 +41,53 @@ type Report struct {
 
 	Results     []Result     `json:"results"`
 	Comparisons []Comparison `json:"comparisons,omitempty"`
+
+	// LoadWarning says the machine was busy before the run (its load
+	// average above LoadPerCore per core); empty on a quiet machine.
+	LoadWarning string `json:"load_warning,omitempty"`
+	// Baseline is an earlier run the figures are set against (--baseline);
+	// its own baseline is dropped.
+	Baseline *Report `json:"baseline,omitempty"`
+}
+
+// LoadPerCore is the load average per core above which a run is reported
+// as made on a busy machine.
+const LoadPerCore = 0.5
+
+// SetBaseline sets the earlier run each figure is shown beside.
+func (rep *Report) SetBaseline(old *Report) {
+	if old != nil {
+		o := *old
+		o.Baseline = nil
+		old = &o
+	}
+	rep.Baseline = old
+}
+
+// ErrReport: a file given as an earlier report is not one this mover
+// reads.
+var ErrReport = errors.New("not a mover bench report")
+
+// ReadReport reads a report written as JSON (mover bench --json), to be
+// an earlier run set beside a new one (SetBaseline).
+func ReadReport(r io.Reader) (*Report, error) {
+	var rep Report
+	if err := json.NewDecoder(r).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrReport, err)
+	}
+	if rep.Version != ReportVersion || len(rep.Results) == 0 {
+		return nil, fmt.Errorf("%w: version %d with %d results (want version %d with results)", ErrReport, rep.Version, len(rep.Results), ReportVersion)
+	}
+	return &rep, nil
+}
+
+// loadWarning is the warning for a load average before the run on cpus
+// cores, or "".
+func loadWarning(load float64, cpus int) string {
+	if cpus <= 0 || load <= LoadPerCore*float64(cpus) {
+		return ""
+	}
+	return fmt.Sprintf("the machine was busy before the run: load average %.2f on %d cores (above %.1f per core); the figures may not compare", load, cpus, LoadPerCore)
 }
 
 // Setup is where and how the runs ran.
@@ -69,6 +117,10 @@ type Result struct {
 	RepoBytes Stat `json:"repo_bytes"`
 	// Stages of mover's pipeline, from the runs' medians; the bottleneck
 	// is the stage whose workers were busy longest.
+	// Returned is the wall time of an import until the tool returned,
+	// before the sync that Seconds includes for peers (mover's import
+	// syncs before it returns, so there the two are equal).
+	Returned   Stat          `json:"returned_seconds,omitzero"`
 	Stages     []StageFigure `json:"stages,omitempty"`
 	Bottleneck string        `json:"bottleneck,omitempty"`
 	Runs       []Sample      `json:"runs"`
@@ -128,9 +180,10 @@ func (rep *Report) build(order []resultKey, samples map[resultKey][]Sample) {
 	for _, k := range order {
 		runs := samples[k]
 		res := Result{Tool: k.tool, Variant: k.variant, Op: k.op, Size: size, Runs: runs}
-		var secs, mb, cpu, rss, repoBytes []float64
+		var secs, returned, mb, cpu, rss, repoBytes []float64
 		for _, s := range runs {
 			secs = append(secs, s.Seconds)
+			returned = append(returned, cmp.Or(s.ReturnedSeconds, s.Seconds))
 			if s.Seconds > 0 {
 				mb = append(mb, float64(size)/s.Seconds/1e6)
 			}
@@ -139,6 +192,9 @@ func (rep *Report) build(order []resultKey, samples map[resultKey][]Sample) {
 			repoBytes = append(repoBytes, float64(s.RepoBytes))
 		}
 		res.Seconds, res.MBps, res.CPU, res.PeakRSS, res.RepoBytes = statOf(secs), statOf(mb), statOf(cpu), statOf(rss), statOf(repoBytes)
+		if !k.op.isExport() {
+			res.Returned = statOf(returned)
+		}
 		if k.tool == "mover" {
 			res.Stages, res.Bottleneck = stageFigures(k.op, size, runs)
 		}
@@ -248,126 +304,45 @@ func stageFigures(op Op, size int64, runs []Sample) ([]StageFigure, string) {
 	return st, bottleneck
 }
 
-// Text writes the report as tables for a terminal.
+// Text writes the report for a terminal: the facts, warnings, tables
+// (Tables) aligned in columns, and the raw speed.
 func (rep *Report) Text(out io.Writer) error {
 	ew := &errWriter{w: out}
-	var w io.Writer = ew
-	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p := func(format string, args ...any) { fmt.Fprintf(ew, format, args...) }
 	p("mover bench: %s\n", rep.ScenarioText)
-	p("change: %s (%s in %d extents)\n", rep.ChangeText, units.Bytes(rep.ChangedBytes), rep.ChangeExtents)
-	p("machine: %s; load %.2f before, %.2f after\n", rep.Machine, rep.Machine.LoadBefore, rep.Machine.LoadAfter)
-	p("source: %s\n", rep.Setup.Source)
-	p("repositories: %s (%s), a fresh one per run; import target: %s\n", rep.Setup.Repo, rep.Setup.RepoFS, rep.Setup.Target)
-	p("%s\n", rep.runsLine())
-	if l := rep.peerLine(); l != "" {
-		p("%s\n", l)
+	for _, w := range rep.Warnings() {
+		p("WARNING: %s\n", w)
 	}
-	for _, pe := range rep.Peers {
-		if pe.Available {
-			p("peer: %s%s\n", pe.Version, noteSuffix(pe.Note))
+	for _, f := range rep.Facts() {
+		if f.Name == "" {
+			p("%s\n", f.Value)
 		} else {
-			p("peer %s: %s\n", pe.Name, pe.Note)
+			p("%s: %s\n", f.Name, f.Value)
 		}
 	}
-	p("\n")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "tool\toperation\tseconds\tMB/s\tCPU s\tpeak RSS\tread\tstored\trepository\t")
-	for _, r := range rep.Results {
-		m := medianRun(r.Runs)
-		read, stored := "", ""
-		if r.Op.isExport() {
-			if r.Tool == "mover" {
-				read = units.Bytes(m.ReadBytes)
+	for _, t := range rep.Tables() {
+		p("\n%s:\n", t.Title)
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+		for _, c := range t.Columns {
+			fmt.Fprintf(tw, "%s\t", c.Name)
+		}
+		fmt.Fprintln(tw)
+		for _, r := range t.Rows {
+			for _, c := range r.Cells {
+				fmt.Fprintf(tw, "%s\t", c)
 			}
-			stored = units.Bytes(m.StoredBytes)
-		} else if r.Tool == "mover" {
-			read = units.Bytes(m.FetchedBytes)
-			stored = units.Bytes(m.WrittenBytes) + " written"
-		}
-		repoS := ""
-		if r.Op.isExport() && r.RepoBytes.Median > 0 {
-			repoS = units.Bytes(int64(r.RepoBytes.Median))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t\n", r.Name(), r.Op, statText(r.Seconds, "%.2f"), statText(r.MBps, "%.0f"),
-			r.CPU.Median, units.Bytes(int64(r.PeakRSS.Median)), read, stored, repoS)
-	}
-	var noInc []string
-	for _, pe := range rep.Peers {
-		if pe.Available && slices.Contains(rep.Ops, IncrementalImport) {
-			fmt.Fprintf(tw, "%s\t%s\tn/a\t\t\t\t\t\t\t\n", pe.Name, IncrementalImport)
-			noInc = append(noInc, pe.Name)
-		}
-	}
-	tw.Flush()
-	if len(noInc) > 0 {
-		p("(n/a: %s cannot restore incrementally onto a target that holds the base snapshot)\n", strings.Join(noInc, ", "))
-	}
-	for _, c := range rep.Comparisons {
-		p("\nmover / %s, %s: %.2f× throughput, %.2f× CPU seconds, %.2f× peak RSS", c.Peer, c.Op, c.Throughput, c.CPU, c.PeakRSS)
-		if c.RepoBytes > 0 {
-			p(", %.2f× repository size", c.RepoBytes)
-		}
-	}
-	if len(rep.Comparisons) > 0 {
-		p("\n")
-	}
-	for _, r := range rep.Results {
-		if r.Tool != "mover" || r.Variant != "" || len(r.Stages) == 0 {
-			continue
-		}
-		m := medianRun(r.Runs)
-		p("\nmover %s per stage (pipeline %.2f s of %.2f s wall; stage seconds summed over workers):\n", r.Op, m.PipelineSeconds, m.Seconds)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "stage\tseconds\tworkers\tbusy\tMB/s of the stage\tCPU s (est.)\tbytes in\t")
-		for _, s := range r.Stages {
-			fmt.Fprintf(tw, "%s\t%.2f\t%d\t%.0f%%\t%s\t%.2f\t%s\t\n", s.Name, s.Seconds, s.Workers, 100*s.Busy, rateText(s.MBps), s.CPUSeconds, units.Bytes(s.Bytes))
+			fmt.Fprintln(tw)
 		}
 		tw.Flush()
-		if r.Bottleneck != "" {
-			for _, s := range r.Stages {
-				if s.Name == r.Bottleneck {
-					p("bottleneck: %s (its workers were busy %.0f%% of the pipeline's time)\n", s.Name, 100*s.Busy)
-				}
-			}
+		for _, n := range t.Notes {
+			p("%s\n", n)
 		}
 	}
-	if raw := rep.Raw; raw != nil {
-		p("\nraw sequential speed of %s (%s, O_DIRECT, %s I/Os):", raw.Path, raw.Kind, units.Bytes(int64(raw.BlockSize)))
-		if raw.Note != "" {
-			p(" %s", raw.Note)
-		}
-		for _, pt := range raw.Points {
-			p(" %s QD%d %.0f MB/s;", pt.Mode, pt.QueueDepth, pt.MBps)
-		}
+	if lines := rep.RawLines(); len(lines) > 0 {
 		p("\n")
-		if line := rep.rawShare(); line != "" {
-			p("%s\n", line)
+		for _, l := range lines {
+			p("%s\n", l)
 		}
-	}
-	for _, sw := range rep.Sweeps {
-		p("\nsweep %s (MB/s, median and range):\n", sw.Key)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprint(tw, "value\t")
-		for _, op := range rep.Ops {
-			fmt.Fprintf(tw, "%s\t", op)
-		}
-		fmt.Fprintln(tw, "peak RSS\trepository\tincremental stored\t")
-		for _, v := range sw.Values {
-			fmt.Fprintf(tw, "%s\t", v)
-			var rss float64
-			for _, op := range rep.Ops {
-				r, ok := rep.Find("mover", sw.Key+"="+v, op)
-				if !ok {
-					fmt.Fprint(tw, "\t")
-					continue
-				}
-				fmt.Fprintf(tw, "%s\t", statText(r.MBps, "%.0f"))
-				rss = max(rss, r.PeakRSS.Median)
-			}
-			repoB, incStored := rep.sweepBytes(sw.Key + "=" + v)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\n", units.Bytes(int64(rss)), repoB, incStored)
-		}
-		tw.Flush()
 	}
 	return ew.err
 }
@@ -399,32 +374,12 @@ func (rep *Report) rawShare() string {
 	return strings.Join(parts, "; ") + " (MB/s of volume size: holes and dedup make it exceed the storage's speed)"
 }
 
-// sweepBytes returns a variant's repository size after the full export and
-// the bytes its incremental export stored, as text ("" if not measured).
-func (rep *Report) sweepBytes(variant string) (repoBytes, incStored string) {
-	if r, ok := rep.Find("mover", variant, FullExport); ok {
-		repoBytes = units.Bytes(int64(r.RepoBytes.Median))
-	}
-	if r, ok := rep.Find("mover", variant, IncrementalExport); ok {
-		incStored = units.Bytes(medianRun(r.Runs).StoredBytes)
-	}
-	return repoBytes, incStored
-}
-
 func (rep *Report) runsLine() string {
 	how := "each run a child process (CPU and peak RSS are the run's own)"
 	if !rep.Setup.Child {
 		how = "runs in one process (peak RSS is the process's peak so far)"
 	}
 	return fmt.Sprintf("%d run(s) per operation, tools interleaved, %s; figures are medians (min–max); MB/s = volume size / wall seconds", rep.Setup.Runs, how)
-}
-
-func statText(s Stat, format string) string {
-	m := fmt.Sprintf(format, s.Median)
-	if s.Min == s.Max {
-		return m
-	}
-	return fmt.Sprintf("%s ("+format+"–"+format+")", m, s.Min, s.Max)
 }
 
 func rateText(mbps float64) string {

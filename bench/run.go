@@ -94,9 +94,14 @@ type Config struct {
 	// Command is the command line recorded in reports.
 	Command string
 	// MoverVersion is the version of the mover measured, recorded in
-	// reports (e.g. "v1.2.0-3-gabc123"); empty: the VCS revision this
-	// binary was built from, else the checkout's `git describe`.
+	// reports (e.g. "v1.2.0-3-gabc123"): the caller's build information
+	// (mover's linked version, module version or VCS revision). Empty:
+	// the checkout's `git describe`, else "unknown".
 	MoverVersion string
+	// LoadAverage reads the machine's 1-minute load average, before and
+	// after the benchmark (default: /proc/loadavg). A load above
+	// LoadPerCore per core before the run is reported as a warning.
+	LoadAverage func() float64
 	// Progress receives one line per step (nil: silent).
 	Progress func(string)
 }
@@ -195,6 +200,9 @@ func (c *Config) validate() error {
 	if c.Backend == nil {
 		c.Backend = DirBackend
 	}
+	if c.LoadAverage == nil {
+		c.LoadAverage = loadAverage
+	}
 	if c.KDF == (repo.KDFParams{}) {
 		c.KDF = repo.DefaultKDF()
 	}
@@ -216,6 +224,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r.rep = &Report{Version: ReportVersion, Started: start.UTC().Truncate(time.Second), Machine: machineInfo(ctx, cfg.MoverVersion),
 		Scenario: cfg.Scenario, Command: cfg.Command, Ops: cfg.Ops, Settings: cfg.Settings, Sweeps: cfg.Sweeps}
+	r.rep.Machine.LoadBefore = cfg.LoadAverage()
+	r.rep.LoadWarning = loadWarning(r.rep.Machine.LoadBefore, r.rep.Machine.CPUs)
 	if err := os.MkdirAll(cfg.Work, 0o755); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
@@ -288,7 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}
-	r.rep.Machine.LoadAfter = loadAverage()
+	r.rep.Machine.LoadAfter = cfg.LoadAverage()
 	r.rep.Seconds = since(start)
 	r.rep.build(r.order, r.samples)
 	return r.rep, nil

@@ -221,6 +221,14 @@ func TestRunWithRestic(t *testing.T) {
 			t.Errorf("restic %s: %+v", op, r)
 		}
 	}
+	// A restore is timed as restic returned and, durable, with the
+	// fdatasync after it; mover's import returns durable.
+	if r, _ := rep.Find("restic", "", FullImport); r.Returned.Median <= 0 || r.Returned.Median > r.Seconds.Median {
+		t.Errorf("restic restore: %.3f s as returned, %.3f s durable", r.Returned.Median, r.Seconds.Median)
+	}
+	if r, _ := rep.Find("mover", "", FullImport); r.Returned != r.Seconds {
+		t.Errorf("mover import: %+v as returned, %+v durable", r.Returned, r.Seconds)
+	}
 	if r, _ := rep.Find("restic", "", FullExport); r.RepoBytes.Median < float64(sc.Volume.Size)/4 {
 		t.Errorf("restic repository of %v bytes", r.RepoBytes.Median)
 	}

@@ -49,6 +49,7 @@ type benchOptions struct {
 	inProcess   bool
 
 	html, markdown string
+	baseline       string
 	child          bool
 }
 
@@ -117,6 +118,7 @@ their figures.`,
 	f.BoolVar(&o.inProcess, "in-process", false, "run every measurement in this process (peak RSS is then the process's peak so far)")
 	f.StringVar(&o.html, "html", "", "write a self-contained HTML report with charts to this file")
 	f.StringVar(&o.markdown, "markdown", "", "refresh the generated section of this Markdown file (between <!-- mover bench: begin/end --> markers)")
+	f.StringVar(&o.baseline, "baseline", "", "an earlier run's report (written with --json) to show each figure beside, with the change in percent")
 	f.BoolVar(&o.child, "child", false, "run one job read from stdin (used by mover bench itself)")
 	f.MarkHidden("child")
 	o.backend.register(cmd)
@@ -137,6 +139,10 @@ func runBench(ctx context.Context, g *globalOptions, o *benchOptions, cmd *cobra
 		return bench.ServeChild(ctx, g.env.stdin, g.env.stdout, g.benchBackend(o.backend))
 	}
 	cfg, err := o.config(g, cmd)
+	if err != nil {
+		return err
+	}
+	baseline, err := readBaseline(o.baseline)
 	if err != nil {
 		return err
 	}
@@ -162,6 +168,7 @@ func runBench(ctx context.Context, g *globalOptions, o *benchOptions, cmd *cobra
 	if err != nil {
 		return err
 	}
+	rep.SetBaseline(baseline)
 	if o.html != "" {
 		if err := writeFileWith(o.html, rep.HTML); err != nil {
 			return fmt.Errorf("--html: %w", err)
@@ -178,48 +185,80 @@ func runBench(ctx context.Context, g *globalOptions, o *benchOptions, cmd *cobra
 	return rep.Text(g.env.stdout)
 }
 
+// readBaseline reads the report of --baseline (nil without one).
+func readBaseline(path string) (*bench.Report, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usagef("--baseline: %w", err)
+	}
+	defer f.Close()
+	rep, err := bench.ReadReport(f)
+	if err != nil {
+		return nil, usagef("--baseline %s: %w", path, err)
+	}
+	return rep, nil
+}
+
 // config turns the command line into a benchmark.
 func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Config, error) {
 	if o.device != "" && !o.destroyData {
 		return bench.Config{}, usagef("--device %s overwrites the device: add --destroy-data to confirm", o.device)
 	}
 	flags := cmd.Flags()
-	size, err := units.ParseSize(o.size)
-	if err != nil || size <= 0 {
-		return bench.Config{}, usagef("--size %q: want a positive size such as 4GiB", o.size)
+	sc, err := o.scenario(flags)
+	if err != nil {
+		return bench.Config{}, err
 	}
-	if o.device != "" && !flags.Changed("size") {
-		// On a device, the scenario fills it unless --size says less.
-		f, err := os.Open(o.device)
+	cfg := bench.Config{
+		Scenario: sc, Corpus: o.corpus, Runs: o.runs, Peers: o.peers, Repo: g.repo,
+		Backend: g.benchBackend(o.backend), Work: o.workdir, Device: o.device, DestroyData: o.destroyData,
+		OnDisk: o.onDisk, Sparse: o.sparse, Cold: o.cold, NoVerify: o.noVerify, Command: commandLine(cmd),
+		S3: bench.S3Peer{Endpoint: o.backend.s3Endpoint, PathStyle: o.backend.s3PathStyle, CABundle: o.backend.s3CABundle},
+	}
+	if v := buildVersion(); v.Version != "unknown" {
+		cfg.MoverVersion = v.label()
+	}
+	if cfg.S3.Endpoint == "" {
+		cfg.S3.Endpoint = g.env.getenv("AWS_ENDPOINT_URL")
+	}
+	if o.runs < 1 {
+		return cfg, usagef("--runs %d: want at least 1", o.runs)
+	}
+	if cfg.Settings, err = o.settings(flags); err != nil {
+		return cfg, err
+	}
+	if o.connections() > 0 || isS3(g.repo) {
+		cfg.Settings.Uploads = o.backend.uploads(g.repo)
+	}
+	if err := o.lists(&cfg); err != nil {
+		return cfg, err
+	}
+	if !o.inProcess {
+		exe, err := os.Executable()
 		if err != nil {
-			return bench.Config{}, fmt.Errorf("--device: %w", err)
+			return cfg, fmt.Errorf("finding the mover binary for child runs: %w (use --in-process)", err)
 		}
-		size, err = f.Seek(0, io.SeekEnd)
-		f.Close()
-		if err != nil || size <= 0 {
-			return bench.Config{}, fmt.Errorf("--device %s: cannot tell its size", o.device)
-		}
+		cfg.Exec = append([]string{exe, "bench", "--child"}, o.backend.args()...)
+	}
+	return cfg, nil
+}
+
+// scenario is the preset at the volume size, with the figures the command
+// line overrides.
+func (o *benchOptions) scenario(flags *pflag.FlagSet) (bench.Scenario, error) {
+	size, err := o.volumeSize(flags)
+	if err != nil {
+		return bench.Scenario{}, err
 	}
 	sc, err := bench.Preset(o.preset, size, o.seed)
 	if err != nil {
-		return bench.Config{}, usageError{err}
+		return sc, usageError{err}
 	}
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{{"zero", o.zero}, {"compressible", o.compressible}, {"duplicate", o.duplicate}, {"file", o.file}, {"change-rate", o.changeRate}} {
-		if err := checkShare(f.name, f.v); err != nil {
-			return bench.Config{}, err
-		}
-	}
-	if math.IsNaN(o.ratio) || math.IsInf(o.ratio, 0) {
-		return bench.Config{}, usagef("--ratio %g: want %g to %g", o.ratio, bench.MinRatio, bench.MaxRatio)
-	}
-	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
-		return bench.Config{}, err
-	}
-	if err := checkCount("connections", o.backend.connections, maxConnections); err != nil {
-		return bench.Config{}, err
+	if err := o.checkFigures(); err != nil {
+		return sc, err
 	}
 	v, c := &sc.Volume, &sc.Change
 	if flags.Changed("zero") || flags.Changed("compressible") || flags.Changed("duplicate") || flags.Changed("file") {
@@ -233,13 +272,65 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 	if flags.Changed("change-rate") {
 		c.Rate = o.changeRate
 	}
+	if err := o.change(c); err != nil {
+		return sc, err
+	}
+	if err := sc.Validate(); err != nil {
+		return sc, usageError{err}
+	}
+	return sc, nil
+}
+
+// volumeSize is --size, or on a device without --size the device's size:
+// there the scenario fills it unless --size says less.
+func (o *benchOptions) volumeSize(flags *pflag.FlagSet) (int64, error) {
+	size, err := units.ParseSize(o.size)
+	if err != nil || size <= 0 {
+		return 0, usagef("--size %q: want a positive size such as 4GiB", o.size)
+	}
+	if o.device == "" || flags.Changed("size") {
+		return size, nil
+	}
+	f, err := os.Open(o.device)
+	if err != nil {
+		return 0, fmt.Errorf("--device: %w", err)
+	}
+	size, err = f.Seek(0, io.SeekEnd)
+	f.Close()
+	if err != nil || size <= 0 {
+		return 0, fmt.Errorf("--device %s: cannot tell its size", o.device)
+	}
+	return size, nil
+}
+
+// checkFigures checks the fractions, the ratio and the counts given.
+func (o *benchOptions) checkFigures() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"zero", o.zero}, {"compressible", o.compressible}, {"duplicate", o.duplicate}, {"file", o.file}, {"change-rate", o.changeRate}} {
+		if err := checkShare(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	if math.IsNaN(o.ratio) || math.IsInf(o.ratio, 0) {
+		return usagef("--ratio %g: want %g to %g", o.ratio, bench.MinRatio, bench.MaxRatio)
+	}
+	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
+		return err
+	}
+	return checkCount("connections", o.backend.connections, maxConnections)
+}
+
+// change applies the change flags given to the scenario's change.
+func (o *benchOptions) change(c *bench.ChangeSpec) error {
 	if o.changePattern != "" {
 		c.Pattern = bench.Pattern(o.changePattern)
 	}
 	if o.writeSize != "" {
 		ws, err := units.ParseSize(o.writeSize)
 		if err != nil || ws <= 0 {
-			return bench.Config{}, usagef("--write-size %q: want a size such as 4KiB", o.writeSize)
+			return usagef("--write-size %q: want a size such as 4KiB", o.writeSize)
 		}
 		c.WriteSize = ws
 	}
@@ -248,73 +339,55 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 	}
 	if o.changeContent != "" {
 		if err := c.Content.UnmarshalText([]byte(o.changeContent)); err != nil {
-			return bench.Config{}, usageError{err}
+			return usageError{err}
 		}
 	}
-	if err := sc.Validate(); err != nil {
-		return bench.Config{}, usageError{err}
-	}
-	cfg := bench.Config{
-		Scenario: sc, Corpus: o.corpus, Runs: o.runs, Peers: o.peers, Repo: g.repo,
-		Backend: g.benchBackend(o.backend), Work: o.workdir, Device: o.device, DestroyData: o.destroyData,
-		OnDisk: o.onDisk, Sparse: o.sparse, Cold: o.cold, NoVerify: o.noVerify, Command: commandLine(cmd),
-		S3: bench.S3Peer{Endpoint: o.backend.s3Endpoint, PathStyle: o.backend.s3PathStyle, CABundle: o.backend.s3CABundle},
-	}
-	if v := buildVersion().Version; v != "unknown" {
-		cfg.MoverVersion = v
-	}
-	if cfg.S3.Endpoint == "" {
-		cfg.S3.Endpoint = g.env.getenv("AWS_ENDPOINT_URL")
-	}
-	if o.runs < 1 {
-		return cfg, usagef("--runs %d: want at least 1", o.runs)
-	}
-	// The main settings parse like sweep values.
+	return nil
+}
+
+// settings are the main runs' settings: the flags given, parsed like sweep
+// values.
+func (o *benchOptions) settings(flags *pflag.FlagSet) (bench.Settings, error) {
+	var s bench.Settings
 	for _, kv := range []struct{ key, flag, value string }{
 		{"workers", "workers", fmt.Sprint(o.workers)}, {"chunker", "chunker", o.chunker}, {"zstd", "zstd", o.zstd}, {"pack", "pack", o.pack},
 	} {
 		if !flags.Changed(kv.flag) {
 			continue
 		}
-		if cfg.Settings, err = (bench.Sweep{Key: kv.key}).Apply(cfg.Settings, kv.value); err != nil {
-			return cfg, usagef("--%s: %v", kv.flag, err)
+		var err error
+		if s, err = (bench.Sweep{Key: kv.key}).Apply(s, kv.value); err != nil {
+			return s, usagef("--%s: %v", kv.flag, err)
 		}
 	}
-	if o.connections() > 0 || isS3(g.repo) {
-		cfg.Settings.Uploads = o.backend.uploads(g.repo)
-	}
+	return s, nil
+}
+
+// lists parses the operations, the sweeps and the raw speed test's flags.
+func (o *benchOptions) lists(cfg *bench.Config) error {
 	for _, s := range o.ops {
 		op, err := bench.ParseOp(s)
 		if err != nil {
-			return cfg, usageError{err}
+			return usageError{err}
 		}
 		cfg.Ops = append(cfg.Ops, op)
 	}
 	for _, s := range o.sweeps {
 		sw, err := bench.ParseSweep(s)
 		if err != nil {
-			return cfg, usageError{err}
+			return usageError{err}
 		}
 		cfg.Sweeps = append(cfg.Sweeps, sw)
 	}
-	if o.noRaw {
-		cfg.Raw.Skip = true
-	}
+	cfg.Raw.Skip = o.noRaw
 	if o.rawSize != "" {
 		n, err := units.ParseSize(o.rawSize)
 		if err != nil || n <= 0 {
-			return cfg, usagef("--raw-size %q: want a size such as 512MiB", o.rawSize)
+			return usagef("--raw-size %q: want a size such as 512MiB", o.rawSize)
 		}
 		cfg.Raw.Size = n
 	}
-	if !o.inProcess {
-		exe, err := os.Executable()
-		if err != nil {
-			return cfg, fmt.Errorf("finding the mover binary for child runs: %w (use --in-process)", err)
-		}
-		cfg.Exec = append([]string{exe, "bench", "--child"}, o.backend.args()...)
-	}
-	return cfg, nil
+	return nil
 }
 
 func (o *benchOptions) connections() int { return o.backend.connections }

@@ -44,6 +44,15 @@ func TestCLIBench(t *testing.T) {
 	if b, _ := os.ReadFile(md); !strings.HasPrefix(string(b), "# Benchmarks\n\nby hand\n") || !strings.Contains(string(b), "<!-- mover bench: end -->") {
 		t.Errorf("--markdown:\n%s", b)
 	}
+	// The JSON is a baseline for the next run: each figure beside the
+	// earlier one.
+	old := filepath.Join(dir, "old.json")
+	os.WriteFile(old, []byte(r.stdout), 0o644)
+	again := c.ok("bench", "--preset", "mixed", "--size", "32MiB", "--runs", "1", "--no-raw", "--in-process", "--ops", "full-export",
+		"--workdir", filepath.Join(dir, "work"), "--baseline", old)
+	if !strings.Contains(again.stdout, "baseline: the run of") || !strings.Contains(again.stdout, ", was ") {
+		t.Errorf("--baseline: the report shows no earlier figures:\n%s", again.stdout)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "work", "repos")); err == nil {
 		entries, _ := os.ReadDir(filepath.Join(dir, "work", "repos"))
 		if len(entries) > 0 {
@@ -70,6 +79,8 @@ func TestCLIBenchUsage(t *testing.T) {
 		{"--ratio", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--ratio", "NaN"}},
 		{"--connections", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--connections", "1000000000"}},
 		{"--workers", []string{"bench", "--size", "1MiB", "--runs", "1", "--no-raw", "--in-process", "--workers", "5000"}},
+		{"--baseline", []string{"bench", "--size", "1MiB", "--baseline", "/nonexistent/old.json"}},
+		{"not a mover bench report", []string{"bench", "--size", "1MiB", "--baseline", "/dev/null"}},
 	} {
 		c.fails(exitUsage, tc.want, tc.args...)
 	}

@@ -75,11 +75,16 @@ func describeBuild(linked string, read func() (*debug.BuildInfo, bool)) versionI
 
 // String is the one line of `mover --version`.
 func (v versionInfo) String() string {
-	s := "mover " + v.Version
+	return fmt.Sprintf("mover %s, %s %s, repository format %d", v.label(), v.Go, v.Platform, v.RepositoryFormat)
+}
+
+// label is the version with its commit when the version does not name it:
+// "v1.2.0 (commit 0123456789ab)". A benchmark report records it.
+func (v versionInfo) label() string {
 	if v.Commit != "" && !strings.Contains(v.Version, v.Commit[:min(7, len(v.Commit))]) {
-		s += " (commit " + v.Commit[:min(12, len(v.Commit))] + ")"
+		return v.Version + " (commit " + v.Commit[:min(12, len(v.Commit))] + ")"
 	}
-	return fmt.Sprintf("%s, %s %s, repository format %d", s, v.Go, v.Platform, v.RepositoryFormat)
+	return v.Version
 }
 
 func newVersionCommand(g *globalOptions) *cobra.Command {
