@@ -75,34 +75,61 @@ func parseTags(tags []string) (map[string]string, error) {
 	return m, nil
 }
 
-func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
+// validate checks the flags that need no repository, and returns the
+// tags and the pack size (0: the repository's) they give.
+func (o *exportOptions) validate() (map[string]string, int64, error) {
 	tags, err := parseTags(o.tags)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	if err := repo.CheckVolumeName(o.name); err != nil {
-		return usagef("--name: %v (want 1 to %d bytes of UTF-8 without \"/\" or control characters)", err, repo.MaxVolumeName)
+		return nil, 0, usagef("--volume: %v (want 1 to %d bytes of UTF-8 without \"/\" or control characters)", err, repo.MaxVolumeName)
 	}
 	if err := checkCount("workers", o.workers, maxWorkers); err != nil {
-		return err
+		return nil, 0, err
 	}
 	if err := checkCount("connections", o.backend.connections, maxConnections); err != nil {
-		return err
+		return nil, 0, err
 	}
 	var packSize int64
 	if o.packSize != "" {
 		if packSize, err = units.ParseSize(o.packSize); err != nil {
-			return usagef("--pack-size: %v", err)
+			return nil, 0, usagef("--pack-size: %v", err)
 		}
 		if packSize < repo.MinPackSize || packSize > repo.MaxPackSize {
-			return usagef("--pack-size %s: want %s to %s", o.packSize, units.Bytes(repo.MinPackSize), units.Bytes(repo.MaxPackSize))
+			return nil, 0, usagef("--pack-size %s: want %s to %s", o.packSize, units.Bytes(repo.MinPackSize), units.Bytes(repo.MaxPackSize))
 		}
 	}
 	if err := checkShare("verify-unchanged", o.verify); err != nil {
-		return err
+		return nil, 0, err
 	}
 	if (o.changes != "" || o.verify > 0) && o.base == "" {
-		return usagef("--changes and --verify-unchanged need --base")
+		return nil, 0, usagef("--changes and --verify-unchanged need --base")
+	}
+	return tags, packSize, nil
+}
+
+// readChanges parses --changes for a volume of size bytes; nil without it.
+func (o *exportOptions) readChanges(size int64) (changes.ChangeList, error) {
+	if o.changes == "" {
+		return nil, nil
+	}
+	f, err := os.Open(o.changes)
+	if err != nil {
+		return nil, fmt.Errorf("--changes: %w", err)
+	}
+	defer f.Close()
+	cl, err := changes.ParseChanges(f, o.changesFmt, size)
+	if err != nil {
+		return nil, fmt.Errorf("--changes %s: %w", o.changes, err)
+	}
+	return cl, nil
+}
+
+func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
+	tags, packSize, err := o.validate()
+	if err != nil {
+		return err
 	}
 	src, err := mover.OpenSource(o.source, !o.keepCache)
 	if err != nil {
@@ -130,17 +157,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 			warnf(g.env.stderr, "base snapshot %s is of volume %q, not %q", base.ID.Short(), base.Volume, o.name)
 		}
 	}
-	var changeList changes.ChangeList
-	if o.changes != "" {
-		f, err := os.Open(o.changes)
-		if err != nil {
-			return fmt.Errorf("--changes: %w", err)
-		}
-		changeList, err = changes.ParseChanges(f, o.changesFmt, src.Size())
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("--changes %s: %w", o.changes, err)
-		}
+	changeList, err := o.readChanges(src.Size())
+	if err != nil {
+		return err
 	}
 	eo := mover.ExportOptions{
 		Volume: o.name, Source: o.source, Tags: tags, Base: base, Changes: changeList, VerifyUnchanged: o.verify,

@@ -207,7 +207,7 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"generate", "--duplicate", "-Inf", filepath.Join(dir, "g.img")}, "--duplicate"},
 		{[]string{"init", "--repo", filepath.Join(dir, "r2"), "--object-lock-days", "100000000"}, "--object-lock-days"},
 		// Volume names: 1 to 255 bytes, no "/", no control characters.
-		{[]string{"export", "--source", img, "--name", ""}, "--name: invalid volume name"},
+		{[]string{"export", "--source", img, "--name", ""}, "--volume: invalid volume name"},
 		{[]string{"export", "--source", img, "--name", "ns/pvc"}, `contains "/"`},
 		{[]string{"export", "--source", img, "--name", "a\nb"}, "control character"},
 		{[]string{"export", "--source", img, "--name", strings.Repeat("v", 256)}, "longer than 255"},
