@@ -10,8 +10,8 @@ import (
 	"runtime"
 	"sort"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/mover"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,7 +78,7 @@ func writeImage(ctx context.Context, src io.ReaderAt, size int64, data []span, d
 // parallel.
 func copyRanges(ctx context.Context, src io.ReaderAt, ranges []span, dst io.WriterAt) error {
 	const piece = 4 << 20
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	work := make(chan span)
 	g.Go(func() error {
 		defer close(work)
@@ -155,7 +155,7 @@ func (w writeZeroer) Zero(off, n int64) error {
 // and returns an error naming the first differing piece found.
 func Compare(ctx context.Context, got, want io.ReaderAt, size int64) error {
 	const piece = 4 << 20
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	work := make(chan int64)
 	g.Go(func() error {
 		defer close(work)

@@ -72,7 +72,14 @@ func Diff(ctx context.Context, base, target Volume, opts DiffOptions) (ChangeLis
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	for range min(int64(opts.Workers), max(n, 1)) {
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			// A panic in a reader (a bug) fails the diff instead of the
+			// process (which would exit 2, the usage code).
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("diff: internal error: panic: %v", v)
+				}
+			}()
 			a, b := make([]byte, rs), make([]byte, rs)
 			for {
 				i := next.Add(1) - 1

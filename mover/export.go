@@ -13,8 +13,8 @@ import (
 
 	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo"
-	"golang.org/x/sync/errgroup"
 )
 
 // ExportOptions describe an export. The zero value of every tuning field
@@ -262,7 +262,7 @@ func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) 
 	}
 	e.pages = make([]repo.ID, e.p.Segments(e.size))
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	segs := make(chan int64)
 	chunks := make(chan newChunk, 2*e.opts.Workers)
 	packs := make(chan *repo.Pack, 1)

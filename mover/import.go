@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo"
-	"golang.org/x/sync/errgroup"
 )
 
 // Target is a volume to import onto. WriteAt may be called from several
@@ -143,7 +143,7 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 	if b := o.AssumeBase; b != nil && b.SegmentSize != snap.SegmentSize {
 		return nil, fmt.Errorf("import: base snapshot %s has segments of %d bytes, snapshot %s of %d: not from the same repository", b.ID.Short(), b.SegmentSize, snap.ID.Short(), snap.SegmentSize)
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	jobs := make(chan any, o.Downloads)
 	g.Go(func() error {
 		defer close(jobs)
@@ -319,7 +319,7 @@ type check struct {
 // differ into zero runs and wanted blobs.
 func (im *importer) verify(ctx context.Context, checks []check, byID map[repo.ID]*want, zeros []zeroRun) ([]zeroRun, error) {
 	ra := im.dst.(io.ReaderAt)
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	g.SetLimit(im.opts.Downloads)
 	for i := range checks {
 		g.Go(func() error {

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
-	"golang.org/x/sync/errgroup"
 )
 
 // CheckOptions choose how deep Check looks.
@@ -238,7 +238,7 @@ func (c *checker) readData(ctx context.Context, packSizes map[ID]int64, indexed 
 	if workers <= 0 {
 		workers = 4
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	g.SetLimit(workers)
 	var done int
 	for _, id := range ids {

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
-	"golang.org/x/sync/errgroup"
 )
 
 // packMeta is what a listing says of a pack.
@@ -78,7 +78,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 			return nil, err
 		}
 		var vanished []string
-		g, gctx := errgroup.WithContext(ctx)
+		g, gctx := safego.WithContext(ctx)
 		g.SetLimit(8)
 		for _, name := range names {
 			if read[name] {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
 )
 
@@ -321,21 +322,29 @@ func clearLegacyLock(ctx context.Context, be backend.Backend, stale time.Duratio
 func (l *Lease) run() {
 	l.stop, l.done = make(chan struct{}), make(chan struct{})
 	every := max(l.stale/5, 10*time.Millisecond)
-	go func() {
-		defer close(l.done)
+	safego.Go(func() error {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
 			case <-l.stop:
-				return
+				return nil
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), l.stale/2)
 				l.renew(ctx)
 				cancel()
 			}
 		}
-	}()
+	}, func(err error) {
+		// A panic stops the renewals: the holder's Check then renews
+		// itself or reports the lease lost.
+		if err != nil {
+			l.mu.Lock()
+			l.err = err
+			l.mu.Unlock()
+		}
+		close(l.done)
+	})
 }
 
 // renew writes a new heartbeat object and deletes the previous one.

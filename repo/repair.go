@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
-	"golang.org/x/sync/errgroup"
 )
 
 // Repairs only add knowledge: they never drop an index entry they cannot
@@ -163,7 +163,7 @@ func (rb *rebuild) readHeaders(ctx context.Context, workers int) error {
 	rb.found = make([]*indexPack, len(rb.ids))
 	rb.errs = make([]error, len(rb.ids))
 	read := make([]int64, len(rb.ids))
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	g.SetLimit(workers)
 	for i, id := range rb.ids {
 		g.Go(func() error {

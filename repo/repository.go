@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sync/errgroup"
 )
 
 // Object key prefixes in the backend.
@@ -868,7 +868,7 @@ func (r *Repository) ReadSnapshots(ctx context.Context) ([]*Snapshot, []Unreadab
 	}
 	snaps := make([]*Snapshot, len(ids))
 	bad := make([]error, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := safego.WithContext(ctx)
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
@@ -151,6 +152,8 @@ func classify(ctx context.Context, err error) outcome {
 		return outcome{exitInterrupted, "Interrupted", true}
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return outcome{exitInterrupted, "Interrupted", true}
+	case errors.As(err, new(*safego.PanicError)):
+		return outcome{exitPanic, "Panic", true}
 	case errors.As(err, &ce):
 		return ce.outcome
 	case errors.Is(err, repo.ErrRepositoryExists):
@@ -173,7 +176,7 @@ func classify(ctx context.Context, err error) outcome {
 		return outcome{exitNotFound, "SnapshotNotFound", false}
 	case errors.Is(err, mover.ErrNotVolume):
 		return outcome{exitUnsuitable, "Unsuitable", false}
-	case errors.Is(err, backend.ErrPermanent):
+	case errors.Is(err, backend.ErrPermanent), errors.Is(err, repo.ErrObjectLockRequired):
 		return outcome{exitStorageRefused, "StorageRefused", false}
 	}
 	return outcome{exitError, "Failed", true}

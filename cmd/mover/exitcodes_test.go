@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,5 +146,56 @@ func TestExitTable(t *testing.T) {
 	}
 	if !slices.Equal(permanent, csi.PermanentExitCodes()) {
 		t.Errorf("permanent exit codes %v, csi.PermanentExitCodes %v", permanent, csi.PermanentExitCodes())
+	}
+}
+
+// panicky is a backend whose Get of a data object, or Put, panics: a bug
+// in a worker goroutine.
+type panicky struct {
+	backend.Backend
+	onPut bool
+}
+
+func (p panicky) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if !p.onPut && strings.HasPrefix(key, "data/") {
+		panic("injected worker failure")
+	}
+	return p.Backend.Get(ctx, key, off, n)
+}
+
+func (p panicky) Put(ctx context.Context, key string, b []byte) error {
+	if p.onPut && strings.HasPrefix(key, "data/") {
+		panic("injected worker failure")
+	}
+	return p.Backend.Put(ctx, key, b)
+}
+
+// TestExitCodeWorkerPanic: a panic in a worker goroutine (check's readers,
+// export's uploaders, import's fetchers) ends the command like one in the
+// command itself: exit 70 and one line, not Go's exit 2 and a crash.
+func TestExitCodeWorkerPanic(t *testing.T) {
+	c, dir := newCLI(t)
+	img := filepath.Join(dir, "a.img")
+	makeImage(t, img, 8<<20)
+	c.ok("init")
+	c.ok("export", "-q", "--source", img, "--volume", "a")
+	other := filepath.Join(dir, "b.img")
+	makeImageSeed(t, other, 8<<20, 9) // new chunks: the export uploads packs
+	for _, tc := range []struct {
+		onPut bool
+		args  []string
+	}{
+		{false, []string{"check", "--read-data"}},
+		{false, []string{"import", "-q", "--snapshot", "latest:a", "--target", filepath.Join(dir, "out.img")}},
+		{true, []string{"export", "-q", "--source", other, "--volume", "b"}},
+	} {
+		var out, errb strings.Builder
+		env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
+			getenv:      func(k string) string { return c.env[k] },
+			wrapBackend: func(be backend.Backend) backend.Backend { return panicky{be, tc.onPut} }}
+		code := run(context.Background(), tc.args, env)
+		if code != exitPanic || !strings.Contains(errb.String(), "panic: injected worker failure") {
+			t.Errorf("mover %s: exit %d, stderr %q", tc.args[0], code, errb.String())
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 )
@@ -90,6 +91,9 @@ func run(ctx context.Context, args []string, env *environment) (code int) {
 	}
 	if !errors.As(err, new(reportedError)) { // already logged as JSON (pod.go)
 		fmt.Fprintf(stderr, "mover: %s\n", msg)
+	}
+	if pe := new(safego.PanicError); errors.As(err, &pe) && env.getenv("MOVER_DEBUG") != "" {
+		stderr.Write(pe.Stack)
 	}
 	return o.Code
 }
