@@ -141,7 +141,11 @@ func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command
 		}
 		defer stop()
 	}
-	p.log.Info(op+" starting", "volume", p.volume)
+	if p.volume != "" {
+		p.log.Info(op+" starting", "volume", p.volume)
+	} else {
+		p.log.Info(op + " starting")
+	}
 	err := run()
 	if err == nil {
 		if p.metrics != nil {

@@ -49,13 +49,18 @@ func TestPodExportImport(t *testing.T) {
 
 	term := filepath.Join(dir, "termination-log")
 	r := c.ok("export", "--source", img, "--name", "pvc-1", "--termination-log", term, "--pushgateway", gw.URL)
+	// Every line is a slog record, progress included (no raw progress
+	// lines of another schema).
 	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-		if !json.Valid([]byte(l)) {
-			t.Errorf("stderr line is not JSON: %q", l)
+		var rec struct{ Time, Level, Msg, Op string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Time == "" || rec.Level == "" || rec.Msg == "" || rec.Op != "export" {
+			t.Errorf("stderr line is not a slog record of the export: %q", l)
 		}
 	}
-	if !strings.Contains(r.stderr, `"msg":"export done"`) {
-		t.Errorf("no structured 'export done' log: %s", r.stderr)
+	for _, want := range []string{`"msg":"export done"`, `"msg":"export progress"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no structured %s log: %s", want, r.stderr)
+		}
 	}
 	msg, err := os.ReadFile(term)
 	if err != nil {
