@@ -125,7 +125,7 @@ func eta(p mover.Progress, rate float64) time.Duration {
 	if rate <= 0 || p.DoneBytes >= p.Size {
 		return 0
 	}
-	return time.Duration(float64(p.Size-p.DoneBytes)/rate) * time.Second / time.Second * time.Second
+	return time.Duration(float64(p.Size-p.DoneBytes)/rate) * time.Second
 }
 
 // barLine is the progress bar of op for a terminal width columns wide. It
