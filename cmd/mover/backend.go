@@ -51,6 +51,7 @@ func (g *globalOptions) backendFor(ctx context.Context, loc string, bo backendOp
 	}
 	opts := location.Options{Create: create, Connections: bo.connections,
 		S3: s3.Options{Endpoint: bo.s3Endpoint, Region: bo.s3Region, PathStyle: bo.s3PathStyle, CABundle: bo.s3CABundle, ChecksumWhenRequired: bo.s3ChecksumWR}}
+	opts.Retry.OnRetry, opts.Observe = g.pod.retried, g.pod.requestObserver() // logs and metrics (pod.go)
 	if lock != nil {
 		opts.S3.ObjectLockDays, opts.S3.ObjectLockMode = lock.Days, s3.LockCompliance
 		if lock.Mode == "governance" {

@@ -45,6 +45,7 @@ func runCheck(ctx context.Context, g *globalOptions, o *checkOptions) error {
 	if err != nil {
 		return err
 	}
+	g.pod.checked(res)
 	if g.json {
 		if err := g.printJSON(res); err != nil {
 			return err

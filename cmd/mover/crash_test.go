@@ -26,6 +26,10 @@ const testPolynomial = "3DA3358B4DC173"
 // TestMain lets the crash tests run this test binary as the mover command,
 // so they can SIGKILL a real process at any point.
 func TestMain(m *testing.M) {
+	if os.Getenv("MOVER_TEST_PROGRESS") == "1" { // TestProgressInTmux
+		progressDemo()
+		os.Exit(0)
+	}
 	if os.Getenv("MOVER_TEST_EXEC") == "1" {
 		ctx, stop := signalContext()
 		env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}

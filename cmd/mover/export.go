@@ -169,6 +169,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	// The index grows by at most one entry per minimum-size chunk.
 	blobs := int64(r.IndexLen()) + src.Size()/int64(max(r.Config().Chunking.MinChunk(), 1))
 	defer g.limitMemory(mover.ExportMemory(eo, r.Config()) + blobs*indexBytesPerBlob)()
+	g.pod.volumeKnown(o.name, src.Size())
 	res, err := mover.Export(ctx, src, r, eo)
 	if err != nil {
 		return err

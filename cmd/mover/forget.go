@@ -112,6 +112,7 @@ func runForget(ctx context.Context, g *globalOptions, o *forgetOptions, args []s
 			fmt.Fprintf(g.env.stdout, "%s %s %s\n", verb, s.id.Short(), s.what)
 		}
 	}
+	g.pod.forgot(out)
 	if g.json {
 		return g.printJSON(out)
 	}

@@ -66,13 +66,16 @@ func runGC(ctx context.Context, g *globalOptions, o *gcOptions) error {
 	}
 	defer closeRepo(r)
 	opts := repo.GCOptions{Grace: o.grace, RepackThreshold: o.repack, DryRun: o.dryRun, StaleLease: o.stale}
-	if !g.json && !g.quiet {
+	if l := g.pod.structuredLog(); l != nil {
+		opts.Log = func(s string) { l.Info("gc: " + s) }
+	} else if !g.json && !g.quiet {
 		opts.Log = func(s string) { fmt.Fprintln(g.env.stderr, "gc:", s) }
 	}
 	res, err := r.GC(ctx, opts)
 	if err != nil {
 		return err
 	}
+	g.pod.collected(res)
 	if g.json {
 		return g.printJSON(res)
 	}

@@ -85,6 +85,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 		return unsuitable(err)
 	}
 	defer dst.Close()
+	g.pod.volumeKnown(snap.Volume, snap.Size)
 	loc, _ := g.location() // openRepo succeeded with it
 	res, err := mover.Import(ctx, r, snap, dst, mover.ImportOptions{
 		TargetZeroed: o.targetZeroed, Downloads: o.backend.downloads(loc),

@@ -1,11 +1,11 @@
 package main
 
-// In-pod behaviour of mover export and import: structured logs, the JSON
-// result in the container's termination message, Prometheus metrics served
-// during the run or pushed at its end, and a clear word on SIGTERM.
+// In-pod behaviour of mover export, import, gc, check and forget:
+// structured logs, the JSON result in the container's termination message,
+// Prometheus metrics (metrics.go) served during the run or pushed at its
+// end, and a clear word on SIGTERM.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,15 +14,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -34,6 +34,16 @@ const defaultTerminationLog = "/dev/termination-log"
 // maxTerminationMessage is the kubelet's limit.
 const maxTerminationMessage = 4096
 
+// podOp reports whether command op gets the pod flags: --termination-log,
+// --metrics-addr, --pushgateway and --log-format.
+func podOp(op string) bool {
+	switch op {
+	case "export", "import", "gc", "check", "forget":
+		return true
+	}
+	return false
+}
+
 // podState holds the pod-related flags and what they set up for one run.
 type podState struct {
 	terminationLog string
@@ -41,25 +51,30 @@ type podState struct {
 	pushgateway    string
 	logFormat      string
 
-	log     *slog.Logger
-	json    bool // logs are JSON
-	metrics *metrics
-	op      string
-	volume  string
+	env        *environment
+	log        *slog.Logger // nil outside the commands run wraps
+	json       bool         // logs are JSON
+	structured bool         // log records of every level go to stderr (json, or text asked for)
+	console    *console     // stderr when it is a terminal
+	metrics    *runMetrics  // nil without --metrics-addr and --pushgateway
+	op         string
+	volume     string
 }
 
-// install adds the pod flags to export and import and wraps their runs.
+// install adds the pod flags to the commands podOp names and wraps their
+// runs.
 func (p *podState) install(ctx context.Context, g *globalOptions, root *cobra.Command) {
+	p.env = g.env
 	for _, c := range root.Commands() {
 		op := c.Name()
-		if op != "export" && op != "import" {
+		if !podOp(op) {
 			continue
 		}
 		f := c.Flags()
 		f.StringVar(&p.terminationLog, "termination-log", "", "write the JSON result (or error) here for Kubernetes, at most 4 KiB (default "+defaultTerminationLog+" when it exists)")
 		f.StringVar(&p.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. :9090) during the run")
 		f.StringVar(&p.pushgateway, "pushgateway", "", "push the final metrics to this Prometheus Pushgateway URL")
-		f.StringVar(&p.logFormat, "log-format", "auto", "logs on stderr: text, json, or auto (json when stderr is not a terminal in a Kubernetes pod)")
+		f.StringVar(&p.logFormat, "log-format", "auto", "logs on stderr: text, json, or auto (json in a Kubernetes pod when stderr is not a terminal, else warnings only, as text)")
 		run := c.RunE
 		c.RunE = func(cmd *cobra.Command, args []string) error {
 			return p.run(ctx, g, cmd, op, func() error { return run(cmd, args) })
@@ -74,22 +89,38 @@ type reportedError struct{ err error }
 func (e reportedError) Error() string { return e.err.Error() }
 func (e reportedError) Unwrap() error { return e.err }
 
+// run runs one pod command: it sets up the logs (--log-format), the
+// metrics (served at once, pushed at the end) and the termination log,
+// calls run, and reports its error, if any, in all three. An error logged
+// as JSON comes back as a reportedError, which main does not print again.
 func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command, op string, run func() error) error {
 	p.op = op
+	f, isFile := g.env.stderr.(*os.File)
+	tty := isFile && term.IsTerminal(int(f.Fd()))
 	switch p.logFormat {
 	case "json":
 		p.json = true
 	case "text":
+		p.structured = true
 	case "auto", "":
-		f, isFile := g.env.stderr.(*os.File)
-		p.json = g.env.getenv("KUBERNETES_SERVICE_HOST") != "" && !(isFile && term.IsTerminal(int(f.Fd())))
+		p.json = g.env.getenv("KUBERNETES_SERVICE_HOST") != "" && !tty
 	default:
 		return usagef("--log-format %q: want text, json or auto", p.logFormat)
 	}
-	if p.json {
-		p.log = slog.New(slog.NewJSONHandler(g.env.stderr, nil)).With("op", op)
-	} else {
-		p.log = slog.New(slog.DiscardHandler)
+	var stderr io.Writer = g.env.stderr
+	if tty {
+		p.console = newConsole(f)
+		stderr = p.console
+		defer p.console.endStatus()
+	}
+	switch {
+	case p.json:
+		p.structured = true
+		p.log = slog.New(slog.NewJSONHandler(stderr, nil)).With("op", op)
+	case p.structured:
+		p.log = slog.New(slog.NewTextHandler(stderr, nil)).With("op", op)
+	default:
+		p.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("op", op)
 	}
 	if p.terminationLog == "" {
 		if f, err := os.OpenFile(defaultTerminationLog, os.O_WRONLY, 0); err == nil {
@@ -101,7 +132,7 @@ func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command
 		p.volume = name
 	}
 	if p.metricsAddr != "" || p.pushgateway != "" {
-		p.metrics = newMetrics(op, p.volume)
+		p.metrics = newRunMetrics(op, p.volume)
 	}
 	if p.metricsAddr != "" {
 		stop, err := p.serveMetrics()
@@ -110,9 +141,16 @@ func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command
 		}
 		defer stop()
 	}
-	p.log.Info(op+" starting", "volume", p.volume)
+	if p.volume != "" {
+		p.log.Info(op+" starting", "volume", p.volume)
+	} else {
+		p.log.Info(op + " starting")
+	}
 	err := run()
 	if err == nil {
+		if p.metrics != nil {
+			p.metrics.finish(true)
+		}
 		p.push()
 		return nil
 	}
@@ -135,13 +173,64 @@ func (p *podState) run(ctx context.Context, g *globalOptions, cmd *cobra.Command
 	return err
 }
 
+// structuredLog returns the run's logger when its records of every level
+// go to stderr (--log-format json or text, or a pod), else nil.
+func (p *podState) structuredLog() *slog.Logger {
+	if !p.structured {
+		return nil
+	}
+	return p.log
+}
+
+// logger returns the run's logger; outside the commands run wraps, one
+// that writes warnings as text to stderr. It is safe for concurrent use
+// once run has begun (it never sets p.log).
+func (p *podState) logger() *slog.Logger {
+	if p.log == nil {
+		return slog.New(slog.NewTextHandler(p.env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return p.log
+}
+
+// retried logs a storage request that failed and is retried, and counts
+// it (the backend's RetryOptions.OnRetry).
+func (p *podState) retried(e backend.RetryEvent) {
+	if p.metrics != nil {
+		p.metrics.retry(e)
+	}
+	p.logger().Warn("storage request failed, retrying", "operation", e.Op.String(), "key", e.Key,
+		"attempt", e.Attempt, "delay", e.Delay.String(), "error", e.Err.Error())
+}
+
+// requestObserver returns the callback that counts storage requests, nil
+// when the run has no metrics.
+func (p *podState) requestObserver() func(backend.RequestEvent) {
+	if p.metrics == nil {
+		return nil
+	}
+	return p.metrics.request
+}
+
+// volumeKnown records the volume and its size once the command knows them
+// (import: from the snapshot), so that mover_volume_size_bytes is right
+// from the start.
+func (p *podState) volumeKnown(volume string, size int64) {
+	if p.volume == "" {
+		p.volume = volume
+	}
+	if p.metrics != nil {
+		p.metrics.setVolume(p.volume)
+		p.metrics.setSize(size)
+	}
+}
+
 // exported records a finished export: termination message and metrics.
 func (p *podState) exported(out exportJSON, res *mover.ExportResult) {
 	if p.metrics != nil {
 		p.metrics.exported(res)
 	}
 	p.writeResult(out)
-	p.log.Info("export done", "snapshot", out.Snapshot, "size", out.Size, "new_bytes", out.NewBytes, "stored_bytes", out.StoredBytes, "seconds", out.Seconds)
+	p.logger().Info("export done", "snapshot", out.Snapshot, "size", out.Size, "new_bytes", out.NewBytes, "stored_bytes", out.StoredBytes, "seconds", out.Seconds)
 }
 
 // imported records a finished import.
@@ -150,7 +239,40 @@ func (p *podState) imported(out importJSON, res *mover.ImportResult) {
 		p.metrics.imported(res)
 	}
 	p.writeResult(out)
-	p.log.Info("import done", "snapshot", out.Snapshot, "size", out.Size, "written_bytes", out.WrittenBytes, "seconds", out.Seconds)
+	p.logger().Info("import done", "snapshot", out.Snapshot, "size", out.Size, "written_bytes", out.WrittenBytes, "seconds", out.Seconds)
+}
+
+// collected records a finished gc.
+func (p *podState) collected(res *repo.GCResult) {
+	if p.metrics != nil {
+		p.metrics.setResults(gcResults(res)...)
+	}
+	p.writeResult(res)
+	p.logger().Info("gc done", "snapshots", res.Snapshots, "deleted_packs", res.Deleted, "deleted_bytes", res.DeletedBytes,
+		"repacked_packs", res.Repacked, "waiting_packs", res.Waiting)
+}
+
+// checked records a finished check, whether or not it found errors (the
+// error then follows as the run's result).
+func (p *podState) checked(res *repo.CheckResult) {
+	if p.metrics != nil {
+		p.metrics.setResults(checkResults(res)...)
+	}
+	errs := len(res.Errors())
+	if errs == 0 {
+		p.writeResult(res)
+	}
+	p.logger().Info("check done", "packs", res.Packs, "blobs", res.Blobs, "snapshots", res.Snapshots,
+		"errors", errs, "warnings", len(res.Problems)-errs)
+}
+
+// forgot records a finished forget.
+func (p *podState) forgot(out forgetJSON) {
+	if p.metrics != nil {
+		p.metrics.setResults(forgetResults(out)...)
+	}
+	p.writeResult(out)
+	p.logger().Info("forget done", "removed", len(out.Removed), "kept", len(out.Kept), "dry_run", out.DryRun)
 }
 
 // writeResult writes v as JSON to the termination log, shortened to fit
@@ -223,19 +345,18 @@ func (p *podState) observe(op string, fn func(mover.Progress)) func(mover.Progre
 	}
 }
 
+// serveMetrics serves the run's metrics on /metrics at --metrics-addr
+// until stop is called.
 func (p *podState) serveMetrics() (stop func(), err error) {
 	ln, err := net.Listen("tcp", p.metricsAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		p.metrics.write(w)
-	})
+	mux.Handle("/metrics", p.metrics.handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	p.log.Info("serving metrics", "addr", ln.Addr().String())
+	p.logger().Info("serving metrics", "addr", ln.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -243,134 +364,15 @@ func (p *podState) serveMetrics() (stop func(), err error) {
 	}, nil
 }
 
-// push sends the metrics to the Pushgateway (grouping job=blockmover,
-// op, volume), replacing the group's earlier push.
+// push sends the metrics to the Pushgateway, if one is given (see
+// runMetrics.push); a failure is logged, not returned.
 func (p *podState) push() {
 	if p.pushgateway == "" || p.metrics == nil {
 		return
 	}
-	var buf bytes.Buffer
-	p.metrics.write(&buf)
-	u := strings.TrimRight(p.pushgateway, "/") + "/metrics/job/blockmover/op/" + url.PathEscape(p.op)
-	if p.volume != "" {
-		u += "/volume/" + url.PathEscape(p.volume)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, &buf)
-	if err != nil {
-		p.log.Warn("pushgateway", "error", err)
-		return
+	if err := p.metrics.push(ctx, p.pushgateway, &http.Client{}); err != nil {
+		p.logger().Warn("pushgateway", "error", err.Error())
 	}
-	req.Header.Set("Content-Type", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
-	if err == nil {
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			err = fmt.Errorf("%s: %s", u, resp.Status)
-		}
-	}
-	if err != nil {
-		p.log.Warn("pushing metrics", "error", err)
-	}
-}
-
-// metrics are the run's Prometheus metrics, written in the text exposition
-// format by hand (a few gauges and counters need no client library).
-type metrics struct {
-	mu                sync.Mutex
-	labels            string // {op="export",volume="..."}
-	start             time.Time
-	p                 mover.Progress
-	chunks, newChunks int64
-	stages            mover.Stages
-	done              bool
-	success           bool
-	end               time.Time
-}
-
-func newMetrics(op, volume string) *metrics {
-	return &metrics{labels: fmt.Sprintf(`op="%s",volume="%s"`, escapeLabel(op), escapeLabel(volume)), start: time.Now()}
-}
-
-func escapeLabel(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
-}
-
-func (m *metrics) progress(p mover.Progress) {
-	m.mu.Lock()
-	m.p = p
-	m.mu.Unlock()
-}
-
-func (m *metrics) exported(r *mover.ExportResult) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, ReadBytes: r.ReadBytes, ZeroBytes: r.ZeroBytes, NewBytes: r.NewBytes, StoredBytes: r.StoredBytes}
-	m.chunks, m.newChunks, m.stages = r.Chunks, r.NewChunks, r.Stages
-	m.done, m.success, m.end = true, true, time.Now()
-}
-
-func (m *metrics) imported(r *mover.ImportResult) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, WrittenBytes: r.WrittenBytes, ZeroBytes: r.ZeroedBytes}
-	m.chunks, m.stages = r.Chunks, r.Stages
-	m.done, m.success, m.end = true, true, time.Now()
-}
-
-func (m *metrics) finish(success bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.done {
-		m.done, m.success, m.end = true, success, time.Now()
-	}
-}
-
-// write writes the metrics in the Prometheus text format (version 0.0.4).
-func (m *metrics) write(w io.Writer) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	metric := func(name, typ, help string, v float64, extra ...string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		fmt.Fprintf(w, "%s{%s} %g\n", name, m.labels, v)
-	}
-	metric("mover_volume_size_bytes", "gauge", "Size of the volume being moved.", float64(m.p.Size))
-	metric("mover_processed_bytes_total", "counter", "Volume bytes fully processed.", float64(m.p.DoneBytes))
-	metric("mover_read_bytes_total", "counter", "Bytes read from the source device (export).", float64(m.p.ReadBytes))
-	metric("mover_zero_bytes_total", "counter", "Bytes found zero (export) or zeroed (import).", float64(m.p.ZeroBytes))
-	metric("mover_new_bytes_total", "counter", "Plaintext bytes the repository did not hold (export).", float64(m.p.NewBytes))
-	metric("mover_stored_bytes_total", "counter", "Bytes written to the repository backend (export).", float64(m.p.StoredBytes))
-	metric("mover_written_bytes_total", "counter", "Bytes written to the target device (import).", float64(m.p.WrittenBytes))
-	metric("mover_chunks_total", "counter", "Chunks in the snapshot (known at the end).", float64(m.chunks))
-	metric("mover_new_chunks_total", "counter", "Chunks the repository did not hold (export; known at the end).", float64(m.newChunks))
-	stages := map[string]time.Duration{}
-	m.stages.Each(func(k string, d time.Duration) { stages[k] = d })
-	names := make([]string, 0, len(stages))
-	for k, d := range stages {
-		if d > 0 {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	fmt.Fprintf(w, "# HELP mover_stage_seconds_total Time spent in each pipeline stage, summed over workers (known at the end).\n# TYPE mover_stage_seconds_total counter\n")
-	for _, k := range names {
-		fmt.Fprintf(w, "mover_stage_seconds_total{%s,stage=\"%s\"} %g\n", m.labels, k, stages[k].Seconds())
-	}
-	end := time.Now()
-	if m.done {
-		end = m.end
-	}
-	metric("mover_duration_seconds", "gauge", "Wall time of the run so far.", end.Sub(m.start).Seconds())
-	metric("mover_start_time_seconds", "gauge", "Unix time the run started.", float64(m.start.UnixNano())/1e9)
-	var done, ok float64
-	if m.done {
-		done = 1
-		if m.success {
-			ok = 1
-		}
-	}
-	metric("mover_finished", "gauge", "1 once the run has ended.", done)
-	metric("mover_success", "gauge", "1 if the run ended successfully.", ok)
 }

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo/backend"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 // TestPodExportImport: in a pod (KUBERNETES_SERVICE_HOST set, stderr not a
@@ -48,13 +49,18 @@ func TestPodExportImport(t *testing.T) {
 
 	term := filepath.Join(dir, "termination-log")
 	r := c.ok("export", "--source", img, "--name", "pvc-1", "--termination-log", term, "--pushgateway", gw.URL)
+	// Every line is a slog record, progress included (no raw progress
+	// lines of another schema).
 	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-		if !json.Valid([]byte(l)) {
-			t.Errorf("stderr line is not JSON: %q", l)
+		var rec struct{ Time, Level, Msg, Op string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Time == "" || rec.Level == "" || rec.Msg == "" || rec.Op != "export" {
+			t.Errorf("stderr line is not a slog record of the export: %q", l)
 		}
 	}
-	if !strings.Contains(r.stderr, `"msg":"export done"`) {
-		t.Errorf("no structured 'export done' log: %s", r.stderr)
+	for _, want := range []string{`"msg":"export done"`, `"msg":"export progress"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no structured %s log: %s", want, r.stderr)
+		}
 	}
 	msg, err := os.ReadFile(term)
 	if err != nil {
@@ -64,12 +70,29 @@ func TestPodExportImport(t *testing.T) {
 	if err := json.Unmarshal(msg, &res); err != nil || res.Snapshot == "" || res.Size != 16<<20 || len(msg) > maxTerminationMessage {
 		t.Fatalf("termination message %q: %v", msg, err)
 	}
-	body := pushed["PUT /metrics/job/blockmover/op/export/volume/pvc-1"]
-	checkExposition(t, body)
-	for _, want := range []string{`mover_processed_bytes_total{op="export",volume="pvc-1"} 1.6777216e+07`, `mover_success{op="export",volume="pvc-1"} 1`, `mover_stage_seconds_total{op="export",volume="pvc-1",stage="hash"}`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("pushed metrics lack %q:\n%s", want, body)
+	// The pushed metrics carry no op or volume label: the grouping key
+	// (the URL) gives them, as the Pushgateway requires.
+	body, ok := pushedGroup(pushed, "PUT", map[string]string{"op": "export", "volume": "pvc-1"})
+	if !ok {
+		t.Fatalf("no PUT to the group op=export, volume=pvc-1: %v", pushed)
+	}
+	fams := checkExposition(t, body)
+	for name, want := range map[string]float64{"mover_processed_bytes_total": 16 << 20, "mover_success": 1, "mover_volume_size_bytes": 16 << 20} {
+		if got, ok := sampleValue(fams, name, nil); !ok || got != want {
+			t.Errorf("pushed %s = %v (found %v), want %v", name, got, ok, want)
 		}
+	}
+	if _, ok := sampleValue(fams, "mover_stage_seconds_total", map[string]string{"stage": "hash"}); !ok {
+		t.Errorf("pushed metrics lack mover_stage_seconds_total{stage=\"hash\"}:\n%s", body)
+	}
+	if ts, ok := sampleValue(fams, "mover_last_success_timestamp_seconds", nil); !ok || time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("pushed mover_last_success_timestamp_seconds = %v (found %v), want about now", ts, ok)
+	}
+	if n, ok := sampleValue(fams, "mover_storage_requests_total", map[string]string{"operation": "put"}); !ok || n == 0 {
+		t.Errorf("pushed mover_storage_requests_total{operation=\"put\"} = %v (found %v), want > 0", n, ok)
+	}
+	for _, l := range fams["mover_processed_bytes_total"].GetMetric()[0].GetLabel() {
+		t.Errorf("pushed sample has label %s=%q", l.GetName(), l.GetValue())
 	}
 
 	// Import, and a failing import: the error is the termination message
@@ -139,7 +162,10 @@ func TestPodInterrupted(t *testing.T) {
 }
 
 // TestMetricsServed: --metrics-addr serves the text exposition format
-// while the run goes on.
+// while the run goes on, parsed by prometheus's own parser: the run's
+// metrics labelled op and volume, the Go and process collectors and the
+// build info. The volume's size is there as soon as it is known, before
+// any progress report, and absent (not 0) before.
 func TestMetricsServed(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,61 +173,139 @@ func TestMetricsServed(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &podState{metricsAddr: addr, op: "export"}
+	p := &podState{metricsAddr: addr, op: "export", volume: `we"ird`}
 	p.log = slog.New(slog.DiscardHandler)
-	p.metrics = newMetrics("export", `we"ird`)
+	p.metrics = newRunMetrics("export", `we"ird`)
 	stop, err := p.serveMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	p.observe("export", nil)(mover.Progress{Size: 100, DoneBytes: 40, ReadBytes: 40, NewBytes: 10})
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
-		t.Errorf("content type %q", ct)
-	}
-	checkExposition(t, string(b))
-	for _, want := range []string{`mover_processed_bytes_total{op="export",volume="we\"ird"} 40`, `mover_finished{op="export",volume="we\"ird"} 0`} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b)
+	labels := map[string]string{"op": "export", "volume": `we"ird`}
+	scrape := func() map[string]*dto.MetricFamily {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+			t.Errorf("content type %q", ct)
+		}
+		return checkExposition(t, string(b))
+	}
+	fams := scrape()
+	if _, ok := fams["mover_volume_size_bytes"]; ok {
+		t.Errorf("mover_volume_size_bytes exported before the size is known")
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes"} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("no %s", name)
+		}
+	}
+	v := buildVersion()
+	if got, ok := sampleValue(fams, "mover_build_info", map[string]string{"version": v.Version, "goversion": v.Go}); !ok || got != 1 {
+		t.Errorf("mover_build_info{version=%q} = %v (found %v)", v.Version, got, ok)
+	}
+	p.volumeKnown("ignored: --name was given", 100)
+	fams = scrape()
+	if got, ok := sampleValue(fams, "mover_volume_size_bytes", labels); !ok || got != 100 {
+		t.Errorf("mover_volume_size_bytes before the first progress report = %v (found %v), want 100", got, ok)
+	}
+	p.observe("export", nil)(mover.Progress{Size: 100, DoneBytes: 40, ReadBytes: 40, NewBytes: 10})
+	fams = scrape()
+	for name, want := range map[string]float64{"mover_processed_bytes_total": 40, "mover_new_bytes_total": 10, "mover_finished": 0} {
+		if got, ok := sampleValue(fams, name, labels); !ok || got != want {
+			t.Errorf("%s%v = %v (found %v), want %v", name, labels, got, ok, want)
+		}
+	}
+	if _, ok := fams["mover_last_success_timestamp_seconds"]; ok {
+		t.Error("mover_last_success_timestamp_seconds before the run succeeded")
 	}
 }
 
-// checkExposition checks the Prometheus text format line by line: HELP and
-// TYPE before each family, samples of declared families, valid names.
-func checkExposition(t *testing.T, s string) {
+// checkExposition parses s with prometheus's text parser and returns its
+// families; every family must have samples.
+func checkExposition(t *testing.T, s string) map[string]*dto.MetricFamily {
 	t.Helper()
 	if s == "" {
 		t.Fatal("no metrics")
 	}
-	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)\} (\S+)$`)
-	typed := map[string]bool{}
-	for _, l := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(l, "# HELP "):
-		case strings.HasPrefix(l, "# TYPE "):
-			f := strings.Fields(l)
-			if len(f) != 4 || (f[3] != "counter" && f[3] != "gauge") {
-				t.Errorf("bad TYPE line %q", l)
-			}
-			typed[f[2]] = true
-		default:
-			m := sample.FindStringSubmatch(l)
-			if m == nil {
-				t.Errorf("bad sample line %q", l)
-				continue
-			}
-			if !typed[m[1]] {
-				t.Errorf("sample of undeclared family %q", l)
-			}
+	var parser expfmt.TextParser
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(s))
+	if err != nil {
+		t.Fatalf("parsing the metrics: %v\n%s", err, s)
+	}
+	for name, f := range fams {
+		if len(f.GetMetric()) == 0 {
+			t.Errorf("family %s has no samples", name)
 		}
 	}
+	return fams
+}
+
+// sampleValue returns the value of the sample of family name whose labels
+// include want (nil: any sample), for counters, gauges and untyped.
+func sampleValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			if have[k] != v {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetUntyped() != nil:
+			return m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// pushedGroup finds the body pushed with method to the Pushgateway group
+// job=blockmover plus grouping, in bodies keyed "METHOD PATH" (the
+// pusher orders the path's labels as it likes).
+func pushedGroup(bodies map[string]string, method string, grouping map[string]string) (string, bool) {
+	for k, body := range bodies {
+		m, path, _ := strings.Cut(k, " ")
+		parts := strings.Split(strings.TrimPrefix(path, "/metrics/"), "/")
+		if m != method || len(parts)%2 != 0 {
+			continue
+		}
+		got := map[string]string{}
+		for i := 0; i < len(parts); i += 2 {
+			got[parts[i]] = parts[i+1]
+		}
+		if got["job"] != pushJob || len(got) != len(grouping)+1 {
+			continue
+		}
+		match := true
+		for k, v := range grouping {
+			if got[k] != v {
+				match = false
+			}
+		}
+		if match {
+			return body, true
+		}
+	}
+	return "", false
 }
 
 // TestTerminationMessageFits: a result never exceeds the kubelet's 4 KiB.

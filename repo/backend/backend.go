@@ -8,9 +8,9 @@
 // by a hash of their bytes, so writing the same key twice with the same bytes
 // is harmless, and writing it with other bytes is refused (ErrExists).
 //
-// Behaviour such as retries, connection limits and fault injection is added
-// by wrapping a Backend (see NewRetry, NewLimit, NewFaulty), never inside an
-// implementation. Package backendtest holds the conformance suite that every
+// Behaviour such as retries, connection limits, observation (metrics) and
+// fault injection is added by wrapping a Backend (see NewRetry, NewLimit,
+// NewObserve, NewFaulty), never inside an implementation. Package backendtest holds the conformance suite that every
 // implementation runs.
 package backend
 

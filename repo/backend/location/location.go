@@ -37,19 +37,25 @@ type Options struct {
 	// Connections bounds the S3 requests in flight (default
 	// s3.DefaultMaxConns).
 	Connections int
-	// Retry tunes the retries of an S3 backend (zero: the defaults).
+	// Retry tunes the retries of an S3 backend (zero: the defaults); its
+	// OnRetry sees every retry, those of opening included.
 	Retry backend.RetryOptions
+	// Observe, if set, is told of every request the storage serves (see
+	// backend.NewObserve): each attempt of an S3 call, each call into a
+	// directory. It must not block.
+	Observe func(backend.RequestEvent)
 }
 
 // IsS3 reports whether loc names an S3 repository (scheme s3, any case).
 func IsS3(loc string) bool { return len(loc) >= 5 && strings.EqualFold(loc[:5], "s3://") }
 
 // Open returns the backend of loc. An S3 backend is
-// Retry(Limit(s3, Connections)): transient errors are retried with
+// Retry(Limit(Observe(s3), Connections)): transient errors are retried with
 // exponential backoff and full jitter, at most Connections requests run at
 // once, and opening (which checks the bucket) is retried like any request.
-// A directory is not wrapped: local errors do not heal by retrying; it
-// must exist unless Create is set.
+// A directory is not retried (local errors do not heal by retrying) and
+// only observed; it must exist unless Create is set. Observe is left out
+// when Options.Observe is nil.
 func Open(ctx context.Context, loc string, opts Options) (backend.Backend, error) {
 	if IsS3(loc) {
 		return openS3(ctx, loc, opts)
@@ -66,7 +72,7 @@ func Open(ctx context.Context, loc string, opts Options) (backend.Backend, error
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", loc, err)
 		}
-		return be, nil
+		return observe(be, opts.Observe), nil
 	}
 	if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("repository %s: %w", loc, ErrNoDirectory)
@@ -75,7 +81,15 @@ func Open(ctx context.Context, loc string, opts Options) (backend.Backend, error
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", loc, err)
 	}
-	return be, nil
+	return observe(be, opts.Observe), nil
+}
+
+// observe wraps be with backend.NewObserve when fn is set.
+func observe(be backend.Backend, fn func(backend.RequestEvent)) backend.Backend {
+	if fn == nil {
+		return be
+	}
+	return backend.NewObserve(be, fn)
 }
 
 func openS3(ctx context.Context, loc string, opts Options) (backend.Backend, error) {
@@ -97,5 +111,5 @@ func openS3(ctx context.Context, loc string, opts Options) (backend.Backend, err
 	if err != nil {
 		return nil, err
 	}
-	return backend.NewRetry(backend.NewLimit(be, o.MaxConns), opts.Retry), nil
+	return backend.NewRetry(backend.NewLimit(observe(be, opts.Observe), o.MaxConns), opts.Retry), nil
 }
