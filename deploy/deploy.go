@@ -3,27 +3,37 @@
 // pods (rbac.yaml, volume-mode-change.yaml), example export and import Jobs,
 // and the Dockerfile of the image (which `make image` builds without a
 // container engine, see hack/build-image.sh). docs/kubernetes.md explains
-// them.
+// them; the csi tests apply RBAC to a real apiserver through this package.
+//
+// Each function returns a fresh copy: the caller may modify it.
 package deploy
 
-import _ "embed"
+import (
+	"bytes"
+	_ "embed"
+)
+
+var (
+	//go:embed rbac.yaml
+	rbac []byte
+	//go:embed volume-mode-change.yaml
+	volumeModeChange []byte
+	//go:embed export-job.yaml
+	exportJob []byte
+	//go:embed import-job.yaml
+	importJob []byte
+)
 
 // RBAC is rbac.yaml: ServiceAccounts, roles and bindings in the namespace
 // "blockmover".
-//
-//go:embed rbac.yaml
-var RBAC []byte
+func RBAC() []byte { return bytes.Clone(rbac) }
 
-// VolumeModeChange is volume-mode-change.yaml: the optional binding that lets
-// the orchestrator handle Filesystem-mode volumes at block level.
-//
-//go:embed volume-mode-change.yaml
-var VolumeModeChange []byte
+// VolumeModeChange is volume-mode-change.yaml: the optional binding that
+// lets the orchestrator handle Filesystem-mode volumes at block level.
+func VolumeModeChange() []byte { return bytes.Clone(volumeModeChange) }
 
-// ExportJob and ImportJob are the example Jobs.
-//
-//go:embed export-job.yaml
-var ExportJob []byte
+// ExportJob is export-job.yaml, the example export Job.
+func ExportJob() []byte { return bytes.Clone(exportJob) }
 
-//go:embed import-job.yaml
-var ImportJob []byte
+// ImportJob is import-job.yaml, the example import Job.
+func ImportJob() []byte { return bytes.Clone(importJob) }
