@@ -30,6 +30,7 @@ objects are named; the exit code is non-zero if any error is found.`,
 	o.backend.register(cmd)
 	g.registerRepo(cmd)
 	cmd.Flags().BoolVar(&o.readData, "read-data", false, "download and verify every blob")
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 

@@ -52,6 +52,7 @@ func newExportCommand(ctx context.Context, g *globalOptions) *cobra.Command {
 	f.Float64Var(&o.verify, "verify-unchanged", 0, "with --changes: re-read this fraction (0..1) of the chunks the change list calls unchanged, and fail if any differ")
 	cmd.MarkFlagRequired("source")
 	cmd.MarkFlagRequired("volume")
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 

@@ -40,6 +40,7 @@ weeks and months that have snapshots. Chunks are freed by mover gc.`,
 	f.IntVar(&o.policy.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last N months with snapshots")
 	f.BoolVar(&o.dryRun, "dry-run", false, "only print what would be removed")
 	registerStaleLock(f, &o.staleLock)
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 

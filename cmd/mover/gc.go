@@ -47,6 +47,7 @@ no longer runs.`,
 	f.Float64Var(&o.repack, "repack-threshold", 0.1, "repack packs whose garbage is at least this fraction")
 	f.BoolVar(&o.dryRun, "dry-run", false, "report what would be done, change nothing")
 	registerStaleLock(f, &o.stale)
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 

@@ -55,9 +55,9 @@ func withHint(err error) error {
 	return err
 }
 
-// installHints makes every command's error carry its advice. It runs
-// before the pod wrapper (pod.go) wraps export and import, so that the
-// termination message has the advice too.
+// installHints makes every command's error carry its advice. The commands
+// with pod flags add it themselves before writing their termination
+// message (podState.attach); withHint adds advice only once.
 func installHints(c *cobra.Command) {
 	if run := c.RunE; run != nil {
 		c.RunE = func(cmd *cobra.Command, args []string) error { return withHint(run(cmd, args)) }

@@ -51,6 +51,7 @@ if missing and sized to the snapshot.`,
 	cmd.MarkFlagsMutuallyExclusive("assume-base", "verify-target")
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagRequired("target")
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 

@@ -185,6 +185,5 @@ The repository and its password come from flags or the environment:
 		newVersionCommand(g),
 	)
 	installHints(root)
-	g.pod.install(ctx, g, root)
 	return root
 }

@@ -34,16 +34,6 @@ const defaultTerminationLog = "/dev/termination-log"
 // maxTerminationMessage is the kubelet's limit.
 const maxTerminationMessage = 4096
 
-// podOp reports whether command op gets the pod flags: --termination-log,
-// --metrics-addr, --pushgateway and --log-format.
-func podOp(op string) bool {
-	switch op {
-	case "export", "import", "gc", "check", "forget":
-		return true
-	}
-	return false
-}
-
 // podState holds the pod-related flags and what they set up for one run.
 type podState struct {
 	terminationLog string
@@ -61,24 +51,22 @@ type podState struct {
 	volume     string
 }
 
-// install adds the pod flags to the commands podOp names and wraps their
-// runs.
-func (p *podState) install(ctx context.Context, g *globalOptions, root *cobra.Command) {
+// attach gives c, the command of op, the pod flags (termination log,
+// metrics, log format) and runs it through p.run. Each command that a
+// control plane runs as a Job (export, import, gc, check, forget) calls it
+// where it is built. c's errors get the CLI's advice (hints.go) before the
+// termination message is written.
+func (p *podState) attach(ctx context.Context, g *globalOptions, c *cobra.Command) {
 	p.env = g.env
-	for _, c := range root.Commands() {
-		op := c.Name()
-		if !podOp(op) {
-			continue
-		}
-		f := c.Flags()
-		f.StringVar(&p.terminationLog, "termination-log", "", "write the JSON result (or error) here for Kubernetes, at most 4 KiB (default "+defaultTerminationLog+" when it exists)")
-		f.StringVar(&p.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. :9090) during the run")
-		f.StringVar(&p.pushgateway, "pushgateway", "", "push the final metrics to this Prometheus Pushgateway URL")
-		f.StringVar(&p.logFormat, "log-format", "auto", "logs on stderr: text, json, or auto (json in a Kubernetes pod when stderr is not a terminal, else warnings only, as text)")
-		run := c.RunE
-		c.RunE = func(cmd *cobra.Command, args []string) error {
-			return p.run(ctx, g, cmd, op, func() error { return run(cmd, args) })
-		}
+	op := c.Name()
+	f := c.Flags()
+	f.StringVar(&p.terminationLog, "termination-log", "", "write the JSON result (or error) here for Kubernetes, at most 4 KiB (default "+defaultTerminationLog+" when it exists)")
+	f.StringVar(&p.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. :9090) during the run")
+	f.StringVar(&p.pushgateway, "pushgateway", "", "push the final metrics to this Prometheus Pushgateway URL")
+	f.StringVar(&p.logFormat, "log-format", "auto", "logs on stderr: text, json, or auto (json in a Kubernetes pod when stderr is not a terminal, else warnings only, as text)")
+	run := c.RunE
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		return p.run(ctx, g, cmd, op, func() error { return withHint(run(cmd, args)) })
 	}
 }
 
