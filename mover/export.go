@@ -64,8 +64,11 @@ type Progress struct {
 	ZeroBytes   int64 `json:"zero_bytes"`
 	NewBytes    int64 `json:"new_bytes"`
 	StoredBytes int64 `json:"stored_bytes"`
-	// WrittenBytes: import only.
+	// WrittenBytes and FetchedBytes (bytes downloaded from the
+	// repository, as in ImportReport): import only. ReadBytes, NewBytes
+	// and StoredBytes are export's.
 	WrittenBytes int64         `json:"written_bytes,omitempty"`
+	FetchedBytes int64         `json:"fetched_bytes,omitempty"`
 	Elapsed      time.Duration `json:"-"`
 }
 

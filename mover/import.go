@@ -174,7 +174,7 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 func (im *importer) current() Progress {
 	return Progress{
 		Size: im.snap.Size, DoneBytes: im.written.Load() + im.zeroed.Load() + im.skipped.Load(),
-		ReadBytes: im.fetched.Load(), WrittenBytes: im.written.Load(), Elapsed: time.Since(im.start),
+		FetchedBytes: im.fetched.Load(), WrittenBytes: im.written.Load(), Elapsed: time.Since(im.start),
 	}
 }
 

@@ -121,7 +121,7 @@ func (m *runMetrics) exported(r *mover.ExportResult) {
 func (m *runMetrics) imported(r *mover.ImportResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, WrittenBytes: r.WrittenBytes, ZeroBytes: r.ZeroedBytes}
+	m.p = mover.Progress{Size: r.Size, DoneBytes: r.Size, WrittenBytes: r.WrittenBytes, FetchedBytes: r.FetchedBytes, ZeroBytes: r.ZeroedBytes}
 	m.sizeKnown = true
 	m.chunks, m.stages = r.Chunks, r.Stages
 }
@@ -254,6 +254,7 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 		emit("mover_new_bytes_total", "Plaintext bytes the repository did not hold (export).", prometheus.CounterValue, float64(m.p.NewBytes))
 		emit("mover_stored_bytes_total", "Bytes written to the repository backend (export).", prometheus.CounterValue, float64(m.p.StoredBytes))
 		emit("mover_written_bytes_total", "Bytes written to the target device (import).", prometheus.CounterValue, float64(m.p.WrittenBytes))
+		emit("mover_fetched_bytes_total", "Bytes downloaded from the repository (import).", prometheus.CounterValue, float64(m.p.FetchedBytes))
 		emit("mover_chunks_total", "Chunks in the snapshot (known at the end).", prometheus.CounterValue, float64(m.chunks))
 		emit("mover_new_chunks_total", "Chunks the repository did not hold (export; known at the end).", prometheus.CounterValue, float64(m.newChunks))
 		stages := map[string]time.Duration{}

@@ -263,7 +263,7 @@ func (l *progressLog) report(p mover.Progress, rate float64) {
 		attrs = append(attrs, "eta_seconds", d.Seconds())
 	}
 	if l.op == "import" {
-		attrs = append(attrs, "written_bytes", p.WrittenBytes, "zero_bytes", p.ZeroBytes)
+		attrs = append(attrs, "written_bytes", p.WrittenBytes, "fetched_bytes", p.FetchedBytes, "zero_bytes", p.ZeroBytes)
 	} else {
 		attrs = append(attrs, "read_bytes", p.ReadBytes, "zero_bytes", p.ZeroBytes, "new_bytes", p.NewBytes, "stored_bytes", p.StoredBytes)
 	}

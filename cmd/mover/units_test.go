@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,5 +47,24 @@ func TestSizesOneGrammar(t *testing.T) {
 	}
 	if _, err := (&k8sOptions{memory: "1gb"}).job(&globalOptions{}); err == nil {
 		t.Error("--memory 1gb accepted")
+	}
+}
+
+// TestImportProgressSaysFetched: import's progress names the bytes it
+// downloads fetched_bytes, as its result does, not read_bytes.
+func TestImportProgressSaysFetched(t *testing.T) {
+	c, dir := newCLI(t)
+	img := filepath.Join(dir, "a.img")
+	c.ok("generate", "--size", "4Mi", img)
+	c.ok("init")
+	c.ok("export", "-q", "--source", img, "--volume", "a")
+	r := c.ok("import", "--json", "--snapshot", "latest:a", "--target", filepath.Join(dir, "out.img"))
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("last progress line %q: %v", lines[len(lines)-1], err)
+	}
+	if f, _ := last["fetched_bytes"].(float64); f <= 0 || last["read_bytes"] != float64(0) {
+		t.Errorf("import progress %v: want fetched_bytes > 0 and read_bytes 0", last)
 	}
 }
