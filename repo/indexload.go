@@ -194,22 +194,23 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	defer r.mu.Unlock()
 	r.warnings = nil
 	for _, p := range res.damaged {
-		r.warnings = append(r.warnings, fmt.Sprintf("%s is damaged and was skipped (%s); snapshots whose chunks only it lists cannot be read: run mover repair index", p.Object, p.Err))
+		r.warnings = append(r.warnings, fmt.Errorf("%w: %s was skipped (%s); snapshots whose chunks only it lists cannot be read", ErrIndexDamaged, p.Object, p.Err))
 	}
 	if n := len(res.missing); n > 0 {
 		blobs := 0
 		for _, b := range res.missing {
 			blobs += b
 		}
-		r.warnings = append(r.warnings, fmt.Sprintf("the index names %d packs (%d blobs) that do not exist; their blobs were left out: run mover repair index, then mover repair snapshots", n, blobs))
+		r.warnings = append(r.warnings, fmt.Errorf("the index names %d packs (%d blobs) that do not exist; their blobs were left out: %w", n, blobs, ErrBlobMissing))
 	}
 	return nil
 }
 
 // Warnings returns what opening the repository found damaged but could
 // work around (skipped index files, index entries of missing packs), one
-// line each, for the caller to show.
-func (r *Repository) Warnings() []string {
+// line each, for the caller to show. They wrap ErrIndexDamaged or
+// ErrBlobMissing; RepairIndex (then RepairSnapshots) mends both.
+func (r *Repository) Warnings() []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.warnings)

@@ -164,7 +164,7 @@ func TestDamagedSnapshotsReadsPacks(t *testing.T) {
 	}
 	flip(t, be, PackKey(packOf(t, r, b)), func(n int) int { return 100 })
 	r2 := reopen(t, be, Options{})
-	if w := strings.Join(r2.Warnings(), " "); !strings.Contains(w, "do not exist") {
+	if w := r2.Warnings(); len(w) != 1 || !strings.Contains(w[0].Error(), "do not exist") || !errors.Is(w[0], ErrBlobMissing) {
 		t.Fatalf("open with a missing pack warned %q", w)
 	}
 	d, err := r2.DamagedSnapshots(ctx, DamageOptions{})
@@ -203,7 +203,7 @@ func TestDamagedIndexFileStaysLocal(t *testing.T) {
 	b := writeVolume(t, reopen(t, be, Options{}), "b", 2, 10)
 	flip(t, be, idxA[0], func(n int) int { return n / 2 })
 	r2 := reopen(t, be, Options{})
-	if w := strings.Join(r2.Warnings(), " "); !strings.Contains(w, idxA[0]) || !strings.Contains(w, "repair index") {
+	if w := r2.Warnings(); len(w) != 1 || !strings.Contains(w[0].Error(), idxA[0]) || !errors.Is(w[0], ErrIndexDamaged) {
 		t.Fatalf("warnings %q do not name %s and repair index", w, idxA[0])
 	}
 	if err := loadErr(r2, b); err != nil {

@@ -144,7 +144,7 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 		return nil, err
 	}
 	for _, w := range r.Warnings() {
-		warnf(g.env.stderr, "%s", w)
+		warnf(g.env.stderr, "%s", withHint(w))
 	}
 	return r, nil
 }
