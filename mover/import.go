@@ -281,7 +281,7 @@ func (im *importer) want(byID map[repo.ID]*want, e repo.Entry, off int64) error 
 	if w == nil {
 		ref, ok := im.st.Lookup(e.ID)
 		if !ok {
-			return fmt.Errorf("snapshot %s needs chunk %s at offset %d, which is not in the repository (run mover check)", im.snap.ID.Short(), e.ID.Short(), off)
+			return fmt.Errorf("snapshot %s needs chunk %s at offset %d: %w", im.snap.ID.Short(), e.ID.Short(), off, repo.ErrBlobMissing)
 		}
 		if int64(ref.RawLength) != e.Length {
 			return fmt.Errorf("snapshot %s: chunk %s at offset %d is %d bytes in the index, %d in the snapshot", im.snap.ID.Short(), e.ID.Short(), off, ref.RawLength, e.Length)
