@@ -216,3 +216,41 @@ func (s sparseSource) NextData(off int64) (start, end int64, err error) {
 // ranges), so an export never reads them. Without it, zero regions are
 // read and checked like a block device's.
 func (v *Volume) Sparse() mover.Source { return sparseSource{v, v.dataRanges()} }
+
+// GenerateFile writes the volume of spec to path, fsynced. With create the
+// file is created (an existing path is refused) and sized, and removed
+// again if generating fails; without, path (a file or block device of at
+// least spec.Size bytes) is overwritten in place. It returns the layout.
+func GenerateFile(ctx context.Context, path string, spec Spec, corpus *Corpus, create bool) ([]Region, error) {
+	flags := os.O_RDWR
+	if create {
+		flags |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) ([]Region, error) {
+		f.Close()
+		if create {
+			os.Remove(path)
+		}
+		return nil, err
+	}
+	if create {
+		if err := f.Truncate(spec.Size); err != nil {
+			return fail(err)
+		}
+	}
+	regions, err := Generate(ctx, f, spec, corpus)
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return regions, nil
+}

@@ -16,9 +16,9 @@ import (
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
-	"github.com/blockmover/blockmover/repo/backend/fs"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
 // TestMain lets the end-to-end test run this test binary as the child
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 // testKDF keeps key derivation cheap in tests.
-var testKDF = repo.KDFParams{N: 1 << 10, R: 8, P: 1}
+var testKDF = repotest.KDF()
 
 // smallScenario is a 64 MiB volume of every class with a clustered change.
 func smallScenario() Scenario {
@@ -155,17 +155,8 @@ func TestIncrementalExportOfScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := chunk.DefaultParams(checkPolynomial)
-	p.SegmentSize = 16 << 20
-	be, err := fs.Create(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.InitOptions{Chunking: &p, KDF: testKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	be, _ := repotest.Dir(t, "")
+	r := repotest.Init(t, be, repo.InitOptions{Chunking: repotest.Chunking(func(p *chunk.Params) { p.SegmentSize = 16 << 20 })})
 	for _, sparse := range []bool{false, true} {
 		src, csrc := mover.Source(base), mover.Source(changed)
 		if sparse {

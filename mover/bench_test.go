@@ -11,6 +11,7 @@ import (
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
 // The throughput benchmarks read a real file from the page cache (warm
@@ -39,28 +40,21 @@ func benchRepo(b *testing.B) *repo.Repository {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := repo.Init(context.Background(), be, testPassword, repo.InitOptions{KDF: repo.KDFParams{N: 1 << 10, R: 8, P: 1}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { r.Close() })
-	return r
+	return repotest.Init(b, be, repo.InitOptions{Chunking: repotest.Chunking(nil)})
 }
 
 // benchVolume writes a volume of one data class to a file.
 func benchVolume(b *testing.B, class string) string {
 	path := filepath.Join(b.TempDir(), class+".img")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(benchSize); err != nil {
-		b.Fatal(err)
-	}
 	spec := bench.Spec{Size: benchSize, Seed: 42}
 	switch class {
 	case "zeros":
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(path, benchSize); err != nil {
+			b.Fatal(err)
+		}
 		return path // a sparse file: all holes
 	case "file":
 		spec.File = 1
@@ -71,7 +65,7 @@ func benchVolume(b *testing.B, class string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := bench.Generate(context.Background(), f, spec, corpus); err != nil {
+	if _, err := bench.GenerateFile(context.Background(), path, spec, corpus, true); err != nil {
 		b.Fatal(err)
 	}
 	return path

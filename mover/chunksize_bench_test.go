@@ -26,19 +26,13 @@ import (
 func BenchmarkChunkSizes(b *testing.B) {
 	const size = 512 << 20
 	path := filepath.Join(b.TempDir(), "vol.img")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.Truncate(size)
 	corpus, err := bench.NewCorpus(bench.DefaultCorpusDirs(bench.GoRoot())...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := bench.Generate(context.Background(), f, bench.Spec{Size: size, Seed: 5, Zero: 0.2, File: 0.3, Duplicate: 0.3, RegionSize: 4 << 20}, corpus); err != nil {
+	if _, err := bench.GenerateFile(context.Background(), path, bench.Spec{Size: size, Seed: 5, Zero: 0.2, File: 0.3, Duplicate: 0.3, RegionSize: 4 << 20}, corpus, true); err != nil {
 		b.Fatal(err)
 	}
-	f.Close()
 	img, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)

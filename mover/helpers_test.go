@@ -13,44 +13,23 @@ import (
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/internal/testutil"
 	"github.com/blockmover/blockmover/repo"
-	"github.com/blockmover/blockmover/repo/backend/fs"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
-var testPassword = []byte("test password")
+var testPassword = repotest.Password()
 
-// testRepo creates a repository in a temporary directory. Chunking uses the
-// default sizes with a fixed polynomial so runs are comparable.
+// testRepo creates a repository in a temporary directory (repotest): the
+// default sizes with a fixed polynomial, changed by mod, so runs are
+// comparable.
 func testRepo(t testing.TB, mod func(*chunk.Params)) (*repo.Repository, string) {
 	t.Helper()
-	dir := t.TempDir()
-	be, err := fs.Create(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := chunk.DefaultParams(0x3DA3358B4DC173)
-	if mod != nil {
-		mod(&p)
-	}
-	r, err := repo.Init(context.Background(), be, testPassword, repo.InitOptions{Chunking: &p, KDF: repo.KDFParams{N: 1 << 10, R: 8, P: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r, dir
+	be, dir := repotest.Dir(t, "")
+	return repotest.Init(t, be, repo.InitOptions{Chunking: repotest.Chunking(mod)}), dir
 }
 
 func openRepo(t testing.TB, dir string) *repo.Repository {
 	t.Helper()
-	be, err := fs.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(context.Background(), be, testPassword, repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	return repotest.Open(t, repotest.OpenDir(t, dir), repo.Options{})
 }
 
 // loopDevice is testutil.LoopDevice: a loop device, or a file where none
@@ -66,18 +45,10 @@ func fileCorpus(t testing.TB) *bench.Corpus {
 	return c
 }
 
-// fillVolume writes a synthetic volume to path.
+// fillVolume writes a synthetic volume to path (bench.GenerateFile).
 func fillVolume(t testing.TB, path string, spec bench.Spec) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := bench.Generate(context.Background(), f, spec, fileCorpus(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
+	if _, err := bench.GenerateFile(context.Background(), path, spec, fileCorpus(t), false); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/blockmover/blockmover/repo/backend/mem"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
 // TestObjectLockAppliedByOpen: a library user who opens a locked S3
@@ -36,18 +37,10 @@ func TestObjectLockAppliedByOpen(t *testing.T) {
 		t.Cleanup(func() { be.Close() })
 		return backend.NewRetry(backend.NewLimit(be, 8), backend.RetryOptions{InitialDelay: 20 * time.Millisecond})
 	}
-	r, err := repo.Init(ctx, open(), testPassword, repo.InitOptions{KDF: repo.KDFParams{N: 1 << 10, R: 8, P: 1},
-		ObjectLock: &repo.ObjectLock{Days: 1, Mode: "governance"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	repotest.Init(t, open(), repo.InitOptions{ObjectLock: &repo.ObjectLock{Days: 1, Mode: "governance"}}).Close()
 	before := time.Now()
 
-	r, err = repo.Open(ctx, open(), testPassword, repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.Open(t, open(), repo.Options{})
 	vol := filepath.Join(t.TempDir(), "v.img")
 	if err := os.WriteFile(vol, bytes.Repeat([]byte("locked data\n"), 1<<20), 0o600); err != nil {
 		t.Fatal(err)
@@ -96,11 +89,7 @@ func TestObjectLockAppliedByOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err = repo.Open(ctx, cp, testPassword, repo.Options{})
-	if err != nil {
-		t.Fatalf("opening a copy without retention for reading: %v", err)
-	}
-	defer r.Close()
+	r = repotest.Open(t, cp, repo.Options{}) // for reading: it has no retention
 	if snaps, err := r.Snapshots(ctx); err != nil || len(snaps) != 1 {
 		t.Fatalf("snapshots of the copy: %v, %v", snaps, err)
 	}

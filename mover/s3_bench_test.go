@@ -13,6 +13,7 @@ import (
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
 // The S3 throughput benchmarks: the 1 GiB volumes of BenchmarkExport and
@@ -49,7 +50,7 @@ func benchS3Backend(b *testing.B, srv *s3test.Server, bucket string, conns int, 
 func benchS3Repo(b *testing.B, srv *s3test.Server, conns int, retries *atomic.Int64) (*repo.Repository, string) {
 	bucket := srv.NewBucket(b, false)
 	r, err := repo.Init(context.Background(), benchS3Backend(b, srv, bucket, conns, retries), testPassword,
-		repo.InitOptions{KDF: repo.KDFParams{N: 1 << 10, R: 8, P: 1}})
+		repo.InitOptions{KDF: repotest.KDF()})
 	if err != nil {
 		b.Fatal(err)
 	}

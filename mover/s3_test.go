@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/bench"
-	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
-	"github.com/blockmover/blockmover/repo/backend/s3"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+	"github.com/blockmover/blockmover/repo/repotest"
 )
 
 func TestMain(m *testing.M) {
@@ -26,27 +25,12 @@ func TestMain(m *testing.M) {
 // loopback), wrapped as the CLI wraps it: a connection limit and retries.
 func s3Backend(t testing.TB, srv *s3test.Server, wrap func(backend.Backend) backend.Backend) backend.Backend {
 	t.Helper()
-	be, err := s3.Open(context.Background(), s3.Options{Bucket: srv.NewBucket(t, false), Prefix: "repo", Endpoint: srv.Endpoint, PathStyle: true, MaxConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	var b backend.Backend = backend.NewLimit(be, 8)
-	if wrap != nil {
-		b = wrap(b)
-	}
-	return backend.NewRetry(b, backend.RetryOptions{InitialDelay: 20 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
+	return repotest.S3(t, srv, repotest.S3Options{Wrap: wrap})
 }
 
 func initRepo(t testing.TB, be backend.Backend, packSize int) *repo.Repository {
 	t.Helper()
-	p := chunk.DefaultParams(0x3DA3358B4DC173)
-	r, err := repo.Init(context.Background(), be, testPassword, repo.InitOptions{Chunking: &p, KDF: repo.KDFParams{N: 1 << 10, R: 8, P: 1}, PackSize: packSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	return repotest.Init(t, be, repo.InitOptions{PackSize: packSize})
 }
 
 // TestS3RoundTripLoopDevices: the core round trip with an S3 repository —

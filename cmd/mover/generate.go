@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/blockmover/blockmover/bench"
 	"github.com/blockmover/blockmover/internal/units"
@@ -71,20 +70,7 @@ func runGenerate(ctx context.Context, g *globalOptions, o *generateOptions, path
 			return err
 		}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := bench.Generate(ctx, f, spec, corpus); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if _, err := bench.GenerateFile(ctx, path, spec, corpus, true); err != nil {
 		return err
 	}
 	if !g.quiet {

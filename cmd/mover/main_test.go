@@ -74,13 +74,8 @@ func makeImage(t *testing.T, path string, size int64) { t.Helper(); makeImageSee
 
 func makeImageSeed(t *testing.T, path string, size int64, seed uint64) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	f.Truncate(size)
-	if _, err := bench.Generate(context.Background(), f, bench.Spec{Size: size, Seed: seed, Zero: 0.3, Duplicate: 0.2, RegionSize: 1 << 20}, nil); err != nil {
+	os.Remove(path) // a new image in place of an old one
+	if _, err := bench.GenerateFile(context.Background(), path, bench.Spec{Size: size, Seed: seed, Zero: 0.3, Duplicate: 0.2, RegionSize: 1 << 20}, nil, true); err != nil {
 		t.Fatal(err)
 	}
 }
