@@ -244,7 +244,7 @@ type Repository struct {
 	pagePacker *Packer
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
-	warnings   []error // damage LoadIndex worked around
+	warnings   []error  // damage LoadIndex worked around
 }
 
 // Init creates a repository on be, sealed under password. The location
