@@ -322,7 +322,7 @@ func k8sError(err error) error {
 
 // snapshotSize opens the repository here to find a snapshot's size.
 func (g *globalOptions) snapshotSize(ctx context.Context, bo backendOptions, id string) (int64, error) {
-	r, err := g.openRepo(ctx, bo, repo.Options{})
+	r, err := g.openRepo(ctx, bo, repo.Options{NoIndex: true}) // a snapshot's size needs no index
 	if err != nil {
 		return 0, fmt.Errorf("the repository cannot be opened here: %w", err)
 	}

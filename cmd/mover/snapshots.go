@@ -67,7 +67,7 @@ type snapshotJSON struct {
 }
 
 func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) error {
-	r, err := g.openRepo(ctx, o.backend, repo.Options{})
+	r, err := g.openRepo(ctx, o.backend, repo.Options{NoIndex: true}) // listing needs no index
 	if err != nil {
 		return err
 	}
