@@ -7,8 +7,29 @@
 // controller: job, PV binder, pvc-protection, serviceaccount and token,
 // root-ca-cert-publisher, garbage collector, ...), kube-scheduler and
 // snapshot-controller, with the VolumeSnapshot and VolumeGroupSnapshot v1
-// CRDs installed and the API server's default admission plugins on. There
-// is no kubelet yet, so no node: pods are created and stay Pending.
+// CRDs installed and the API server's default admission plugins on.
+// Without Options.Kubelet there is no node: pods are created and stay
+// Pending.
+//
+// Options.Kubelet (root only) adds one node, NodeName (node.go): the real
+// kubelet with containerd v2 and runc, in a mount and PID namespace of its
+// own whose init is an `unshare` process. That namespace has its own /run,
+// /var/lib and /var/log, copies of the sysctl files the kubelet writes, and
+// iptables that fail, so nothing of the host changes; killing its init
+// kills every process in it, containers and shims included, and its mounts
+// go with it. The kubelet runs with failCgroupV1: false and the cgroupfs
+// driver under a cgroup root of its own, containerd with
+// restrict_oom_score_adj (no CAP_SYS_RESOURCE here); the sandbox image is
+// cmd/pause, built and imported with `ctr images import` (ImportImage takes
+// more, such as the mover's). Pods get a veth pair inside their own network
+// namespace from a small CNI plugin (nothing in the host's namespace, no
+// route out). The test CSI driver runs in the namespace (it mounts what the
+// pods use), registered with the kubelet by a stand-in for
+// node-driver-registrar (registrar.go, the kubelet's pluginregistration
+// v1 API), with csi-provisioner and csi-snapshotter outside. Stop
+// detaches the driver's loop devices and removes the cgroups; Leftovers
+// reports any process, mount, loop device, cgroup or network interface
+// left.
 //
 // Credentials: a CA made per cluster (pki.go) signs the API server's
 // serving certificate and one client certificate per component, as
@@ -31,7 +52,9 @@
 //     csi-snapshotter (external-snapshotter/v8, hack/tools/snapshotter);
 //     csi-provisioner (external-provisioner/v6, hack/tools/provisioner);
 //     csi-snapshot-metadata (external-snapshot-metadata,
-//     hack/tools/snapshot-metadata). Cold build times on 2 cores are in
+//     hack/tools/snapshot-metadata); containerd, ctr and
+//     containerd-shim-runc-v2 (hack/tools/containerd); runc, with cgo and
+//     libseccomp (hack/tools/runc). Cold build times on 2 cores are in
 //     README.md.
 //
 // Stop ends every process (SIGTERM, SIGKILL after ten seconds) and waits

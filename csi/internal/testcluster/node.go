@@ -1,0 +1,703 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/blockmover/blockmover/csi/internal/testdriver"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// NodeName is the name of the node that Options.Kubelet registers. The test
+// CSI driver runs with it as its node ID, so it is also the value of the
+// driver's topology key (testdriver.TopologyKey) on the node and on every
+// volume.
+const NodeName = "blockmover-node"
+
+// PauseImage is the sandbox image of the node's pods: cmd/pause, built and
+// imported when the node starts (nothing is pulled).
+const PauseImage = "blockmover.test/pause:1"
+
+// The module of this package, to build the pause image and the test driver
+// from.
+const (
+	pausePkg  = "github.com/blockmover/blockmover/csi/internal/testcluster/cmd/pause"
+	driverPkg = "github.com/blockmover/blockmover/csi/internal/testdriver/cmd/blockmover-csi-testdriver"
+)
+
+// node is the kubelet side of the cluster: a mount and PID namespace of its
+// own (the holder process is its init) in which containerd, the kubelet and
+// the test CSI driver run; the plugin registration stand-in; and the
+// csi-provisioner and csi-snapshotter, which run outside it.
+type node struct {
+	dir, run   string // state under the cluster's directory; a short directory for unix sockets and the kubelet's root
+	cgroupRoot string // the kubelet's cgroupRoot, "/blockmover-<run's suffix>"
+	csiState   string // the test driver's --state-dir
+	csiSock    string
+	ctrdSock   string
+	ctr        string // the ctr binary
+
+	holder     *exec.Cmd // unshare, whose child is the namespaces' init
+	holderDone chan struct{}
+	nsInit     int       // the init's PID, as the host sees it
+	kubelet    *exec.Cmd // nsenter running the kubelet
+	reg        *registrar
+	ifaces     []string // the host's network interfaces before the start
+}
+
+func nodeBinaries() (map[string]string, error) {
+	bins := map[string]string{}
+	for _, n := range []string{"kubelet", "containerd", "ctr", "containerd-shim-runc-v2", "runc", "csi-provisioner", "csi-snapshotter"} {
+		p, err := ClusterTool(n)
+		if err != nil {
+			return nil, err
+		}
+		bins[n] = p
+	}
+	for _, n := range []string{"unshare", "nsenter", "losetup", "mkfs.ext4", "blkid", "ip", "bash"} {
+		p, err := exec.LookPath(n)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s (util-linux, e2fsprogs, iproute2): %w", ErrNoClusterTools, n, err)
+		}
+		bins[n] = p
+	}
+	return bins, nil
+}
+
+// nsInitScript is the init of the node's namespaces (run by unshare
+// --mount --pid --fork --mount-proc). It gives the namespace its own /run,
+// /var/lib and /var/log (the kubelet, containerd, runc and CNI write fixed
+// paths there: device-plugins, shim sockets, netns files, container log
+// links), copies of the sysctl files that the kubelet sets (so the host's
+// kernel.panic, kernel.panic_on_oops and vm.overcommit_memory never
+// change), and iptables made to fail (so the kubelet adds no chain to the
+// host's tables). When it dies the kernel kills every process of the
+// namespace (containerd, its shims, the containers, the kubelet, the CSI
+// driver) and the namespace's mounts go with it.
+const nsInitScript = `set -eu
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mount -t tmpfs -o mode=0755 tmpfs /var/log
+mkdir -p /run/sysctl
+for f in kernel/panic kernel/panic_on_oops vm/overcommit_memory; do
+	c=/run/sysctl/${f//\//.}
+	cat /proc/sys/$f >$c
+	mount --bind $c /proc/sys/$f
+done
+for t in iptables ip6tables; do
+	if p=$(command -v $t); then mount --bind /bin/false "$(readlink -f "$p")"; fi
+done
+echo ready >"$1"
+trap 'exit 0' TERM
+while :; do sleep 3600 & wait $! || true; done
+`
+
+// cniPlugin is the node's CNI plugin: a veth pair inside the pod's network
+// namespace, eth0 with a /32 address from 198.18.0.0/15 (the range set
+// aside for testing), and nothing in the host's namespace. A pod can reach
+// nothing beyond itself; the interfaces go with the pod's namespace.
+const cniPlugin = `#!/bin/bash
+set -eu
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
+ADD)
+	cat >/dev/null
+	h=${CNI_CONTAINERID:0:4}
+	n=$((16#$h % 65024 + 256))
+	ip=198.$((18 + n / 65536)).$((n / 256 % 256)).$((n % 256 == 0 || n % 256 == 255 ? 1 : n % 256))
+	nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name "p${CNI_IFNAME}"
+	nsenter --net="$CNI_NETNS" ip addr add "$ip/32" dev "$CNI_IFNAME"
+	nsenter --net="$CNI_NETNS" ip link set "p${CNI_IFNAME}" up
+	nsenter --net="$CNI_NETNS" ip link set "$CNI_IFNAME" up
+	printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"address":"%s/32","interface":0}]}\n' "$CNI_IFNAME" "$CNI_NETNS" "$ip"
+	;;
+*) cat >/dev/null ;;
+esac
+`
+
+const cniConf = `{"cniVersion":"1.0.0","name":"blockmover","plugins":[{"type":"blockmover-veth"}]}
+`
+
+//go:embed rbac-csi-provisioner.yaml
+var csiProvisionerRBAC []byte
+
+// startNode runs the node: containerd, the kubelet and the test CSI driver
+// in namespaces of their own, the registration of the driver with the
+// kubelet, csi-provisioner and csi-snapshotter; and waits until the node
+// is Ready with the driver in its CSINode.
+func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
+	ifaces, err := interfaceNames()
+	if err != nil {
+		return err
+	}
+	n := &node{dir: filepath.Join(c.dir, "node"), csiState: filepath.Join(c.dir, "node", "csi"), ctr: bins["ctr"], ifaces: ifaces}
+	c.node = n
+	if n.run, err = os.MkdirTemp("", "bmn"); err != nil {
+		return err
+	}
+	n.cgroupRoot = "/blockmover-" + strings.TrimPrefix(filepath.Base(n.run), "bmn")
+	n.csiSock = filepath.Join(n.run, "csi.sock")
+	n.ctrdSock = filepath.Join(n.run, "containerd.sock")
+	binDir := filepath.Join(n.dir, "bin")
+	cniBin, cniConfDir := filepath.Join(n.dir, "cni", "bin"), filepath.Join(n.dir, "cni", "conf")
+	for _, d := range []string{binDir, cniBin, cniConfDir, n.csiState} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+
+	// The pause image and the test driver, built from this module.
+	if err := goBuild(ctx, binDir, pausePkg, driverPkg); err != nil {
+		return err
+	}
+	pauseTar := filepath.Join(n.dir, "pause.tar")
+	if err := BuildImage(ctx, filepath.Join(binDir, "pause"), pauseTar, PauseImage, "pause"); err != nil {
+		return err
+	}
+	// containerd finds its shim, and the shim runc, in PATH.
+	for _, b := range []string{"containerd-shim-runc-v2", "runc"} {
+		if err := os.Symlink(bins[b], filepath.Join(binDir, b)); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cniBin, "blockmover-veth"), []byte(cniPlugin), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(cniConfDir, "10-blockmover.conflist"), []byte(cniConf), 0o644); err != nil {
+		return err
+	}
+	ctrdConf := filepath.Join(n.dir, "containerd.toml")
+	if err := os.WriteFile(ctrdConf, []byte(containerdConfig(filepath.Join(n.dir, "containerd"), n.ctrdSock, bins["runc"], cniBin, cniConfDir)), 0o644); err != nil {
+		return err
+	}
+
+	// The namespaces, and containerd in them.
+	if err := n.startHolder(bins); err != nil {
+		return err
+	}
+	path := binDir + ":" + os.Getenv("PATH")
+	if err := c.startIn(n, []string{"PATH=" + path}, bins["containerd"], "--config", ctrdConf, "--log-level", "warn"); err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, time.Minute, "containerd", func() error {
+		return exec.CommandContext(ctx, n.ctr, "--address", n.ctrdSock, "version").Run()
+	}); err != nil {
+		return err
+	}
+	if err := n.ImportImage(ctx, pauseTar); err != nil {
+		return err
+	}
+
+	// The test CSI driver, in the namespaces: it mounts what the kubelet's
+	// pods use.
+	if err := c.startIn(n, nil, filepath.Join(binDir, "blockmover-csi-testdriver"),
+		"--endpoint", "unix://"+n.csiSock, "--state-dir", n.csiState, "--node-id", NodeName); err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, 30*time.Second, "the CSI driver's socket", func() error {
+		_, err := os.Stat(n.csiSock)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	// The kubelet, as system:node:<NodeName> (the Node authorizer), under a
+	// cgroup root of its own that it wants to find made.
+	if err := makeCgroups(n.cgroupRoot); err != nil {
+		return err
+	}
+	kc, err := c.pki.kubeconfig("kubelet", c.Config.Host, "system:node:"+NodeName, "system:nodes")
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	root := filepath.Join(n.run, "kubelet")
+	kubeletConf := filepath.Join(n.dir, "kubelet.yaml")
+	if err := os.WriteFile(kubeletConf, []byte(kubeletConfig(n, c.pki.CAFile, ports)), 0o644); err != nil {
+		return err
+	}
+	if err := c.startIn(n, nil, bins["kubelet"], "--config="+kubeletConf, "--kubeconfig="+kc,
+		"--root-dir="+root, "--cert-dir="+filepath.Join(n.dir, "kubelet-pki"),
+		"--hostname-override="+NodeName, "--v=1"); err != nil {
+		return err
+	}
+	n.kubelet = c.procs[len(c.procs)-1]
+	if n.reg, err = startRegistrar(filepath.Join(root, "plugins_registry"), testdriver.DefaultName, n.csiSock); err != nil {
+		return err
+	}
+
+	// The controller side of the driver.
+	if err := c.apply(ctx, csiProvisionerRBAC, "default"); err != nil {
+		return fmt.Errorf("csi-provisioner RBAC: %w", err)
+	}
+	kc, err = c.pki.kubeconfig("csi-provisioner", c.Config.Host,
+		"system:serviceaccount:default:csi-provisioner", "system:serviceaccounts", "system:serviceaccounts:default")
+	if err != nil {
+		return err
+	}
+	if err := c.start(bins["csi-provisioner"], "--kubeconfig="+kc, "--csi-address="+n.csiSock,
+		"--leader-election=false", "--feature-gates=Topology=true", "--extra-create-metadata", "--v=2"); err != nil {
+		return err
+	}
+	if err := c.StartCSISnapshotter(ctx, n.csiSock); err != nil {
+		return err
+	}
+
+	kube, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	return c.waitFor(ctx, 2*time.Minute, "node "+NodeName+" Ready with "+testdriver.DefaultName, func() error {
+		nd, err := kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ready := false
+		for _, cond := range nd.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				if cond.Status != corev1.ConditionTrue {
+					return fmt.Errorf("not ready: %s", cond.Message)
+				}
+				ready = true
+			}
+		}
+		if !ready {
+			return errors.New("no Ready condition")
+		}
+		if s := n.reg.lastStatus(); s != nil && !s.PluginRegistered {
+			return fmt.Errorf("the kubelet refused the driver: %s", s.Error)
+		}
+		cn, err := kube.StorageV1().CSINodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, d := range cn.Spec.Drivers {
+			if d.Name == testdriver.DefaultName {
+				return nil
+			}
+		}
+		return fmt.Errorf("CSINode has no %s", testdriver.DefaultName)
+	})
+}
+
+// containerdConfig is containerd's configuration: its state under root,
+// its socket at sock, runc from the tools' cache (with
+// restrict_oom_score_adj: the process lacks CAP_SYS_RESOURCE), the plugins
+// that would write outside these directories off.
+func containerdConfig(root, sock, runc, cniBin, cniConf string) string {
+	return fmt.Sprintf(`version = 3
+root = %q
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+
+[grpc]
+  address = %q
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = %q
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  cdi_spec_dirs = []
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+      BinaryName = %q
+      SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = [%q]
+    conf_dir = %q
+    use_internal_loopback = true
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+`, root, sock, PauseImage, runc, cniBin, cniConf)
+}
+
+// kubeletConfig is the kubelet's KubeletConfiguration: cgroup v1 allowed,
+// the cgroupfs driver under a cgroup root of its own, served on loopback
+// only, eviction thresholds that a busy test machine never reaches.
+func kubeletConfig(n *node, caFile string, ports []int) string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: %s
+containerRuntimeEndpoint: unix://%s
+address: 127.0.0.1
+port: %d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %d
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %s}
+authorization: {mode: AlwaysAllow}
+volumePluginDir: %s
+failSwapOn: false
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 1Mi, nodefs.available: 1%%, nodefs.inodesFree: 1%%, imagefs.available: 1%%}
+syncFrequency: 10s
+fileCheckFrequency: 10s
+nodeStatusUpdateFrequency: 5s
+`, n.cgroupRoot, n.ctrdSock, ports[0], ports[1], caFile, filepath.Join(n.run, "flexvolume"))
+}
+
+// startHolder starts the namespaces' init and waits until it has set them
+// up.
+func (n *node) startHolder(bins map[string]string) error {
+	ready := filepath.Join(n.run, "ns-ready")
+	cmd := exec.Command(bins["unshare"], "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+		"--kill-child=SIGKILL", "--", bins["bash"], "-c", nsInitScript, "ns-init", ready)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the node's namespaces: %w", err)
+	}
+	n.holder = cmd
+	n.holderDone = make(chan struct{})
+	go func() { cmd.Wait(); close(n.holderDone) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case <-n.holderDone:
+			return fmt.Errorf("the node's namespaces: %s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the node's namespaces not set up after 10s: %s", out.String())
+		}
+	}
+	kids, err := children(cmd.Process.Pid)
+	if err != nil || len(kids) != 1 {
+		return fmt.Errorf("the node's namespaces: init of unshare %d: %v %w", cmd.Process.Pid, kids, err)
+	}
+	n.nsInit = kids[0]
+	return nil
+}
+
+// startIn starts bin in the node's namespaces (nsenter), with env added to
+// the environment; the process is the cluster's like any other.
+func (c *Cluster) startIn(n *node, env []string, bin string, args ...string) error {
+	cmd := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(n.nsInit), "--mount", "--pid", "--", bin}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	return c.startCmd(cmd, filepath.Base(bin))
+}
+
+// ImportImage imports an image tarball (hack/tools/imagebuild, `make image`)
+// into the node's containerd, where the kubelet's pods find it without a
+// pull.
+func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
+	if c.node == nil {
+		return errors.New("testcluster: ImportImage needs a cluster with Options.Kubelet")
+	}
+	return c.node.ImportImage(ctx, tarball)
+}
+
+// ImportImage imports the image tarball into containerd's k8s.io namespace.
+func (n *node) ImportImage(ctx context.Context, tarball string) error {
+	out, err := exec.CommandContext(ctx, n.ctr, "--address", n.ctrdSock, "-n", "k8s.io", "images", "import", tarball).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ctr images import %s: %w: %s", tarball, err, out)
+	}
+	return nil
+}
+
+// stop ends the node: the registration, the kubelet (SIGTERM, SIGKILL
+// after ten seconds), then everything else in its namespaces at once
+// (SIGKILL to their init); then it detaches the loop devices of the test
+// driver's files, removes the kubelet's cgroups and the short directory.
+// It returns what it could not clean.
+func (n *node) stop() error {
+	if n.reg != nil {
+		n.reg.stop()
+	}
+	if n.kubelet != nil {
+		if kids, _ := children(n.kubelet.Process.Pid); len(kids) == 1 {
+			syscall.Kill(kids[0], syscall.SIGTERM)
+			deadline := time.Now().Add(10 * time.Second)
+			for syscall.Kill(kids[0], 0) == nil && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	if n.holder != nil {
+		if n.nsInit > 0 {
+			syscall.Kill(n.nsInit, syscall.SIGKILL)
+		}
+		n.holder.Process.Kill()
+		<-n.holderDone
+	}
+	var errs []error
+	if err := detachLoops(n.csiState); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeCgroups(n.cgroupRoot); err != nil {
+		errs = append(errs, err)
+	}
+	if n.run != "" {
+		if err := os.RemoveAll(n.run); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leftovers reports what of the node is still there after stop: mounts
+// under its directories, loop devices of its files, cgroups, network
+// interfaces that were not there before.
+func (n *node) leftovers() error {
+	var errs []error
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && (strings.HasPrefix(f[4], n.dir) || (n.run != "" && strings.HasPrefix(f[4], n.run))) {
+			errs = append(errs, fmt.Errorf("mount %s left", f[4]))
+		}
+	}
+	loops, err := nodeLoops(n.csiState)
+	if err != nil {
+		return err
+	}
+	for _, d := range loops {
+		errs = append(errs, fmt.Errorf("loop device %s left", d))
+	}
+	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", n.cgroupRoot))
+	for _, d := range cgs {
+		errs = append(errs, fmt.Errorf("cgroup %s left", d))
+	}
+	ifaces, err := interfaceNames()
+	if err != nil {
+		return err
+	}
+	for _, i := range ifaces {
+		if !slices.Contains(n.ifaces, i) {
+			errs = append(errs, fmt.Errorf("network interface %s left", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// children returns the child processes of pid.
+func children(pid int) ([]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return nil, err
+	}
+	var kids []int
+	for _, f := range strings.Fields(string(b)) {
+		k, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		kids = append(kids, k)
+	}
+	return kids, nil
+}
+
+// nodeLoops returns the loop devices whose backing file is under state (the
+// test driver's) or is one of those devices (the kubelet pins a published
+// block volume with a loop device of its own on the driver's).
+func nodeLoops(state string) ([]string, error) {
+	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	if err != nil {
+		return nil, err
+	}
+	backing := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // detached meanwhile
+		}
+		backing["/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f)))] = strings.TrimSpace(string(b))
+	}
+	var ours []string
+	for dev, file := range backing {
+		if strings.HasPrefix(file, state+"/") {
+			ours = append(ours, dev)
+		}
+	}
+	for dev, file := range backing {
+		if slices.Contains(ours, file) {
+			ours = append(ours, dev)
+		}
+	}
+	slices.Sort(ours)
+	return ours, nil
+}
+
+// detachLoops detaches the loop devices of nodeLoops, the kubelet's first.
+// The kernel detaches a device still in use (a mount of a namespace that
+// is going away) once it is free.
+func detachLoops(state string) error {
+	var last error
+	for range 50 {
+		loops, err := nodeLoops(state)
+		if err != nil {
+			return err
+		}
+		if len(loops) == 0 {
+			return nil
+		}
+		slices.Reverse(loops)
+		for _, d := range loops {
+			if out, err := exec.Command("losetup", "-d", d).CombinedOutput(); err != nil {
+				last = fmt.Errorf("losetup -d %s: %w: %s", d, err, out)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("loop devices of %s still attached: %w", state, last)
+}
+
+// makeCgroups makes the cgroup root in every cgroup v1 hierarchy (and the
+// unified one of a hybrid host), with the parent's CPUs and memory nodes
+// for cpuset.
+func makeCgroups(root string) error {
+	tops, err := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
+	if err != nil {
+		return err
+	}
+	for _, f := range tops {
+		parent := filepath.Dir(f)
+		d := filepath.Join(parent, root)
+		if err := os.Mkdir(d, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+		for _, k := range []string{"cpuset.cpus", "cpuset.mems"} {
+			v, err := os.ReadFile(filepath.Join(parent, k))
+			if err != nil {
+				continue // not the cpuset hierarchy
+			}
+			if err := os.WriteFile(filepath.Join(d, k), v, 0o644); err != nil {
+				return fmt.Errorf("cgroup: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeCgroups removes the cgroup root under every hierarchy, deepest
+// first, retrying while the killed processes leave them.
+func removeCgroups(root string) error {
+	var last error
+	for range 50 {
+		var dirs []string
+		tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", root))
+		for _, top := range tops {
+			filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+		}
+		if len(dirs) == 0 {
+			return nil
+		}
+		slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+		for _, d := range dirs {
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+				last = fmt.Errorf("rmdir %s: %w", d, err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("cgroups %s left: %w", root, last)
+}
+
+func interfaceNames() ([]string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	return names, nil
+}
+
+// goBuild builds the commands pkgs of this module, static, into dir.
+func goBuild(ctx context.Context, dir string, pkgs ...string) error {
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-trimpath", "-o", dir + "/"}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", strings.Join(pkgs, " "), err, out)
+	}
+	return nil
+}
+
+// BuildImage packs the static binary into an image tarball tagged tag, with
+// the binary as /name and its entrypoint, using hack/tools/imagebuild (as
+// `make image` does for the mover). ImportImage takes the tarball to the
+// node.
+func BuildImage(ctx context.Context, binary, out, tag, name string) error {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	tools := filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "hack", "tools")
+	cmd := exec.CommandContext(ctx, "go", "run", "./imagebuild", "-binary", binary, "-out", out, "-tag", tag,
+		"-name", name, "-title", "blockmover test "+name, "-ca", "")
+	cmd.Dir = tools
+	cmd.Env = append(os.Environ(), "GONOSUMDB=k8s.io", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("imagebuild %s: %w: %s", tag, err, out)
+	}
+	return nil
+}
+
+// waitFor polls check every 100 ms until it returns nil, a process of the
+// cluster exits, or limit passes.
+func (c *Cluster) waitFor(ctx context.Context, limit time.Duration, what string, check func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if perr := c.exitedProcess(); perr != nil {
+			return fmt.Errorf("waiting for %s: %w", what, perr)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not after %v: %w", what, limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
