@@ -18,6 +18,7 @@ import (
 
 	"github.com/blockmover/blockmover/csi/internal/testdriver"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -215,6 +216,25 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 		return err
 	}
 
+	// The driver's CSIDriver object, as its deployment ships it: no
+	// ControllerPublish, so nothing to attach (without the object the
+	// kubelet waits for a VolumeAttachment that no external-attacher
+	// makes).
+	kube, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	if _, err := kube.StorageV1().CSIDrivers().Create(ctx, &storagev1.CSIDriver{
+		ObjectMeta: metav1.ObjectMeta{Name: testdriver.DefaultName},
+		Spec: storagev1.CSIDriverSpec{
+			AttachRequired:       new(false),
+			PodInfoOnMount:       new(false),
+			VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("CSIDriver %s: %w", testdriver.DefaultName, err)
+	}
+
 	// The kubelet, as system:node:<NodeName> (the Node authorizer), under a
 	// cgroup root of its own that it wants to find made.
 	if err := makeCgroups(n.cgroupRoot); err != nil {
@@ -260,10 +280,6 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 		return err
 	}
 
-	kube, err := kubernetes.NewForConfig(c.Config)
-	if err != nil {
-		return err
-	}
 	return c.waitFor(ctx, 2*time.Minute, "node "+NodeName+" Ready with "+testdriver.DefaultName, func() error {
 		nd, err := kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {

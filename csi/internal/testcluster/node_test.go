@@ -1,12 +1,27 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockmover/blockmover/csi/internal/testdriver"
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // startNode starts a cluster with the node, skipping the test when the
@@ -50,7 +65,259 @@ func startNode(t *testing.T) *Cluster {
 	return c
 }
 
+// TestKubelet: the real path of a backup on one node. A Block PVC
+// provisioned by csi-provisioner through the test driver; a pod on the real
+// kubelet writes known bytes onto the raw device (mover import of a
+// snapshot made on the host); a VolumeSnapshot made ready by
+// snapshot-controller and csi-snapshotter; a clone PVC from it; and a pod
+// of the mover image that exports the clone, seen as a raw block device,
+// into a repository on a hostPath volume. The host then imports that
+// snapshot and finds the bytes it wrote. Everything is deleted through the
+// real controllers (finalizers honoured, the driver's volumes and
+// snapshots gone), and Stop leaves nothing behind.
 func TestKubelet(t *testing.T) {
 	c := startNode(t)
-	_ = c
+	ctx := t.Context()
+	kube := kubernetes.NewForConfigOrDie(c.Config)
+	snaps := snapclient.NewForConfigOrDie(c.Config)
+	dir := t.TempDir()
+
+	// The mover, on the host and as the image the pods run.
+	bin := filepath.Join(dir, "bin")
+	if err := goBuild(ctx, bin, "github.com/blockmover/blockmover/cmd/mover"); err != nil {
+		t.Fatal(err)
+	}
+	mover := filepath.Join(bin, "mover")
+	const image = "blockmover.test/mover:e2e"
+	tar := filepath.Join(dir, "mover.tar")
+	if err := BuildImage(ctx, mover, tar, image, "mover"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ImportImage(ctx, tar); err != nil {
+		t.Fatal(err)
+	}
+
+	// A repository on the host, shared with the pods as a hostPath, and a
+	// source image of known bytes exported into it.
+	host := filepath.Join(dir, "host")
+	if err := os.MkdirAll(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "pw"), []byte("e2e password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, mover, append(args, "-r", filepath.Join(host, "repo"), "--password-file", filepath.Join(host, "pw"), "-q")...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("mover %v: %v: %s", args, err, stderr.String())
+		}
+		return out
+	}
+	run("init")
+	const size = 16 << 20
+	want := make([]byte, size)
+	for i := range 1 << 20 {
+		want[i] = byte(i*7 + i>>11) // the first MiB
+	}
+	copy(want[9<<20:], bytes.Repeat([]byte("blockmover"), 10_000))
+	src := filepath.Join(dir, "src.img")
+	if err := os.WriteFile(src, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var exported struct {
+		Snapshot string `json:"snapshot"`
+		NewBytes int64  `json:"new_bytes"`
+		Size     int64  `json:"size"`
+	}
+	if err := json.Unmarshal(run("export", "--source", src, "--name", "src", "--json"), &exported); err != nil {
+		t.Fatal(err)
+	}
+
+	const ns, class = "e2e", "blockmover"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wffc := storagev1.VolumeBindingWaitForFirstConsumer
+	if _, err := kube.StorageV1().StorageClasses().Create(ctx, &storagev1.StorageClass{
+		ObjectMeta:        metav1.ObjectMeta{Name: class},
+		Provisioner:       testdriver.DefaultName,
+		VolumeBindingMode: &wffc,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snaps.SnapshotV1().VolumeSnapshotClasses().Create(ctx, &snapv1.VolumeSnapshotClass{
+		ObjectMeta:     metav1.ObjectMeta{Name: class},
+		Driver:         testdriver.DefaultName,
+		DeletionPolicy: snapv1.VolumeSnapshotContentDelete,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "ServiceAccount default", func() (bool, string) {
+		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+
+	block := corev1.PersistentVolumeBlock
+	pvc := func(name string, from *corev1.TypedLocalObjectReference) {
+		t.Helper()
+		if _, err := kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: new(class),
+				VolumeMode:       &block,
+				DataSource:       from,
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: *resource.NewQuantity(size, resource.BinarySI)}},
+			},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// moverPod runs the mover image with args, the claim as the raw device
+	// /dev/xvda and the host's directory at /host, until it ends; it
+	// returns the container's termination message (the mover's JSON
+	// result).
+	moverPod := func(name, claim string, args ...string) string {
+		t.Helper()
+		hostDir := corev1.HostPathDirectory
+		if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{
+					Name: "mover", Image: image, ImagePullPolicy: corev1.PullNever,
+					Args:          append(args, "-r", "/host/repo", "--password-file", "/host/pw", "-q"),
+					VolumeDevices: []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}},
+					VolumeMounts:  []corev1.VolumeMount{{Name: "host", MountPath: "/host"}},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}},
+					{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: host, Type: &hostDir}}},
+				},
+			},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var msg string
+		waitFor(t, 2*time.Minute, "pod "+name+" Succeeded", func() (bool, string) {
+			p, err := kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			seen := fmt.Sprintf("phase %s, conditions %+v", p.Status.Phase, p.Status.Conditions)
+			for _, s := range p.Status.ContainerStatuses {
+				if s.State.Terminated != nil {
+					msg = s.State.Terminated.Message
+					seen = fmt.Sprintf("exit %d: %s", s.State.Terminated.ExitCode, msg)
+				} else if s.State.Waiting != nil {
+					seen = fmt.Sprintf("waiting: %s %s", s.State.Waiting.Reason, s.State.Waiting.Message)
+				}
+			}
+			if p.Status.Phase == corev1.PodFailed {
+				t.Fatalf("pod %s failed: %s", name, seen)
+			}
+			return p.Status.Phase == corev1.PodSucceeded, seen
+		})
+		if p, err := kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); err != nil || p.Spec.NodeName != NodeName {
+			t.Errorf("pod %s ran on %q (%v), want %s", name, p.Spec.NodeName, err, NodeName)
+		}
+		return msg
+	}
+
+	// A Block PVC, provisioned when the writer pod is scheduled; the
+	// writer puts the source snapshot's bytes onto the raw device.
+	pvc("data", nil)
+	moverPod("writer", "data", "import", "--snapshot", exported.Snapshot, "--target", "/dev/xvda")
+
+	// A VolumeSnapshot of it, and a clone PVC from that.
+	if _, err := snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, &snapv1.VolumeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{Name: "snap"},
+		Spec: snapv1.VolumeSnapshotSpec{
+			Source:                  snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: new("data")},
+			VolumeSnapshotClassName: new(class),
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "VolumeSnapshot ready", func() (bool, string) {
+		vs, err := snaps.SnapshotV1().VolumeSnapshots(ns).Get(ctx, "snap", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if vs.Status == nil || vs.Status.ReadyToUse == nil {
+			return false, "no status"
+		}
+		return *vs.Status.ReadyToUse, fmt.Sprintf("%+v", vs.Status)
+	})
+	pvc("clone", &corev1.TypedLocalObjectReference{APIGroup: new("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"})
+
+	// The mover pod exports the clone, a raw block device to it.
+	msg := moverPod("exporter", "clone", "export", "--source", "/dev/xvda", "--name", "clone")
+	var clone struct {
+		Snapshot string `json:"snapshot"`
+		Size     int64  `json:"size"`
+		NewBytes int64  `json:"new_bytes"`
+	}
+	if err := json.Unmarshal([]byte(msg), &clone); err != nil {
+		t.Fatalf("the exporter's termination message %q: %v", msg, err)
+	}
+	if clone.Size != size || clone.NewBytes != 0 {
+		t.Errorf("export of the clone: %+v, want %d bytes, none new (the writer's data)", clone, size)
+	}
+	got := filepath.Join(dir, "got.img")
+	run("import", "--snapshot", clone.Snapshot, "--target", got)
+	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+		t.Errorf("the clone's export differs from what the writer wrote (%d bytes, %v)", len(b), err)
+	}
+
+	// Delete it all through the controllers: pods, the clone, the
+	// snapshot, the source; the PVs and the VolumeSnapshotContent go with
+	// them (reclaim policy and deletion policy Delete), and the driver
+	// deletes its files.
+	for _, p := range []string{"writer", "exporter"} {
+		if err := kube.CoreV1().Pods(ns).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"clone", "data"} {
+		if err := kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := snaps.SnapshotV1().VolumeSnapshots(ns).Delete(ctx, "snap", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "pods, PVCs, PVs, snapshots and the driver's files gone", func() (bool, string) {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pvcs, err := kube.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pvs, err := kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		vs, err := snaps.SnapshotV1().VolumeSnapshots(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		vsc, err := snaps.SnapshotV1().VolumeSnapshotContents().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		files, _ := filepath.Glob(filepath.Join(c.node.csiState, "*", "*"))
+		n := len(pods.Items) + len(pvcs.Items) + len(pvs.Items) + len(vs.Items) + len(vsc.Items) + len(files)
+		return n == 0, fmt.Sprintf("%d pods, %d PVCs, %d PVs, %d VolumeSnapshots, %d contents, files %v",
+			len(pods.Items), len(pvcs.Items), len(pvs.Items), len(vs.Items), len(vsc.Items), files)
+	})
+	if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		t.Error("namespace gone")
+	}
 }
