@@ -26,7 +26,10 @@
 // route out). The test CSI driver runs in the namespace (it mounts what the
 // pods use), registered with the kubelet by a stand-in for
 // node-driver-registrar (registrar.go, the kubelet's pluginregistration
-// v1 API), with csi-provisioner and csi-snapshotter outside. Stop
+// v1 API), with csi-provisioner, csi-snapshotter and the
+// csi-snapshot-metadata sidecar outside; the sidecar serves TLS with a
+// certificate of the cluster's CA and is advertised in the driver's
+// SnapshotMetadataService (audience SnapshotMetadataAudience). Stop
 // detaches the driver's loop devices and removes the cgroups; Leftovers
 // reports any process, mount, loop device, cgroup or network interface
 // left.

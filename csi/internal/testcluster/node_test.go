@@ -13,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockmover/blockmover/changes"
+	"github.com/blockmover/blockmover/csi"
 	"github.com/blockmover/blockmover/csi/internal/testdriver"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -253,6 +256,53 @@ func TestKubelet(t *testing.T) {
 		}
 		return *vs.Status.ReadyToUse, fmt.Sprintf("%+v", vs.Status)
 	})
+
+	// The real csi-snapshot-metadata sidecar serves the snapshot's
+	// allocated blocks to a client that package csi connects (token of the
+	// pod's ServiceAccount for the service's audience, checked with
+	// TokenReview and SubjectAccessReview; TLS checked with the advertised
+	// CA): they cover what the writer wrote, and not the zeros.
+	if _, err := kube.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "snapshot-reader"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"}, Verbs: []string{"get", "list"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "snapshot-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "snapshot-reader"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clients, err := csi.NewClients(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clients.ConnectCBT(ctx, csi.CBTArgs{Namespace: ns, Snapshot: "snap", ServiceAccountNamespace: ns, ServiceAccount: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conn.Service.Audience != SnapshotMetadataAudience {
+		t.Errorf("SnapshotMetadataService audience %q", conn.Service.Audience)
+	}
+	smc, closer, err := conn.Service.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbtSrc, err := conn.Source(smc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc, err := changes.CollectChanges(ctx, cbtSrc, size)
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alloc.Contains(0, 1<<20) || !alloc.Contains(9<<20, 100_000) || alloc.Bytes() > size/2 {
+		t.Errorf("allocated blocks of the snapshot %v (%d bytes), want the writer's two regions and not the zeros", alloc, alloc.Bytes())
+	}
+
 	pvc("clone", &corev1.TypedLocalObjectReference{APIGroup: new("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"})
 
 	// The mover pod exports the clone, a raw block device to it.
