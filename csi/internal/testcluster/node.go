@@ -324,12 +324,16 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	}
 	root := filepath.Join(n.run, "kubelet")
 	kubeletConf := filepath.Join(n.dir, "kubelet.yaml")
-	if err := os.WriteFile(kubeletConf, []byte(kubeletConfig(n, c.pki.CAFile, ports)), 0o644); err != nil {
+	ip, err := nodeIP()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(kubeletConf, []byte(kubeletConfig(n, c.pki.CAFile, ip, ports)), 0o644); err != nil {
 		return err
 	}
 	if err := c.startIn(n, nil, bins["kubelet"], "--config="+kubeletConf, "--kubeconfig="+kc,
 		"--root-dir="+root, "--cert-dir="+filepath.Join(n.dir, "kubelet-pki"),
-		"--hostname-override="+NodeName, "--v=1"); err != nil {
+		"--hostname-override="+NodeName, "--node-ip="+ip.String(), "--v=1"); err != nil {
 		return err
 	}
 	n.kubelet = c.procs[len(c.procs)-1]
@@ -427,16 +431,17 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 }
 
 // kubeletConfig is the kubelet's KubeletConfiguration: cgroup v1 allowed,
-// the cgroupfs driver under a cgroup root of its own, served on loopback
-// only, eviction thresholds that a busy test machine never reaches.
-func kubeletConfig(n *node, caFile string, ports []int) string {
+// the cgroupfs driver under a cgroup root of its own, served on the node's
+// IP only (x509 clients of this cluster's CA: the API server, for logs and
+// exec), eviction thresholds that a busy test machine never reaches.
+func kubeletConfig(n *node, caFile string, ip net.IP, ports []int) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupRoot: %s
 containerRuntimeEndpoint: unix://%s
-address: 127.0.0.1
+address: %s
 port: %d
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -457,7 +462,33 @@ evictionHard: {memory.available: 1Mi, nodefs.available: 1%%, nodefs.inodesFree: 
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 5s
-`, n.cgroupRoot, n.ctrdSock, ports[0], ports[1], caFile, filepath.Join(n.run, "flexvolume"))
+`, n.cgroupRoot, n.ctrdSock, ip, ports[0], ports[1], caFile, filepath.Join(n.run, "flexvolume"))
+}
+
+// nodeIP is the node's InternalIP: the first global unicast IPv4 address of
+// an interface that is up. The kubelet refuses a loopback address; the API
+// server reaches the kubelet there (never by its name, which no resolver
+// knows), and the kernel delivers that locally.
+func nodeIP() (net.IP, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := i.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				return n.IP.To4(), nil
+			}
+		}
+	}
+	return nil, errors.New("testcluster: no interface with an IPv4 address for the node (the kubelet refuses loopback)")
 }
 
 // startHolder starts the namespaces' init and waits until it has set them
@@ -793,4 +824,38 @@ func (c *Cluster) waitFor(ctx context.Context, limit time.Duration, what string,
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// DefaultClasses creates the StorageClass and the VolumeSnapshotClass name
+// of the test driver, both marked the cluster's default: volumes bound when
+// their first pod is scheduled (the driver's volumes are node-local),
+// deleted with their claims, as are snapshots with theirs.
+func (c *Cluster) DefaultClasses(ctx context.Context, name string) error {
+	kube, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	wffc := storagev1.VolumeBindingWaitForFirstConsumer
+	if _, err := kube.StorageV1().StorageClasses().Create(ctx, &storagev1.StorageClass{
+		ObjectMeta:        metav1.ObjectMeta{Name: name, Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
+		Provisioner:       testdriver.DefaultName,
+		VolumeBindingMode: &wffc,
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("StorageClass %s: %w", name, err)
+	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	vsc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+		"metadata":       map[string]any{"name": name, "annotations": map[string]any{"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+		"driver":         testdriver.DefaultName,
+		"deletionPolicy": "Delete",
+	}}
+	gvr := schema.GroupVersionResource{Group: "snapshot.storage.k8s.io", Version: "v1", Resource: "volumesnapshotclasses"}
+	if _, err := dyn.Resource(gvr).Create(ctx, vsc, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("VolumeSnapshotClass %s: %w", name, err)
+	}
+	return nil
 }

@@ -15,12 +15,10 @@ import (
 
 	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/csi"
-	"github.com/blockmover/blockmover/csi/internal/testdriver"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -144,19 +142,7 @@ func TestKubelet(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wffc := storagev1.VolumeBindingWaitForFirstConsumer
-	if _, err := kube.StorageV1().StorageClasses().Create(ctx, &storagev1.StorageClass{
-		ObjectMeta:        metav1.ObjectMeta{Name: class},
-		Provisioner:       testdriver.DefaultName,
-		VolumeBindingMode: &wffc,
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := snaps.SnapshotV1().VolumeSnapshotClasses().Create(ctx, &snapv1.VolumeSnapshotClass{
-		ObjectMeta:     metav1.ObjectMeta{Name: class},
-		Driver:         testdriver.DefaultName,
-		DeletionPolicy: snapv1.VolumeSnapshotContentDelete,
-	}, metav1.CreateOptions{}); err != nil {
+	if err := c.DefaultClasses(ctx, class); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Minute, "ServiceAccount default", func() (bool, string) {

@@ -196,7 +196,15 @@ func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err erro
 		"--v=0",
 	}
 	if o.Kubelet {
-		args = append(args, "--enable-admission-plugins=NodeRestriction")
+		// The API server reaches the kubelet (logs, exec) at the node's
+		// InternalIP, with a client certificate of this CA.
+		cert, key, err := c.pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--enable-admission-plugins=NodeRestriction",
+			"--kubelet-preferred-address-types=InternalIP",
+			"--kubelet-client-certificate="+cert, "--kubelet-client-key="+key)
 	}
 	if !o.Controllers {
 		// Without the controllers that answer them, these plugins only
@@ -342,6 +350,22 @@ func (c *Cluster) Leftovers() error {
 		errs = append(errs, c.node.leftovers())
 	}
 	return errors.Join(errs...)
+}
+
+// WriteKubeconfig writes a kubeconfig of Config (the administrator) to
+// path, for kubectl.
+func (c *Cluster) WriteKubeconfig(path string) error {
+	ca := filepath.Join(filepath.Dir(path), "ca.crt")
+	if err := os.WriteFile(ca, c.pki.CAPEM(), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(path, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters: [{name: blockmover, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: blockmover, context: {cluster: blockmover, user: admin}}]
+current-context: blockmover
+`, c.Config.Host, ca, c.Config.BearerToken), 0o600)
 }
 
 // PIDs are the process IDs of the servers and controllers, for a test
