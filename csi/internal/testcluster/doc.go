@@ -30,9 +30,12 @@
 // csi-snapshot-metadata sidecar outside; the sidecar serves TLS with a
 // certificate of the cluster's CA and is advertised in the driver's
 // SnapshotMetadataService (audience SnapshotMetadataAudience). Stop
-// detaches the driver's loop devices and removes the cgroups; Leftovers
+// detaches the driver's loop devices (and the kubelet's, which pin them
+// while a pod uses a Block volume) and removes the cgroups; Leftovers
 // reports any process, mount, loop device, cgroup or network interface
-// left.
+// left. A node whose process was killed before Stop loses its processes
+// with it (Pdeathsig, then the end of its PID namespace); the next node to
+// start sweeps up its loop devices, cgroups and directory.
 //
 // Credentials: a CA made per cluster (pki.go) signs the API server's
 // serving certificate and one client certificate per component, as

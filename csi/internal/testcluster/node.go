@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/csi/internal/testdriver"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -219,9 +221,13 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	if err != nil {
 		return err
 	}
+	sweepStale()
 	n := &node{dir: filepath.Join(c.dir, "node"), csiState: filepath.Join(c.dir, "node", "csi"), ctr: bins["ctr"], ifaces: ifaces}
 	c.node = n
 	if n.run, err = os.MkdirTemp("", "bmn"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(n.run, "csi-state"), []byte(n.csiState), 0o644); err != nil {
 		return err
 	}
 	n.cgroupRoot = "/blockmover-" + strings.TrimPrefix(filepath.Base(n.run), "bmn")
@@ -525,7 +531,36 @@ func (n *node) startHolder(bins map[string]string) error {
 		return fmt.Errorf("the node's namespaces: init of unshare %d: %v %w", cmd.Process.Pid, kids, err)
 	}
 	n.nsInit = kids[0]
-	return nil
+	return os.WriteFile(filepath.Join(n.run, "holder.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+}
+
+// sweepStale cleans up after nodes whose process was killed before it
+// could stop them (SIGKILL, a test binary's timeout): their processes died
+// with them (Pdeathsig, then the kernel's end of their PID namespace), but
+// loop devices, cgroups and the short directory stay. A node's short
+// directory names its cgroup root and the driver's state; it is stale once
+// its holder (unshare) is gone.
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "bmn*"))
+	for _, run := range dirs {
+		b, err := os.ReadFile(filepath.Join(run, "holder.pid"))
+		if err != nil {
+			continue // starting, or not ours
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "unshare" {
+			continue // alive
+		}
+		if state, err := os.ReadFile(filepath.Join(run, "csi-state")); err == nil && len(state) > 0 {
+			detachLoops(string(state))
+		}
+		if removeCgroups("/blockmover-"+strings.TrimPrefix(filepath.Base(run), "bmn")) == nil {
+			os.RemoveAll(run)
+		}
+	}
 }
 
 // startIn starts bin in the node's namespaces (nsenter), with env added to
@@ -651,39 +686,49 @@ func children(pid int) ([]int, error) {
 }
 
 // nodeLoops returns the loop devices whose backing file is under state (the
-// test driver's) or is one of those devices (the kubelet pins a published
-// block volume with a loop device of its own on the driver's).
+// test driver's) or is one of those devices: the kubelet pins a published
+// block volume with a loop device of its own on the driver's. Once the
+// node's mount namespace is gone the kernel can no longer name such a
+// backing device node (it shows "/"), so those are matched by the device
+// and inode that losetup reports. The pinning devices come first.
 func nodeLoops(state string) ([]string, error) {
-	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	out, err := exec.Command("losetup", "--list", "--json", "-O", "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN").Output()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("losetup --list: %w", err)
 	}
-	backing := map[string]string{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // detached meanwhile
+	var list struct {
+		Devices []struct {
+			Name  string `json:"name"`
+			File  string `json:"back-file"`
+			Inode any    `json:"back-ino"`
+			Dev   string `json:"back-maj:min"`
+		} `json:"loopdevices"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, fmt.Errorf("losetup --list: %w", err)
+	}
+	var ours, pins []string
+	nodes := map[string]bool{} // "maj:min ino" of our devices' nodes
+	for _, d := range list.Devices {
+		if strings.HasPrefix(d.File, state+"/") {
+			ours = append(ours, d.Name)
+			var st syscall.Stat_t
+			if err := syscall.Stat(d.Name, &st); err == nil {
+				nodes[fmt.Sprintf("%d:%d %d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)] = true
+			}
 		}
-		backing["/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f)))] = strings.TrimSpace(string(b))
 	}
-	var ours []string
-	for dev, file := range backing {
-		if strings.HasPrefix(file, state+"/") {
-			ours = append(ours, dev)
+	for _, d := range list.Devices {
+		if nodes[fmt.Sprintf("%s %v", strings.TrimSpace(d.Dev), d.Inode)] || slices.Contains(ours, d.File) {
+			pins = append(pins, d.Name)
 		}
 	}
-	for dev, file := range backing {
-		if slices.Contains(ours, file) {
-			ours = append(ours, dev)
-		}
-	}
-	slices.Sort(ours)
-	return ours, nil
+	return append(pins, ours...), nil
 }
 
-// detachLoops detaches the loop devices of nodeLoops, the kubelet's first.
-// The kernel detaches a device still in use (a mount of a namespace that
-// is going away) once it is free.
+// detachLoops detaches the loop devices of nodeLoops, the kubelet's first
+// (they hold the driver's open). The kernel detaches a device still in use
+// (a mount of a namespace that is going away) once it is free.
 func detachLoops(state string) error {
 	var last error
 	for range 50 {
@@ -694,7 +739,6 @@ func detachLoops(state string) error {
 		if len(loops) == 0 {
 			return nil
 		}
-		slices.Reverse(loops)
 		for _, d := range loops {
 			if out, err := exec.Command("losetup", "-d", d).CombinedOutput(); err != nil {
 				last = fmt.Errorf("losetup -d %s: %w: %s", d, err, out)
@@ -702,7 +746,8 @@ func detachLoops(state string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("loop devices of %s still attached: %w", state, last)
+	loops, _ := nodeLoops(state)
+	return fmt.Errorf("loop devices %v of %s still attached (last error: %v)", loops, state, last)
 }
 
 // makeCgroups makes the cgroup root in every cgroup v1 hierarchy (and the
@@ -758,7 +803,7 @@ func removeCgroups(root string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("cgroups %s left: %w", root, last)
+	return fmt.Errorf("cgroups %s left (last error: %v)", root, last)
 }
 
 func interfaceNames() ([]string, error) {

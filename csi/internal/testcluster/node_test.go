@@ -356,4 +356,29 @@ func TestKubelet(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		t.Error("namespace gone")
 	}
+
+	// A pod left running on a Block volume when the cluster stops: Stop
+	// still leaves nothing behind (the driver's loop device and the one
+	// the kubelet pins it with).
+	pvc("left", nil)
+	if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "left"},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "pause", Image: PauseImage, ImagePullPolicy: corev1.PullNever,
+				VolumeDevices: []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "left"}}}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "pod left Running", func() (bool, string) {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, "left", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodRunning, string(p.Status.Phase)
+	})
+	if loops, err := nodeLoops(c.node.csiState); err != nil || len(loops) != 2 {
+		t.Errorf("loop devices of the running pod: %v (%v), want the driver's and the kubelet's", loops, err)
+	}
 }
