@@ -21,9 +21,12 @@
 // driver under a cgroup root of its own, containerd with
 // restrict_oom_score_adj (no CAP_SYS_RESOURCE here); the sandbox image is
 // cmd/pause, built and imported with `ctr images import` (ImportImage takes
-// more, such as the mover's). Pods get a veth pair inside their own network
-// namespace from a small CNI plugin (nothing in the host's namespace, no
-// route out). The test CSI driver runs in the namespace (it mounts what the
+// more, such as the mover's). A small CNI plugin attaches each pod with a
+// veth pair to a bridge in a network namespace of the node's own, the pod
+// network (198.18.0.0/15, the bridge at PodGateway): pods reach each other
+// and the gateway, where ListenPods lets a test serve them (a proxy to an
+// S3 server on the host's loopback, say); nothing of it is in the host's
+// network namespace and it has no route out. The test CSI driver runs in the namespace (it mounts what the
 // pods use), registered with the kubelet by a stand-in for
 // node-driver-registrar (registrar.go, the kubelet's pluginregistration
 // v1 API), with csi-provisioner, csi-snapshotter and the

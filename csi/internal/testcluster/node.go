@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,9 +93,12 @@ func nodeBinaries() (map[string]string, error) {
 // links), copies of the sysctl files that the kubelet sets (so the host's
 // kernel.panic, kernel.panic_on_oops and vm.overcommit_memory never
 // change), and iptables made to fail (so the kubelet adds no chain to the
-// host's tables). When it dies the kernel kills every process of the
-// namespace (containerd, its shims, the containers, the kubelet, the CSI
-// driver) and the namespace's mounts go with it.
+// host's tables). It makes the pod network: a network namespace of its own
+// (held by a sleep, its PID in /run/podnet.pid) with a bridge at
+// PodGateway, which the CNI plugin attaches the pods to. When the init dies
+// the kernel kills every process of the namespace (containerd, its shims,
+// the containers, the kubelet, the CSI driver, the pod network's holder),
+// and the namespace's mounts, the pod network and every veth go with them.
 const nsInitScript = `set -eu
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var/lib
@@ -108,29 +112,51 @@ done
 for t in iptables ip6tables; do
 	if p=$(command -v $t); then mount --bind /bin/false "$(readlink -f "$p")"; fi
 done
+unshare --net sleep infinity &
+net=$!
+while [ "$(readlink /proc/$net/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.01; done
+nsenter --net=/proc/$net/ns/net sh -c 'ip link set lo up && ip link add br0 type bridge && ip addr add ` + PodGateway + `/15 dev br0 && ip link set br0 up'
+echo $net >/run/podnet.pid
+echo 2 >/run/podnet.next
 echo ready >"$1"
 trap 'exit 0' TERM
 while :; do sleep 3600 & wait $! || true; done
 `
 
-// cniPlugin is the node's CNI plugin: a veth pair inside the pod's network
-// namespace, eth0 with a /32 address from 198.18.0.0/15 (the range set
-// aside for testing), and nothing in the host's namespace. A pod can reach
-// nothing beyond itself; the interfaces go with the pod's namespace.
+// PodGateway is the address of the pod network's bridge: every pod of the
+// node reaches it (ListenPods serves there), and the pods reach each other
+// through it, in 198.18.0.0/15 (the range set aside for testing). Nothing
+// of the pod network is in the host's network namespace, and it has no
+// route out.
+const PodGateway = "198.18.0.1"
+
+// cniPlugin is the node's CNI plugin: a veth pair from the pod's network
+// namespace (eth0, the next free address of 198.18.0.0/15) to the bridge of
+// the pod network (nsInitScript). The pair goes with the pod's namespace.
 const cniPlugin = `#!/bin/bash
 set -eu
+net=/proc/$(cat /run/podnet.pid)/ns/net
+peer=v${CNI_CONTAINERID:0:12}
 case "$CNI_COMMAND" in
 VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
 ADD)
 	cat >/dev/null
-	h=${CNI_CONTAINERID:0:4}
-	n=$((16#$h % 65024 + 256))
-	ip=198.$((18 + n / 65536)).$((n / 256 % 256)).$((n % 256 == 0 || n % 256 == 255 ? 1 : n % 256))
-	nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name "p${CNI_IFNAME}"
-	nsenter --net="$CNI_NETNS" ip addr add "$ip/32" dev "$CNI_IFNAME"
-	nsenter --net="$CNI_NETNS" ip link set "p${CNI_IFNAME}" up
+	exec 9>/run/podnet.lock
+	flock 9
+	n=$(cat /run/podnet.next)
+	echo $((n + 1)) >/run/podnet.next
+	flock -u 9
+	ip=198.$((18 + n / 65536)).$((n / 256 % 256)).$((n % 256))
+	nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type veth peer name "$peer"
+	nsenter --net="$CNI_NETNS" ip link set "$peer" netns "$(cat /run/podnet.pid)"
+	nsenter --net="$net" ip link set "$peer" master br0 up
+	nsenter --net="$CNI_NETNS" ip addr add "$ip/15" dev "$CNI_IFNAME"
 	nsenter --net="$CNI_NETNS" ip link set "$CNI_IFNAME" up
-	printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"address":"%s/32","interface":0}]}\n' "$CNI_IFNAME" "$CNI_NETNS" "$ip"
+	printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"address":"%s/15","gateway":"%s","interface":0}]}\n' "$CNI_IFNAME" "$CNI_NETNS" "$ip" "` + PodGateway + `"
+	;;
+DEL)
+	cat >/dev/null
+	nsenter --net="$net" ip link del "$peer" 2>/dev/null || true
 	;;
 *) cat >/dev/null ;;
 esac
@@ -569,6 +595,66 @@ func (c *Cluster) startIn(n *node, env []string, bin string, args ...string) err
 	cmd := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(n.nsInit), "--mount", "--pid", "--", bin}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	return c.startCmd(cmd, filepath.Base(bin))
+}
+
+// ListenPods listens on PodGateway:port (0: a free port) in the pod
+// network, for a server of the test that the node's pods reach there,
+// such as a proxy to an S3 server on the host's loopback. The listener's
+// socket lives in the pod network; the test process serves it as any
+// other. It needs Options.Kubelet.
+func (c *Cluster) ListenPods(port int) (net.Listener, error) {
+	if c.node == nil {
+		return nil, errors.New("testcluster: ListenPods needs a cluster with Options.Kubelet")
+	}
+	ns, err := c.node.podNetwork()
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	done := make(chan result, 1)
+	// A thread of its own enters the pod network and is never unlocked:
+	// the runtime ends it with the goroutine, so no other goroutine runs
+	// in that namespace.
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open(ns)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- result{err: fmt.Errorf("entering the pod network: %w", err)}
+			return
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(PodGateway, strconv.Itoa(port)))
+		done <- result{l, err}
+	}()
+	r := <-done
+	return r.l, r.err
+}
+
+// podNetwork returns the path of the pod network's namespace, as the host
+// sees it: the child of the init whose network namespace differs.
+func (n *node) podNetwork() (string, error) {
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return "", err
+	}
+	kids, err := children(n.nsInit)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range kids {
+		p := fmt.Sprintf("/proc/%d/ns/net", k)
+		if ns, err := os.Readlink(p); err == nil && ns != self {
+			return p, nil
+		}
+	}
+	return "", errors.New("testcluster: the pod network's namespace is gone")
 }
 
 // ImportImage imports an image tarball (hack/tools/imagebuild, `make image`)

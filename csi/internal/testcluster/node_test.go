@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -310,11 +312,51 @@ func TestKubelet(t *testing.T) {
 		t.Errorf("the clone's export differs from what the writer wrote (%d bytes, %v)", len(b), err)
 	}
 
+	// The pod network: a pod reaches a server of the test at PodGateway
+	// (here it stands in for S3, and refuses), from an address of its own.
+	l, err := c.ListenPods(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case from <- r.RemoteAddr:
+		default:
+		}
+		http.Error(w, "refused", http.StatusForbidden)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "net"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "mover", Image: image, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"init", "-r", "s3://bucket/repo", "--s3-path-style", "--s3-endpoint", "http://" + l.Addr().String()},
+				Env: []corev1.EnvVar{{Name: "MOVER_PASSWORD", Value: "test"},
+					{Name: "AWS_ACCESS_KEY_ID", Value: "test"}, {Name: "AWS_SECRET_ACCESS_KEY", Value: "test"}},
+			}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case addr := <-from:
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip == nil || !(&net.IPNet{IP: net.IPv4(198, 18, 0, 0), Mask: net.CIDRMask(15, 32)}).Contains(ip) || host == PodGateway {
+			t.Errorf("the pod's request came from %s, want a pod address in 198.18.0.0/15", addr)
+		}
+	case <-time.After(time.Minute):
+		t.Error("no request from the pod at the pod network's gateway within a minute")
+	}
+
 	// Delete it all through the controllers: pods, the clone, the
 	// snapshot, the source; the PVs and the VolumeSnapshotContent go with
 	// them (reclaim policy and deletion policy Delete), and the driver
 	// deletes its files.
-	for _, p := range []string{"writer", "exporter"} {
+	for _, p := range []string{"writer", "exporter", "net"} {
 		if err := kube.CoreV1().Pods(ns).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
