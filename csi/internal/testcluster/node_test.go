@@ -6,17 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/csi"
+	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
@@ -75,9 +77,12 @@ func startNode(t *testing.T) *Cluster {
 // snapshot-controller and csi-snapshotter; a clone PVC from it; and a pod
 // of the mover image that exports the clone, seen as a raw block device,
 // into a repository on a hostPath volume. The host then imports that
-// snapshot and finds the bytes it wrote. Everything is deleted through the
-// real controllers (finalizers honoured, the driver's volumes and
-// snapshots gone), and Stop leaves nothing behind.
+// snapshot and finds the bytes it wrote. The csi-snapshot-metadata sidecar
+// serves the snapshot's allocated blocks to package csi; `mover k8s
+// export` runs its whole orchestration against S3 on the host (through the
+// pod network). Everything is deleted through the real controllers
+// (finalizers honoured, the driver's volumes and snapshots gone), and Stop,
+// with a pod still running on a Block volume, leaves nothing behind.
 func TestKubelet(t *testing.T) {
 	c := startNode(t)
 	ctx := t.Context()
@@ -312,51 +317,78 @@ func TestKubelet(t *testing.T) {
 		t.Errorf("the clone's export differs from what the writer wrote (%d bytes, %v)", len(b), err)
 	}
 
-	// The pod network: a pod reaches a server of the test at PodGateway
-	// (here it stands in for S3, and refuses), from an address of its own.
-	l, err := c.ListenPods(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	from := make(chan string, 1)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case from <- r.RemoteAddr:
-		default:
+	// mover k8s export, the product's orchestration, on the real
+	// cluster: a VolumeSnapshot of the writer's PVC, a block clone, a mover
+	// Job on the kubelet that writes to S3 (versitygw on the host's
+	// loopback, reached through a proxy at the pod network's gateway);
+	// the host imports the snapshot and finds the writer's bytes, and no
+	// object of the operation is left.
+	t.Run("mover-k8s-export", func(t *testing.T) {
+		s3test.SetTestEnv()
+		srv := s3test.Start(t, false)
+		bucket := srv.NewBucket(t, false)
+		pl, err := c.ListenPods(0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		http.Error(w, "refused", http.StatusForbidden)
-	})}
-	go srv.Serve(l)
-	defer srv.Close()
-	if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "net"},
-		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{
-				Name: "mover", Image: image, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"init", "-r", "s3://bucket/repo", "--s3-path-style", "--s3-endpoint", "http://" + l.Addr().String()},
-				Env: []corev1.EnvVar{{Name: "MOVER_PASSWORD", Value: "test"},
-					{Name: "AWS_ACCESS_KEY_ID", Value: "test"}, {Name: "AWS_SECRET_ACCESS_KEY", Value: "test"}},
-			}},
-		},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case addr := <-from:
-		host, _, _ := net.SplitHostPort(addr)
-		if ip := net.ParseIP(host); ip == nil || !(&net.IPNet{IP: net.IPv4(198, 18, 0, 0), Mask: net.CIDRMask(15, 32)}).Contains(ip) || host == PodGateway {
-			t.Errorf("the pod's request came from %s, want a pod address in 198.18.0.0/15", addr)
+		defer pl.Close()
+		go proxy(pl, strings.TrimPrefix(srv.Endpoint, "http://"))
+		repoURL := "s3://" + bucket + "/repo"
+		hostMover := func(args ...string) []byte {
+			t.Helper()
+			cmd := exec.CommandContext(ctx, mover, args...)
+			cmd.Env = append(os.Environ(), "MOVER_PASSWORD=e2e", "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("mover %v: %v: %s", args, err, stderr.String())
+			}
+			return out
 		}
-	case <-time.After(time.Minute):
-		t.Error("no request from the pod at the pod network's gateway within a minute")
-	}
+		s3args := []string{"-r", repoURL, "--s3-endpoint", srv.Endpoint, "--s3-path-style", "-q"}
+		hostMover(append([]string{"init"}, s3args...)...)
+		if err := c.WriteKubeconfig(filepath.Join(dir, "kubeconfig")); err != nil {
+			t.Fatal(err)
+		}
+		secret := map[string]string{"MOVER_PASSWORD": "e2e", "MOVER_REPOSITORY": repoURL,
+			"AWS_ENDPOINT_URL": "http://" + pl.Addr().String()}
+		for k, v := range s3test.Env() {
+			if k != "AWS_CONFIG_FILE" && k != "AWS_SHARED_CREDENTIALS_FILE" {
+				secret[k] = v
+			}
+		}
+		if _, err := kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "repo"}, StringData: secret,
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		out := hostMover("k8s", "export", "-n", ns, "--pvc", "data", "--secret", "repo", "--name", "data",
+			"--image", image, "--image-pull-policy", "Never", "--job-arg=--s3-path-style", "--timeout", "3m", "--json")
+		t.Logf("mover k8s export in %v: %s", time.Since(start).Round(time.Millisecond), out)
+		var res struct {
+			Snapshot string `json:"snapshot"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.Snapshot == "" {
+			t.Fatalf("mover k8s export printed %q (%v)", out, err)
+		}
+		got := filepath.Join(dir, "k8s.img")
+		hostMover(append([]string{"import", "--snapshot", res.Snapshot, "--target", got}, s3args...)...)
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("the export of PVC data differs from what the writer wrote (%d bytes, %v)", len(b), err)
+		}
+		jobs, err := kube.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(jobs.Items) != 0 {
+			t.Errorf("Jobs left after the export: %d (%v)", len(jobs.Items), err)
+		}
+	})
 
 	// Delete it all through the controllers: pods, the clone, the
 	// snapshot, the source; the PVs and the VolumeSnapshotContent go with
 	// them (reclaim policy and deletion policy Delete), and the driver
 	// deletes its files.
-	for _, p := range []string{"writer", "exporter", "net"} {
+	for _, p := range []string{"writer", "exporter"} {
 		if err := kube.CoreV1().Pods(ns).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -422,5 +454,29 @@ func TestKubelet(t *testing.T) {
 	})
 	if loops, err := nodeLoops(c.node.csiState); err != nil || len(loops) != 2 {
 		t.Errorf("loop devices of the running pod: %v (%v), want the driver's and the kubelet's", loops, err)
+	}
+}
+
+// proxy forwards the connections that l accepts to the TCP address target
+// until l is closed.
+func proxy(l net.Listener, target string) {
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer in.Close()
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			go func() {
+				io.Copy(out, in)
+				out.(*net.TCPConn).CloseWrite()
+			}()
+			io.Copy(in, out)
+		}()
 	}
 }
