@@ -67,8 +67,10 @@ cluster-tools: k8s-tools
 # kube-apiserver, the controllers, a real kubelet with containerd and runc,
 # the test CSI driver (StorageClass and VolumeSnapshotClass "blockmover")
 # and its sidecars, with the mover image of `make image` imported as
-# $(IMAGE). Prints the `export KUBECONFIG=...` to use and where kubectl is.
-# `make cluster-down` stops it and reports anything left behind.
+# $(IMAGE), and S3 (versitygw) for a repository. Writes the settings to
+# $(CLUSTER_DIR)/env (KUBECONFIG, kubectl in PATH, S3) and prints them; the
+# walkthrough is in docs/kubernetes.md. `make cluster-down` stops it and
+# reports anything left behind.
 CLUSTER_DIR ?= out/cluster
 cluster: cluster-tools image
 	$(GO) build -o bin/localcluster ./csi/internal/testcluster/cmd/localcluster

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -64,7 +65,8 @@ type node struct {
 	nsInit     int       // the init's PID, as the host sees it
 	kubelet    *exec.Cmd // nsenter running the kubelet
 	reg        *registrar
-	ifaces     []string // the host's network interfaces before the start
+	ifaces     []string       // the host's network interfaces before the start
+	listeners  []net.Listener // ProxyToPods's
 }
 
 func nodeBinaries() (map[string]string, error) {
@@ -637,6 +639,44 @@ func (c *Cluster) ListenPods(port int) (net.Listener, error) {
 	return r.l, r.err
 }
 
+// ProxyToPods serves the TCP address target of the host (an S3 server on
+// 127.0.0.1, say) to the node's pods: it returns the address on
+// PodGateway where they reach it. The proxy runs in the test process until
+// Stop.
+func (c *Cluster) ProxyToPods(target string) (string, error) {
+	l, err := c.ListenPods(0)
+	if err != nil {
+		return "", err
+	}
+	c.node.listeners = append(c.node.listeners, l)
+	go proxy(l, target)
+	return l.Addr().String(), nil
+}
+
+// proxy forwards the connections that l accepts to the TCP address target
+// until l is closed.
+func proxy(l net.Listener, target string) {
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer in.Close()
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			go func() {
+				io.Copy(out, in)
+				out.(*net.TCPConn).CloseWrite()
+			}()
+			io.Copy(in, out)
+		}()
+	}
+}
+
 // podNetwork returns the path of the pod network's namespace, as the host
 // sees it: the child of the init whose network namespace differs.
 func (n *node) podNetwork() (string, error) {
@@ -682,6 +722,9 @@ func (n *node) ImportImage(ctx context.Context, tarball string) error {
 // driver's files, removes the kubelet's cgroups and the short directory.
 // It returns what it could not clean.
 func (n *node) stop() error {
+	for _, l := range n.listeners {
+		l.Close()
+	}
 	if n.reg != nil {
 		n.reg.stop()
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -327,12 +325,10 @@ func TestKubelet(t *testing.T) {
 		s3test.SetTestEnv()
 		srv := s3test.Start(t, false)
 		bucket := srv.NewBucket(t, false)
-		pl, err := c.ListenPods(0)
+		podS3, err := c.ProxyToPods(strings.TrimPrefix(srv.Endpoint, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer pl.Close()
-		go proxy(pl, strings.TrimPrefix(srv.Endpoint, "http://"))
 		repoURL := "s3://" + bucket + "/repo"
 		hostMover := func(args ...string) []byte {
 			t.Helper()
@@ -352,7 +348,7 @@ func TestKubelet(t *testing.T) {
 			t.Fatal(err)
 		}
 		secret := map[string]string{"MOVER_PASSWORD": "e2e", "MOVER_REPOSITORY": repoURL,
-			"AWS_ENDPOINT_URL": "http://" + pl.Addr().String()}
+			"AWS_ENDPOINT_URL": "http://" + podS3}
 		for k, v := range s3test.Env() {
 			if k != "AWS_CONFIG_FILE" && k != "AWS_SHARED_CREDENTIALS_FILE" {
 				secret[k] = v
@@ -454,29 +450,5 @@ func TestKubelet(t *testing.T) {
 	})
 	if loops, err := nodeLoops(c.node.csiState); err != nil || len(loops) != 2 {
 		t.Errorf("loop devices of the running pod: %v (%v), want the driver's and the kubelet's", loops, err)
-	}
-}
-
-// proxy forwards the connections that l accepts to the TCP address target
-// until l is closed.
-func proxy(l net.Listener, target string) {
-	for {
-		in, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer in.Close()
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				return
-			}
-			defer out.Close()
-			go func() {
-				io.Copy(out, in)
-				out.(*net.TCPConn).CloseWrite()
-			}()
-			io.Copy(in, out)
-		}()
 	}
 }

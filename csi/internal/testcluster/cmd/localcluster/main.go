@@ -5,8 +5,13 @@
 // containerd, the test CSI driver and its sidecars. It must run as root.
 //
 //	localcluster up   -dir DIR [-image TAR]...   starts it in the background, waits until it is ready,
-//	                                             prints `export KUBECONFIG=DIR/kubeconfig` and kubectl's path
+//	                                             writes DIR/env (KUBECONFIG, kubectl in PATH, S3) and prints it
 //	localcluster down -dir DIR                   stops it and reports anything left behind
+//
+// With versitygw installed (hack/install-versitygw.sh, part of make tools)
+// it also serves S3 for a repository: versitygw on a port of 127.0.0.1 with
+// the bucket "blockmover", which the pods reach through a proxy at the pod
+// network's gateway (testcluster.PodGateway). up prints both endpoints.
 //
 // The cluster runs in a background process of its own (its PID in
 // DIR/localcluster.pid, its log in DIR/localcluster.log); down sends it
@@ -19,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -29,6 +35,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/csi/internal/testcluster"
+	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 )
 
 // serveEnv marks the background process that runs the cluster.
@@ -131,8 +138,21 @@ func up(dir string, images imageList, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "export KUBECONFIG=%s\n# kubectl: %s\n# node %s, StorageClass and VolumeSnapshotClass %q (driver %s); log: %s\n# stop it with: make cluster-down\n",
-		filepath.Join(dir, "kubeconfig"), kubectl, testcluster.NodeName, "blockmover", "blockmover.csi.test", logf.Name())
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.Remove(filepath.Join(dir, "bin", "kubectl"))
+	if err := os.Symlink(kubectl, filepath.Join(dir, "bin", "kubectl")); err != nil {
+		return err
+	}
+	env := fmt.Sprintf("export KUBECONFIG=%s\nexport PATH=%s:$PATH  # kubectl\n",
+		filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "bin"))
+	if s3, err := os.ReadFile(filepath.Join(dir, "s3.env")); err == nil {
+		env += string(s3)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "# node %s, StorageClass and VolumeSnapshotClass %q (driver %s); log: %s\n# in your shell: . %s\n%s# stop it with: make cluster-down\n",
+		testcluster.NodeName, "blockmover", "blockmover.csi.test", logf.Name(), filepath.Join(dir, "env"), env)
 	return nil
 }
 
@@ -168,6 +188,10 @@ func serve(dir string, images imageList) error {
 		}
 	}
 	if err := c.DefaultClasses(ctx, "blockmover"); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(dir, "s3.env"))
+	if err := serveS3(c, dir); err != nil {
 		return err
 	}
 	if err := c.WriteKubeconfig(filepath.Join(dir, "kubeconfig")); err != nil {
@@ -231,4 +255,59 @@ func tail(b []byte) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// bucket is the bucket that serveS3 makes.
+const bucket = "blockmover"
+
+// serveS3 starts versitygw on a free port of 127.0.0.1 with the bucket
+// "blockmover" (a directory of its posix backend), proxies the pod
+// network's gateway to it, and writes the settings to DIR/s3.env. Without
+// versitygw it writes a note there instead. The server ends with this
+// process (Pdeathsig), the proxy with the cluster.
+func serveS3(c *testcluster.Cluster, dir string) error {
+	env := filepath.Join(dir, "s3.env")
+	bin, err := s3test.VersitygwPath()
+	if err != nil {
+		return os.WriteFile(env, []byte("# no S3: "+err.Error()+" (hack/install-versitygw.sh installs it)\n"), 0o644)
+	}
+	root, versions := filepath.Join(dir, "state", "s3", "root"), filepath.Join(dir, "state", "s3", "versions")
+	for _, d := range []string{filepath.Join(root, bucket), versions} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "--access", s3test.AccessKey, "--secret", s3test.SecretKey, "--region", s3test.Region,
+		"--port", addr, "--quiet", "posix", "--versioning-dir", versions, root)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting versitygw: %w", err)
+	}
+	go cmd.Wait()
+	for i := 0; ; i++ {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if i == 100 {
+			return fmt.Errorf("versitygw on %s: %w", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pods, err := c.ProxyToPods(addr)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(env, fmt.Appendf(nil, `# S3 (versitygw, bucket %[1]q) for you, and for pods at $PODS_AWS_ENDPOINT_URL (for the mover Job's Secret):
+export AWS_ACCESS_KEY_ID=%[4]s AWS_SECRET_ACCESS_KEY=%[5]s AWS_REGION=%[6]s AWS_ENDPOINT_URL=http://%[2]s
+export PODS_AWS_ENDPOINT_URL=http://%[3]s
+`, bucket, addr, pods, s3test.AccessKey, s3test.SecretKey, s3test.Region), 0o644)
 }
