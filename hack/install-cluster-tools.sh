@@ -21,6 +21,8 @@
 #   libseccomp (Debian's libseccomp-dev, installed when missing):
 #     runc-v1.5.2
 #
+# and Debian's nftables when nft is missing (the node's pod network).
+#
 # Idempotent: builds only what is missing. Everything comes from the Go
 # module proxy and Debian's packages. Builds run under `nice -n 19`. Cold (empty GOCACHE, 2 cores)
 # times are in README.md.
@@ -119,10 +121,13 @@ GOFLAGS="$GOFLAGS -tags=no_btrfs,no_devmapper" build "$tools/containerd" "$conta
 	github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
 	github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 
-# Debian's packages runc's build needs.
+# Debian's packages runc's build needs, and nftables, whose nft the test
+# cluster's node uses in its pod network's own namespace (the DNAT rule of
+# the kubernetes Service).
 debs=()
 [[ -f /usr/include/seccomp.h ]] || debs+=(libseccomp-dev)
 command -v pkg-config >/dev/null || debs+=(pkg-config)
+command -v nft >/dev/null || debs+=(nftables)
 if ((${#debs[@]} > 0)); then
 	echo "installing ${debs[*]} from Debian's packages..." >&2
 	apt-get update -qq

@@ -78,10 +78,10 @@ func nodeBinaries() (map[string]string, error) {
 		}
 		bins[n] = p
 	}
-	for _, n := range []string{"unshare", "nsenter", "losetup", "mkfs.ext4", "blkid", "ip", "bash"} {
+	for _, n := range []string{"unshare", "nsenter", "losetup", "mkfs.ext4", "blkid", "ip", "nft", "bash", "flock"} {
 		p, err := exec.LookPath(n)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s (util-linux, e2fsprogs, iproute2): %w", ErrNoClusterTools, n, err)
+			return nil, fmt.Errorf("%w: %s (util-linux, e2fsprogs, iproute2, nftables): %w", ErrNoClusterTools, n, err)
 		}
 		bins[n] = p
 	}
@@ -132,9 +132,18 @@ while :; do sleep 3600 & wait $! || true; done
 // route out.
 const PodGateway = "198.18.0.1"
 
+// The Services' range (the API server's --service-cluster-ip-range) and
+// the "kubernetes" Service's address in it.
+const (
+	serviceCIDR         = "10.96.0.0/24"
+	kubernetesServiceIP = "10.96.0.1"
+)
+
 // cniPlugin is the node's CNI plugin: a veth pair from the pod's network
 // namespace (eth0, the next free address of 198.18.0.0/15) to the bridge of
-// the pod network (nsInitScript). The pair goes with the pod's namespace.
+// the pod network (nsInitScript), and a route to the Services' range
+// through the gateway (see podAPIAccess). The pair goes with the pod's
+// namespace.
 const cniPlugin = `#!/bin/bash
 set -eu
 net=/proc/$(cat /run/podnet.pid)/ns/net
@@ -154,6 +163,7 @@ ADD)
 	nsenter --net="$net" ip link set "$peer" master br0 up
 	nsenter --net="$CNI_NETNS" ip addr add "$ip/15" dev "$CNI_IFNAME"
 	nsenter --net="$CNI_NETNS" ip link set "$CNI_IFNAME" up
+	nsenter --net="$CNI_NETNS" ip route add ` + serviceCIDR + ` via ` + PodGateway + ` dev "$CNI_IFNAME"
 	printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"address":"%s/15","gateway":"%s","interface":0}]}\n' "$CNI_IFNAME" "$CNI_NETNS" "$ip" "` + PodGateway + `"
 	;;
 DEL)
@@ -372,6 +382,10 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	}
 	n.kubelet = c.procs[len(c.procs)-1]
 	if n.reg, err = startRegistrar(filepath.Join(root, "plugins_registry"), testdriver.DefaultName, n.csiSock); err != nil {
+		return err
+	}
+
+	if err := c.podAPIAccess(ctx); err != nil {
 		return err
 	}
 
@@ -617,26 +631,75 @@ func (c *Cluster) ListenPods(port int) (net.Listener, error) {
 		err error
 	}
 	done := make(chan result, 1)
-	// A thread of its own enters the pod network and is never unlocked:
-	// the runtime ends it with the goroutine, so no other goroutine runs
-	// in that namespace.
+	// A locked thread enters the pod network for the listen and returns
+	// to its own network namespace. Should that fail, the thread stays
+	// locked and the runtime ends it with the goroutine, so nothing else
+	// ever runs in the pod network. (Ending threads is not the normal way:
+	// a child process started from that thread with Pdeathsig, as the
+	// cluster's are, would be killed with it.)
 	go func() {
 		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		defer self.Close()
 		f, err := os.Open(ns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: fmt.Errorf("entering the pod network: %w", err)}
 			return
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(PodGateway, strconv.Itoa(port)))
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		done <- result{l, err}
 	}()
 	r := <-done
 	return r.l, r.err
+}
+
+// podAPIAccess lets pods reach the API server as in-cluster clients do,
+// at the "kubernetes" Service (https://10.96.0.1:443, a name of the API
+// server's certificate), standing in for kube-proxy for that one Service:
+// a proxy from the pod network to the API server on the host's loopback,
+// and a DNAT rule in the pod network's own namespace from the Service's
+// address to it.
+func (c *Cluster) podAPIAccess(ctx context.Context) error {
+	addr, err := c.ProxyToPods(strings.TrimPrefix(c.Config.Host, "https://"))
+	if err != nil {
+		return err
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	ns, err := c.node.podNetwork()
+	if err != nil {
+		return err
+	}
+	rules := fmt.Sprintf(`table ip blockmover {
+	chain services {
+		type nat hook prerouting priority dstnat;
+		ip daddr %s tcp dport 443 dnat to %s:%s
+	}
+}
+`, kubernetesServiceIP, PodGateway, port)
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("the pod network's rule for the kubernetes Service: %w: %s", err, out)
+	}
+	return nil
 }
 
 // ProxyToPods serves the TCP address target of the host (an S3 server on

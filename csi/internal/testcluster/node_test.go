@@ -315,6 +315,34 @@ func TestKubelet(t *testing.T) {
 		t.Errorf("the clone's export differs from what the writer wrote (%d bytes, %v)", len(b), err)
 	}
 
+	// In-cluster clients in pods reach the API server at the kubernetes
+	// Service, authenticated by their ServiceAccount token: this one is
+	// refused, as the namespace's default may list no Jobs.
+	if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "incluster"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "mover", Image: image, ImagePullPolicy: corev1.PullNever,
+				Args:                     []string{"k8s", "cleanup", "--operation", "nothing"},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "pod incluster refused by the API server", func() (bool, string) {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, "incluster", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range p.Status.ContainerStatuses {
+			if s.State.Terminated != nil {
+				m := s.State.Terminated.Message
+				return strings.Contains(m, `"system:serviceaccount:`+ns+`:default" cannot`), m
+			}
+		}
+		return false, string(p.Status.Phase)
+	})
+
 	// mover k8s export, the product's orchestration, on the real
 	// cluster: a VolumeSnapshot of the writer's PVC, a block clone, a mover
 	// Job on the kubelet that writes to S3 (versitygw on the host's
@@ -384,7 +412,7 @@ func TestKubelet(t *testing.T) {
 	// snapshot, the source; the PVs and the VolumeSnapshotContent go with
 	// them (reclaim policy and deletion policy Delete), and the driver
 	// deletes its files.
-	for _, p := range []string{"writer", "exporter"} {
+	for _, p := range []string{"writer", "exporter", "incluster"} {
 		if err := kube.CoreV1().Pods(ns).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -190,7 +190,7 @@ func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err erro
 		"--token-auth-file=" + tokenFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + keyFile, "--service-account-signing-key-file=" + keyFile,
-		"--service-cluster-ip-range=10.96.0.0/24",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
 		"--v=0",
@@ -309,7 +309,7 @@ func (c *Cluster) exitedProcess() error {
 	for i := range c.procs {
 		select {
 		case <-c.exited[i]:
-			return fmt.Errorf("%s exited", c.names[i])
+			return fmt.Errorf("%s exited (%v)", c.names[i], c.procs[i].ProcessState)
 		default:
 		}
 	}
