@@ -31,8 +31,12 @@
 // node-driver-registrar (registrar.go, the kubelet's pluginregistration
 // v1 API), with csi-provisioner, csi-snapshotter and the
 // csi-snapshot-metadata sidecar outside; the sidecar serves TLS with a
-// certificate of the cluster's CA and is advertised in the driver's
-// SnapshotMetadataService (audience SnapshotMetadataAudience). Stop
+// certificate of the cluster's CA and is advertised to the pods (at a
+// proxy on PodGateway) in the driver's SnapshotMetadataService (audience
+// SnapshotMetadataAudience). Pods reach the API server as in-cluster
+// clients: the kubernetes Service's address is DNATed, in the pod
+// network's namespace, to a proxy to the API server on loopback (a
+// kube-proxy for that one Service). Stop
 // detaches the driver's loop devices (and the kubelet's, which pin them
 // while a pod uses a Block volume) and removes the cgroups; Leftovers
 // reports any process, mount, loop device, cgroup or network interface

@@ -194,10 +194,11 @@ var snapshotMetadataGVR = schema.GroupVersionResource{Group: "cbt.storage.k8s.io
 // startSnapshotMetadata runs the csi-snapshot-metadata sidecar against the
 // driver on csiSock, as the ServiceAccount default/csi-snapshot-metadata
 // of its upstream RBAC, serving TLS with a certificate of this cluster's
-// CA on a free port of 127.0.0.1 (it listens on every address; nothing
-// but loopback is advertised), and advertises it in the driver's
+// CA on a free port (it listens on every address of the host's network
+// namespace), waits until it answers, and advertises it to the pods, at a
+// proxy on the pod network's gateway, in the driver's
 // SnapshotMetadataService (the CRD of csi/testdata/crd), as a driver's
-// deployment does. It waits until the port answers.
+// deployment does with its Service.
 func (c *Cluster) startSnapshotMetadata(ctx context.Context, bin, csiSock string) error {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
@@ -224,6 +225,25 @@ func (c *Cluster) startSnapshotMetadata(ctx context.Context, bin, csiSock string
 		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	if err := c.start(bin, "--kubeconfig="+kc, "--csi-address="+csiSock, fmt.Sprintf("--port=%d", ports[0]),
+		"--tls-cert="+cert, "--tls-key="+key, "--http-endpoint=", "--v=2"); err != nil {
+		return err
+	}
+	if err := c.waitFor(ctx, 30*time.Second, "csi-snapshot-metadata on "+addr, func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}); err != nil {
+		return err
+	}
+	// The pods (the mover Job's CBT init container) reach it at the pod
+	// network's gateway.
+	podAddr, err := c.ProxyToPods(addr)
+	if err != nil {
+		return err
+	}
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
 		return err
@@ -231,23 +251,13 @@ func (c *Cluster) startSnapshotMetadata(ctx context.Context, bin, csiSock string
 	sms := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": snapshotMetadataGVR.GroupVersion().String(), "kind": "SnapshotMetadataService",
 		"metadata": map[string]any{"name": testdriver.DefaultName},
-		"spec": map[string]any{"address": addr, "audience": SnapshotMetadataAudience,
+		"spec": map[string]any{"address": podAddr, "audience": SnapshotMetadataAudience,
 			"caCert": base64.StdEncoding.EncodeToString(c.pki.CAPEM())},
 	}}
 	if _, err := dyn.Resource(snapshotMetadataGVR).Create(ctx, sms, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("SnapshotMetadataService %s: %w", testdriver.DefaultName, err)
 	}
-	if err := c.start(bin, "--kubeconfig="+kc, "--csi-address="+csiSock, fmt.Sprintf("--port=%d", ports[0]),
-		"--tls-cert="+cert, "--tls-key="+key, "--http-endpoint=", "--v=2"); err != nil {
-		return err
-	}
-	return c.waitFor(ctx, 30*time.Second, "csi-snapshot-metadata on "+addr, func() error {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	})
+	return nil
 }
 
 // startNode runs the node: containerd, the kubelet and the test CSI driver

@@ -14,13 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockmover/blockmover/changes"
-	"github.com/blockmover/blockmover/csi"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,10 +72,11 @@ func startNode(t *testing.T) *Cluster {
 // snapshot-controller and csi-snapshotter; a clone PVC from it; and a pod
 // of the mover image that exports the clone, seen as a raw block device,
 // into a repository on a hostPath volume. The host then imports that
-// snapshot and finds the bytes it wrote. The csi-snapshot-metadata sidecar
-// serves the snapshot's allocated blocks to package csi; `mover k8s
-// export` runs its whole orchestration against S3 on the host (through the
-// pod network). Everything is deleted through the real controllers
+// snapshot and finds the bytes it wrote. `mover k8s export` runs its whole
+// orchestration against S3 on the host (through the pod network), then
+// twice more as deploy/rbac.yaml's identities, the second time
+// incrementally with the changed blocks from the real
+// csi-snapshot-metadata sidecar. Everything is deleted through the real controllers
 // (finalizers honoured, the driver's volumes and snapshots gone), and Stop,
 // with a pod still running on a Block volume, leaves nothing behind.
 func TestKubelet(t *testing.T) {
@@ -156,7 +154,7 @@ func TestKubelet(t *testing.T) {
 	})
 
 	block := corev1.PersistentVolumeBlock
-	pvc := func(name string, from *corev1.TypedLocalObjectReference) {
+	pvc := func(ns, name string, from *corev1.TypedLocalObjectReference) {
 		t.Helper()
 		if _, err := kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -175,7 +173,7 @@ func TestKubelet(t *testing.T) {
 	// /dev/xvda and the host's directory at /host, until it ends; it
 	// returns the container's termination message (the mover's JSON
 	// result).
-	moverPod := func(name, claim string, args ...string) string {
+	moverPod := func(ns, name, claim string, args ...string) string {
 		t.Helper()
 		hostDir := corev1.HostPathDirectory
 		if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
@@ -224,8 +222,8 @@ func TestKubelet(t *testing.T) {
 
 	// A Block PVC, provisioned when the writer pod is scheduled; the
 	// writer puts the source snapshot's bytes onto the raw device.
-	pvc("data", nil)
-	moverPod("writer", "data", "import", "--snapshot", exported.Snapshot, "--target", "/dev/xvda")
+	pvc(ns, "data", nil)
+	moverPod(ns, "writer", "data", "import", "--snapshot", exported.Snapshot, "--target", "/dev/xvda")
 
 	// A VolumeSnapshot of it, and a clone PVC from that.
 	if _, err := snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, &snapv1.VolumeSnapshot{
@@ -248,56 +246,10 @@ func TestKubelet(t *testing.T) {
 		return *vs.Status.ReadyToUse, fmt.Sprintf("%+v", vs.Status)
 	})
 
-	// The real csi-snapshot-metadata sidecar serves the snapshot's
-	// allocated blocks to a client that package csi connects (token of the
-	// pod's ServiceAccount for the service's audience, checked with
-	// TokenReview and SubjectAccessReview; TLS checked with the advertised
-	// CA): they cover what the writer wrote, and not the zeros.
-	if _, err := kube.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "snapshot-reader"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"}, Verbs: []string{"get", "list"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "snapshot-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "snapshot-reader"},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	clients, err := csi.NewClients(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clients.ConnectCBT(ctx, csi.CBTArgs{Namespace: ns, Snapshot: "snap", ServiceAccountNamespace: ns, ServiceAccount: "default"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if conn.Service.Audience != SnapshotMetadataAudience {
-		t.Errorf("SnapshotMetadataService audience %q", conn.Service.Audience)
-	}
-	smc, closer, err := conn.Service.Dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cbtSrc, err := conn.Source(smc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alloc, err := changes.CollectChanges(ctx, cbtSrc, size)
-	closer.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !alloc.Contains(0, 1<<20) || !alloc.Contains(9<<20, 100_000) || alloc.Bytes() > size/2 {
-		t.Errorf("allocated blocks of the snapshot %v (%d bytes), want the writer's two regions and not the zeros", alloc, alloc.Bytes())
-	}
-
-	pvc("clone", &corev1.TypedLocalObjectReference{APIGroup: new("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"})
+	pvc(ns, "clone", &corev1.TypedLocalObjectReference{APIGroup: new("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"})
 
 	// The mover pod exports the clone, a raw block device to it.
-	msg := moverPod("exporter", "clone", "export", "--source", "/dev/xvda", "--name", "clone")
+	msg := moverPod(ns, "exporter", "clone", "export", "--source", "/dev/xvda", "--name", "clone")
 	var clone struct {
 		Snapshot string `json:"snapshot"`
 		Size     int64  `json:"size"`
@@ -349,7 +301,7 @@ func TestKubelet(t *testing.T) {
 	// loopback, reached through a proxy at the pod network's gateway);
 	// the host imports the snapshot and finds the writer's bytes, and no
 	// object of the operation is left.
-	t.Run("mover-k8s-export", func(t *testing.T) {
+	t.Run("mover-k8s", func(t *testing.T) {
 		s3test.SetTestEnv()
 		srv := s3test.Start(t, false)
 		bucket := srv.NewBucket(t, false)
@@ -406,6 +358,105 @@ func TestKubelet(t *testing.T) {
 		if err != nil || len(jobs.Items) != 0 {
 			t.Errorf("Jobs left after the export: %d (%v)", len(jobs.Items), err)
 		}
+
+		// Incremental, with changed-block tracking, as deploy/rbac.yaml's
+		// identities in the namespace blockmover: the orchestrator keeps
+		// the VolumeSnapshot of a first export; a pod changes 64 KiB of
+		// the volume; the second export's Job asks the real
+		// csi-snapshot-metadata sidecar for the blocks that changed between
+		// the two snapshots (its init container, mover k8s changes, with
+		// the pod's ServiceAccount token) and reads only around them.
+		const blk = "blockmover"
+		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: blk}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rbac, err := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "deploy", "rbac.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.apply(ctx, rbac, blk); err != nil {
+			t.Fatal(err)
+		}
+		orch, err := c.Kubeconfig("blockmover-orchestrator", "system:serviceaccount:blockmover:blockmover", "system:serviceaccounts", "system:serviceaccounts:blockmover")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kube.CoreV1().Secrets(blk).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "repo"}, StringData: secret,
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "ServiceAccount blockmover/default", func() (bool, string) {
+			_, err := kube.CoreV1().ServiceAccounts(blk).Get(ctx, "default", metav1.GetOptions{})
+			return err == nil, fmt.Sprint(err)
+		})
+		pvc(blk, "vol", nil)
+		moverPod(blk, "writer", "vol", "import", "--snapshot", exported.Snapshot, "--target", "/dev/xvda")
+		k8sExport := func(op string, extra ...string) (res struct {
+			Snapshot  string `json:"snapshot"`
+			ReadBytes int64  `json:"read_bytes"`
+		}) {
+			t.Helper()
+			out := hostMover(append([]string{"k8s", "export", "--kubeconfig", orch, "-n", blk, "--pvc", "vol", "--secret", "repo",
+				"--name", "vol", "--operation", op, "--service-account", "blockmover-mover", "--image", image,
+				"--image-pull-policy", "Never", "--job-arg=--s3-path-style", "--timeout", "3m", "--json"}, extra...)...)
+			if err := json.Unmarshal(out, &res); err != nil || res.Snapshot == "" {
+				t.Fatalf("mover k8s export printed %q (%v)", out, err)
+			}
+			return res
+		}
+		first := k8sExport("first", "--keep-snapshot")
+		vs, err := snaps.SnapshotV1().VolumeSnapshots(blk).Get(ctx, "mover-first", metav1.GetOptions{})
+		if err != nil || vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
+			t.Fatalf("the kept VolumeSnapshot: %+v (%v)", vs, err)
+		}
+		content, err := snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, *vs.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
+		if err != nil || content.Status == nil || content.Status.SnapshotHandle == nil {
+			t.Fatalf("the kept VolumeSnapshotContent: %+v (%v)", content, err)
+		}
+
+		want2 := bytes.Clone(want)
+		copy(want2[5<<20:], bytes.Repeat([]byte{0xa5}, 64<<10))
+		src2 := filepath.Join(dir, "src2.img")
+		if err := os.WriteFile(src2, want2, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var second struct {
+			Snapshot string `json:"snapshot"`
+		}
+		if err := json.Unmarshal(run("export", "--source", src2, "--name", "src2", "--json"), &second); err != nil {
+			t.Fatal(err)
+		}
+		moverPod(blk, "changer", "vol", "import", "--snapshot", second.Snapshot, "--assume-base", exported.Snapshot, "--target", "/dev/xvda")
+
+		start = time.Now()
+		incr := k8sExport("second", "--base", first.Snapshot, "--base-snapshot-handle", *content.Status.SnapshotHandle)
+		t.Logf("incremental mover k8s export in %v: read %d bytes", time.Since(start).Round(time.Millisecond), incr.ReadBytes)
+		// Less than the whole volume: the change list was used. (How
+		// much around a change the chunker must re-read is the mover's
+		// business: 8 MiB here, for 64 KiB changed in 16 MiB.)
+		if incr.ReadBytes == 0 || incr.ReadBytes >= size {
+			t.Errorf("the incremental export read %d bytes of %d, want only around the 64 KiB changed", incr.ReadBytes, size)
+		}
+		got2 := filepath.Join(dir, "k8s2.img")
+		hostMover(append([]string{"import", "--snapshot", incr.Snapshot, "--target", got2}, s3args...)...)
+		if b, err := os.ReadFile(got2); err != nil || !bytes.Equal(b, want2) {
+			t.Errorf("the incremental export of PVC vol differs from the volume (%d bytes, %v)", len(b), err)
+		}
+
+		hostMover("k8s", "cleanup", "--kubeconfig", orch, "-n", blk, "--operation", "first")
+		for _, p := range []string{"writer", "changer"} {
+			if err := kube.CoreV1().Pods(blk).Delete(ctx, p, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := kube.CoreV1().PersistentVolumeClaims(blk).Delete(ctx, "vol", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	// Delete it all through the controllers: pods, the clone, the
@@ -458,7 +509,7 @@ func TestKubelet(t *testing.T) {
 	// A pod left running on a Block volume when the cluster stops: Stop
 	// still leaves nothing behind (the driver's loop device and the one
 	// the kubelet pins it with).
-	pvc("left", nil)
+	pvc(ns, "left", nil)
 	if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "left"},
 		Spec: corev1.PodSpec{
