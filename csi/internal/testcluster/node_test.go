@@ -76,7 +76,8 @@ func startNode(t *testing.T) *Cluster {
 // orchestration against S3 on the host (through the pod network), then
 // twice more as deploy/rbac.yaml's identities, the second time
 // incrementally with the changed blocks from the real
-// csi-snapshot-metadata sidecar. Everything is deleted through the real controllers
+// csi-snapshot-metadata sidecar, and once for a Filesystem (ext4) PVC
+// that a pod wrote a file into. Everything is deleted through the real controllers
 // (finalizers honoured, the driver's volumes and snapshots gone), and Stop,
 // with a pod still running on a Block volume, leaves nothing behind.
 func TestKubelet(t *testing.T) {
@@ -446,6 +447,73 @@ func TestKubelet(t *testing.T) {
 		hostMover(append([]string{"import", "--snapshot", incr.Snapshot, "--target", got2}, s3args...)...)
 		if b, err := os.ReadFile(got2); err != nil || !bytes.Equal(b, want2) {
 			t.Errorf("the incremental export of PVC vol differs from the volume (%d bytes, %v)", len(b), err)
+		}
+
+		// A Filesystem PVC (ext4, made by the driver at NodeStage): a pod
+		// writes the source image as a file into it, mover k8s export
+		// handles it at block level (--allow-volume-mode-change), and the
+		// host finds the file in the exported ext4 image.
+		fsMode := corev1.PersistentVolumeFilesystem
+		if _, err := kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "fs"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				VolumeMode:  &fsMode,
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}},
+			},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		hostDir := corev1.HostPathDirectory
+		if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "fswriter"},
+			Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{
+					Name: "mover", Image: image, ImagePullPolicy: corev1.PullNever,
+					Args: []string{"import", "--snapshot", exported.Snapshot, "--target", "/data/blob.img",
+						"-r", "/host/repo", "--password-file", "/host/pw", "-q"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "host", MountPath: "/host"}},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "fs"}}},
+					{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: host, Type: &hostDir}}},
+				},
+			},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Minute, "pod fswriter Succeeded", func() (bool, string) {
+			p, err := kube.CoreV1().Pods(ns).Get(ctx, "fswriter", metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if p.Status.Phase == corev1.PodFailed {
+				t.Fatalf("pod fswriter failed: %+v", p.Status.ContainerStatuses)
+			}
+			return p.Status.Phase == corev1.PodSucceeded, string(p.Status.Phase)
+		})
+		if err := kube.CoreV1().Pods(ns).Delete(ctx, "fswriter", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		out = hostMover("k8s", "export", "-n", ns, "--pvc", "fs", "--secret", "repo", "--name", "fs", "--allow-volume-mode-change",
+			"--image", image, "--image-pull-policy", "Never", "--job-arg=--s3-path-style", "--timeout", "3m", "--json")
+		var fsRes struct {
+			Snapshot string `json:"snapshot"`
+		}
+		if err := json.Unmarshal(out, &fsRes); err != nil || fsRes.Snapshot == "" {
+			t.Fatalf("mover k8s export of the Filesystem PVC printed %q (%v)", out, err)
+		}
+		fsImg, blob := filepath.Join(dir, "fs.img"), filepath.Join(dir, "blob.img")
+		hostMover(append([]string{"import", "--snapshot", fsRes.Snapshot, "--target", fsImg}, s3args...)...)
+		if out, err := exec.CommandContext(ctx, "debugfs", "-R", "dump /blob.img "+blob, fsImg).CombinedOutput(); err != nil {
+			t.Fatalf("debugfs: %v: %s", err, out)
+		}
+		if b, err := os.ReadFile(blob); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("the file in the exported Filesystem PVC differs from what the pod wrote (%d bytes, %v)", len(b), err)
+		}
+		if err := kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, "fs", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
 		}
 
 		hostMover("k8s", "cleanup", "--kubeconfig", orch, "-n", blk, "--operation", "first")
