@@ -73,13 +73,15 @@ func startNode(t *testing.T) *Cluster {
 // of the mover image that exports the clone, seen as a raw block device,
 // into a repository on a hostPath volume. The host then imports that
 // snapshot and finds the bytes it wrote. `mover k8s export` runs its whole
-// orchestration against S3 on the host (through the pod network), then
-// twice more as deploy/rbac.yaml's identities, the second time
+// orchestration against S3 on the host (through the pod network), `mover
+// k8s import` writes that snapshot into a new PVC that a pod reads back,
+// export runs twice more as deploy/rbac.yaml's identities, the second time
 // incrementally with the changed blocks from the real
 // csi-snapshot-metadata sidecar, and once for a Filesystem (ext4) PVC
-// that a pod wrote a file into. Everything is deleted through the real controllers
-// (finalizers honoured, the driver's volumes and snapshots gone), and Stop,
-// with a pod still running on a Block volume, leaves nothing behind.
+// that a pod wrote a file into. Everything is deleted through the real
+// controllers (finalizers honoured, the driver's volumes and snapshots
+// gone), and Stop, with a pod still running on a Block volume, leaves
+// nothing behind.
 func TestKubelet(t *testing.T) {
 	c := startNode(t)
 	ctx := t.Context()
@@ -358,6 +360,29 @@ func TestKubelet(t *testing.T) {
 		jobs, err := kube.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
 		if err != nil || len(jobs.Items) != 0 {
 			t.Errorf("Jobs left after the export: %d (%v)", len(jobs.Items), err)
+		}
+
+		// mover k8s import of that snapshot into a new PVC; a pod reads
+		// it back (exports it into the host's repository): the same bytes.
+		hostMover("k8s", "import", "-n", ns, "--pvc", "restored", "--snapshot", res.Snapshot, "--size", "16MiB",
+			"--secret", "repo", "--image", image, "--image-pull-policy", "Never", "--job-arg=--s3-path-style", "--timeout", "3m")
+		msg := moverPod(ns, "reader", "restored", "export", "--source", "/dev/xvda", "--name", "restored")
+		var back struct {
+			Snapshot string `json:"snapshot"`
+		}
+		if err := json.Unmarshal([]byte(msg), &back); err != nil {
+			t.Fatalf("the reader's termination message %q: %v", msg, err)
+		}
+		restored := filepath.Join(dir, "restored.img")
+		run("import", "--snapshot", back.Snapshot, "--target", restored)
+		if b, err := os.ReadFile(restored); err != nil || !bytes.Equal(b, want) {
+			t.Errorf("the PVC that mover k8s import wrote differs from the snapshot (%d bytes, %v)", len(b), err)
+		}
+		if err := kube.CoreV1().Pods(ns).Delete(ctx, "reader", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, "restored", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
 		}
 
 		// Incremental, with changed-block tracking, as deploy/rbac.yaml's
