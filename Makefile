@@ -9,7 +9,7 @@ DEMO_SIZE ?= 1GiB
 DEVICE    ?=
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools cluster-tools image
+.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools cluster-tools image cluster cluster-down
 
 all: build
 
@@ -63,6 +63,23 @@ k8s-tools:
 # them (and skips, naming this target, when they are missing).
 cluster-tools: k8s-tools
 	hack/install-cluster-tools.sh
+
+# A single-node cluster on this machine, as processes (root only): etcd,
+# kube-apiserver, the controllers, a real kubelet with containerd and runc,
+# the test CSI driver (StorageClass and VolumeSnapshotClass "blockmover")
+# and its sidecars, with the mover image of `make image` imported as
+# $(IMAGE), and S3 (versitygw) for a repository. Writes the settings to
+# $(CLUSTER_DIR)/env (KUBECONFIG, kubectl in PATH, S3) and prints them; the
+# walkthrough is in docs/kubernetes.md. `make cluster-down` stops it and
+# reports anything left behind.
+CLUSTER_DIR ?= out/cluster
+cluster: cluster-tools image
+	$(GO) build -o bin/localcluster ./csi/internal/testcluster/cmd/localcluster
+	bin/localcluster up -dir $(CLUSTER_DIR) -image $(IMAGE_TAR)
+
+cluster-down:
+	@if [ -x bin/localcluster ]; then bin/localcluster down -dir $(CLUSTER_DIR); \
+	else $(GO) run ./csi/internal/testcluster/cmd/localcluster down -dir $(CLUSTER_DIR); fi
 
 # The mover image as a tarball for `docker load` / `kind load image-archive`,
 # built without a container engine (deploy/Dockerfile is the same image).

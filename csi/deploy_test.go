@@ -27,6 +27,8 @@ func TestPinnedVersions(t *testing.T) {
 		"../hack/tools/snapshotter/go.mod":       `github\.com/kubernetes-csi/external-snapshotter/v8 ` + regexp.QuoteMeta(testcluster.SnapshotterVersion) + `\b`,
 		"../hack/tools/provisioner/go.mod":       `github\.com/kubernetes-csi/external-provisioner/v6 ` + regexp.QuoteMeta(testcluster.ProvisionerVersion) + `\b`,
 		"../hack/tools/snapshot-metadata/go.mod": `github\.com/kubernetes-csi/external-snapshot-metadata ` + regexp.QuoteMeta(testcluster.SnapshotMetadataVersion) + `\b`,
+		"../hack/tools/containerd/go.mod":        `github\.com/containerd/containerd/v2 ` + regexp.QuoteMeta(testcluster.ContainerdVersion) + `\b`,
+		"../hack/tools/runc/go.mod":              `github\.com/opencontainers/runc ` + regexp.QuoteMeta(testcluster.RuncVersion) + `\b`,
 	} {
 		b, err := os.ReadFile(file)
 		if err != nil {

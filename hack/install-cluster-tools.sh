@@ -14,9 +14,17 @@
 #     csi-provisioner-v6.4.0
 #   from github.com/kubernetes-csi/external-snapshot-metadata (hack/tools/snapshot-metadata):
 #     csi-snapshot-metadata-v0.2.0
+#   from github.com/containerd/containerd/v2 (hack/tools/containerd), for the
+#   kubelet:
+#     containerd-v2.4.2  ctr-v2.4.2  containerd-shim-runc-v2-v2.4.2
+#   from github.com/opencontainers/runc (hack/tools/runc), with cgo and
+#   libseccomp (Debian's libseccomp-dev, installed when missing):
+#     runc-v1.5.2
+#
+# and Debian's nftables when nft is missing (the node's pod network).
 #
 # Idempotent: builds only what is missing. Everything comes from the Go
-# module proxy. Builds run under `nice -n 19`. Cold (empty GOCACHE, 2 cores)
+# module proxy and Debian's packages. Builds run under `nice -n 19`. Cold (empty GOCACHE, 2 cores)
 # times are in README.md.
 #
 # Usage: hack/install-cluster-tools.sh      (prints the directory)
@@ -40,6 +48,8 @@ k8s_version=$(version "$tools/go.mod" k8s.io/kubernetes)
 snapshotter_version=$(version "$tools/snapshotter/go.mod" github.com/kubernetes-csi/external-snapshotter/v8)
 provisioner_version=$(version "$tools/provisioner/go.mod" github.com/kubernetes-csi/external-provisioner/v6)
 metadata_version=$(version "$tools/snapshot-metadata/go.mod" github.com/kubernetes-csi/external-snapshot-metadata)
+containerd_version=$(version "$tools/containerd/go.mod" github.com/containerd/containerd/v2)
+runc_version=$(version "$tools/runc/go.mod" github.com/opencontainers/runc)
 
 bindir=${BLOCKMOVER_K8S_TOOLS:-}
 if [[ -z "$bindir" ]]; then
@@ -104,6 +114,34 @@ build "$tools/provisioner" "$provisioner_version" "-s -w -X main.version=$provis
 build "$tools/snapshot-metadata" "$metadata_version" "-s -w -X main.version=$metadata_version" \
 	github.com/kubernetes-csi/external-snapshot-metadata/cmd/csi-snapshot-metadata
 
+# containerd without the btrfs and devmapper snapshotters (cgo, and not used:
+# the kubelet's pods run on overlayfs or native).
+GOFLAGS="$GOFLAGS -tags=no_btrfs,no_devmapper" build "$tools/containerd" "$containerd_version" \
+	"-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2" \
+	github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+	github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+
+# Debian's packages runc's build needs, and nftables, whose nft the test
+# cluster's node uses in its pod network's own namespace (the DNAT rule of
+# the kubernetes Service).
+debs=()
+[[ -f /usr/include/seccomp.h ]] || debs+=(libseccomp-dev)
+command -v pkg-config >/dev/null || debs+=(pkg-config)
+command -v nft >/dev/null || debs+=(nftables)
+if ((${#debs[@]} > 0)); then
+	echo "installing ${debs[*]} from Debian's packages..." >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}" >/dev/null
+fi
+
+# runc links libseccomp statically into a cgo binary, with Go's own user and
+# DNS lookups (as its releases do), so it needs no shared library at run time.
+CGO_ENABLED=1 GOFLAGS="$GOFLAGS -tags=seccomp,netgo,osusergo,urfave_cli_no_docs" build "$tools/runc" "$runc_version" \
+	"-s -w -X main.version=${runc_version#v} -linkmode external -extldflags -static" \
+	github.com/opencontainers/runc
+
 "$bindir/kubectl-$k8s_version" version --client >/dev/null
 "$bindir/snapshot-controller-$snapshotter_version" --version >/dev/null
+"$bindir/containerd-$containerd_version" --version >/dev/null
+"$bindir/runc-$runc_version" --version >/dev/null
 echo "$bindir"

@@ -22,13 +22,16 @@ import (
 	"k8s.io/client-go/dynamic"
 )
 
-// Versions of the CSI sidecars that hack/install-cluster-tools.sh builds
-// (pinned by hack/tools/snapshotter, provisioner and snapshot-metadata's
-// go.mod; a test checks that these agree).
+// Versions of the CSI sidecars and the container runtime that
+// hack/install-cluster-tools.sh builds (pinned by the go.mod of
+// hack/tools/snapshotter, provisioner, snapshot-metadata, containerd and
+// runc; a test checks that these agree).
 const (
 	SnapshotterVersion      = "v8.7.0" // snapshot-controller, csi-snapshotter
 	ProvisionerVersion      = "v6.4.0" // csi-provisioner
 	SnapshotMetadataVersion = "v0.2.0" // csi-snapshot-metadata
+	ContainerdVersion       = "v2.4.2" // containerd, ctr, containerd-shim-runc-v2
+	RuncVersion             = "v1.5.2" // runc
 )
 
 // ErrNoClusterTools is returned when a binary of
@@ -48,6 +51,10 @@ func ClusterTool(name string) (string, error) {
 		"csi-snapshotter":         SnapshotterVersion,
 		"csi-provisioner":         ProvisionerVersion,
 		"csi-snapshot-metadata":   SnapshotMetadataVersion,
+		"containerd":              ContainerdVersion,
+		"ctr":                     ContainerdVersion,
+		"containerd-shim-runc-v2": ContainerdVersion,
+		"runc":                    RuncVersion,
 	}
 	v, ok := versions[name]
 	if !ok {

@@ -65,12 +65,13 @@ func (p *pki) CAPEM() []byte {
 }
 
 // serving writes a serving certificate for the API server on loopback
-// (and for the names pods use) as NAME.crt and NAME.key.
+// (and for the names and addresses pods use: the kubernetes Service, the
+// pod network's gateway) as NAME.crt and NAME.key.
 func (p *pki) serving(name string) (certFile, keyFile string, err error) {
 	return p.issue(name, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1), net.ParseIP(PodGateway)},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 	})
 }

@@ -71,6 +71,13 @@ type Options struct {
 	// must leave off. The binaries come from hack/install-cluster-tools.sh
 	// (make cluster-tools).
 	Controllers bool
+
+	// Kubelet (which implies Controllers) adds the node NodeName: a real
+	// kubelet with containerd and runc, the test CSI driver registered
+	// with it, and the driver's csi-provisioner and csi-snapshotter; the
+	// API server authorizes the kubelet with the Node authorizer and
+	// NodeRestriction. It needs root. See node.go.
+	Kubelet bool
 }
 
 // toolsDir is where the install scripts put the binaries:
@@ -97,7 +104,11 @@ type Cluster struct {
 	procs  []*exec.Cmd
 	exited []chan struct{}
 	logs   []*tailBuffer
-	mu     sync.Mutex
+	names  []string
+	node   *node
+	// stopErr is what Stop could not clean up (Leftovers reports it).
+	stopErr error
+	mu      sync.Mutex
 }
 
 // Start runs etcd and kube-apiserver in dir and waits until the API server
@@ -113,7 +124,13 @@ func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err erro
 	if err != nil {
 		return nil, err
 	}
-	var controllerBins map[string]string
+	var controllerBins, nodeBins map[string]string
+	if o.Kubelet {
+		o.Controllers = true
+		if nodeBins, err = nodeBinaries(); err != nil {
+			return nil, err
+		}
+	}
 	if o.Controllers {
 		if controllerBins, err = controllerBinaries(); err != nil {
 			return nil, err
@@ -169,14 +186,25 @@ func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err erro
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--tls-cert-file=" + servingCert, "--tls-private-key-file=" + servingKey,
 		"--client-ca-file=" + c.pki.CAFile,
-		"--authorization-mode=RBAC",
+		"--authorization-mode=" + map[bool]string{false: "RBAC", true: "Node,RBAC"}[o.Kubelet],
 		"--token-auth-file=" + tokenFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + keyFile, "--service-account-signing-key-file=" + keyFile,
-		"--service-cluster-ip-range=10.96.0.0/24",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
 		"--v=0",
+	}
+	if o.Kubelet {
+		// The API server reaches the kubelet (logs, exec) at the node's
+		// InternalIP, with a client certificate of this CA.
+		cert, key, err := c.pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--enable-admission-plugins=NodeRestriction",
+			"--kubelet-preferred-address-types=InternalIP",
+			"--kubelet-client-certificate="+cert, "--kubelet-client-key="+key)
 	}
 	if !o.Controllers {
 		// Without the controllers that answer them, these plugins only
@@ -200,23 +228,34 @@ func StartWith(ctx context.Context, dir string, o Options) (_ *Cluster, err erro
 			return nil, err
 		}
 	}
+	if o.Kubelet {
+		if err := c.startNode(ctx, nodeBins); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
 func (c *Cluster) start(bin string, args ...string) error {
-	cmd := exec.Command(bin, args...)
+	return c.startCmd(exec.Command(bin, args...), filepath.Base(bin))
+}
+
+// startCmd starts cmd as a process of the cluster, its output kept under
+// name for Logs.
+func (c *Cluster) startCmd(cmd *exec.Cmd, name string) error {
 	log := &tailBuffer{}
 	w := &lockedWriter{mu: &c.mu, w: log}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
+		return fmt.Errorf("starting %s: %w", name, err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	c.procs = append(c.procs, cmd)
 	c.exited = append(c.exited, done)
 	c.logs = append(c.logs, log)
+	c.names = append(c.names, name)
 	return nil
 }
 
@@ -255,7 +294,7 @@ func (c *Cluster) Logs() string {
 		if len(s) > 4000 {
 			s = "..." + s[len(s)-4000:]
 		}
-		fmt.Fprintf(&b, "--- %s:\n%s\n", filepath.Base(c.procs[i].Path), s)
+		fmt.Fprintf(&b, "--- %s:\n%s\n", c.names[i], s)
 	}
 	return b.String()
 }
@@ -267,10 +306,10 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 // exitedProcess returns an error naming a server or controller that has
 // exited.
 func (c *Cluster) exitedProcess() error {
-	for i, p := range c.procs {
+	for i := range c.procs {
 		select {
 		case <-c.exited[i]:
-			return fmt.Errorf("%s exited", filepath.Base(p.Path))
+			return fmt.Errorf("%s exited (%v)", c.names[i], c.procs[i].ProcessState)
 		default:
 		}
 	}
@@ -284,9 +323,13 @@ func insecureTransport() *http.Transport {
 	return &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 }
 
-// Stop ends the controllers and then the servers, each with SIGTERM and,
-// after ten seconds, SIGKILL, and waits for them to exit.
+// Stop ends the node (see node.stop), then the controllers and the
+// servers, each with SIGTERM and, after ten seconds, SIGKILL, and waits
+// for them to exit. Leftovers tells whether anything is left.
 func (c *Cluster) Stop() {
+	if c.node != nil {
+		c.stopErr = c.node.stop()
+	}
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		p, done := c.procs[i], c.exited[i]
 		p.Process.Signal(syscall.SIGTERM)
@@ -297,6 +340,32 @@ func (c *Cluster) Stop() {
 			<-done
 		}
 	}
+}
+
+// Leftovers reports what Stop could not clean up and, with a node, any
+// mount, loop device, cgroup or network interface of it still there.
+func (c *Cluster) Leftovers() error {
+	errs := []error{c.stopErr}
+	if c.node != nil {
+		errs = append(errs, c.node.leftovers())
+	}
+	return errors.Join(errs...)
+}
+
+// WriteKubeconfig writes a kubeconfig of Config (the administrator) to
+// path, for kubectl.
+func (c *Cluster) WriteKubeconfig(path string) error {
+	ca := filepath.Join(filepath.Dir(path), "ca.crt")
+	if err := os.WriteFile(ca, c.pki.CAPEM(), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(path, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters: [{name: blockmover, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: blockmover, context: {cluster: blockmover, user: admin}}]
+current-context: blockmover
+`, c.Config.Host, ca, c.Config.BearerToken), 0o600)
 }
 
 // PIDs are the process IDs of the servers and controllers, for a test

@@ -1,11 +1,13 @@
 // Command imagebuild writes the mover's container image as a tarball that
-// `docker load`, `podman load` and `kind load image-archive` accept, without
-// a container engine. The image is one layer on nothing: the static mover
-// binary, CA certificates for S3 over TLS, /etc/passwd and /etc/group with
-// root and nonroot (65532), and /tmp. File times and the creation time are
-// zero, so the same binary always gives the same image digest.
+// `docker load`, `podman load`, `kind load image-archive` and
+// `ctr images import` accept, without a container engine. The image is one
+// layer on nothing: the static mover binary, CA certificates for S3 over
+// TLS, /etc/passwd and /etc/group with root and nonroot (65532), and /tmp.
+// File times and the creation time are zero, so the same binary always
+// gives the same image digest. With -name and -title it packs another
+// static binary the same way (the test cluster's pause image).
 //
-// Usage: imagebuild -binary PATH -out FILE.tar [-tag REF] [-ca PEM] [-arch amd64]
+// Usage: imagebuild -binary PATH -out FILE.tar [-tag REF] [-ca PEM] [-arch amd64] [-name mover] [-title TITLE]
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,23 +34,25 @@ func main() {
 	ca := flag.String("ca", "/etc/ssl/certs/ca-certificates.crt", "CA bundle to include (empty: none)")
 	arch := flag.String("arch", "amd64", "image architecture")
 	version := flag.String("version", "dev", "org.opencontainers.image.version label")
+	bname := flag.String("name", "mover", "the binary's name in the image's root, its entrypoint")
+	title := flag.String("title", "blockmover mover", "org.opencontainers.image.title label")
 	flag.Parse()
-	if *binary == "" || *out == "" {
+	if *binary == "" || *out == "" || *bname == "" || strings.Contains(*bname, "/") {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := build(*binary, *out, *tag, *ca, *arch, *version); err != nil {
+	if err := build(*binary, *out, *tag, *ca, *arch, *version, *bname, *title); err != nil {
 		fmt.Fprintln(os.Stderr, "imagebuild:", err)
 		os.Exit(1)
 	}
 }
 
-func build(binary, out, tag, ca, arch, version string) error {
+func build(binary, out, tag, ca, arch, version, bname, title string) error {
 	ref, err := name.ParseReference(tag)
 	if err != nil {
 		return err
 	}
-	layer, err := rootfs(binary, ca)
+	layer, err := rootfs(binary, ca, bname)
 	if err != nil {
 		return err
 	}
@@ -66,12 +71,12 @@ func build(binary, out, tag, ca, arch, version string) error {
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS = arch, "linux"
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config.Entrypoint = []string{"/mover"}
+	cf.Config.Entrypoint = []string{"/" + bname}
 	cf.Config.Env = []string{"PATH=/", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"}
 	cf.Config.WorkingDir = "/"
 	cf.Config.User = "0:0"
 	cf.Config.Labels = map[string]string{
-		"org.opencontainers.image.title":   "blockmover mover",
+		"org.opencontainers.image.title":   title,
 		"org.opencontainers.image.source":  "https://github.com/blockmover/blockmover",
 		"org.opencontainers.image.version": version,
 	}
@@ -86,7 +91,7 @@ func build(binary, out, tag, ca, arch, version string) error {
 }
 
 // rootfs returns the layer as an uncompressed tar.
-func rootfs(binary, ca string) ([]byte, error) {
+func rootfs(binary, ca, bname string) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	zero := time.Unix(0, 0)
@@ -127,7 +132,7 @@ func rootfs(binary, ca string) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := file("mover", 0o755, bin); err != nil {
+	if err := file(bname, 0o755, bin); err != nil {
 		return nil, err
 	}
 	if err := tw.Close(); err != nil {
