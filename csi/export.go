@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -212,29 +213,8 @@ func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *
 		return &ExportResult{Result: *res}, nil
 	}
 
-	var vs *snapv1.VolumeSnapshot
-	if args.VolumeSnapshot != "" {
-		vs, err = c.Snapshot.SnapshotV1().VolumeSnapshots(ns).Get(ctx, args.VolumeSnapshot, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("VolumeSnapshot %s/%s: %w", ns, args.VolumeSnapshot, explain(err))
-		}
-		if s := vs.Spec.Source.PersistentVolumeClaimName; s == nil || *s != args.PVC {
-			return nil, fmt.Errorf("%w: VolumeSnapshot %s/%s is not a snapshot of PVC %s", ErrInvalidArgs, ns, vs.Name, args.PVC)
-		}
-	} else {
-		class := args.SnapshotClass
-		if class == "" {
-			if class, err = c.FindSnapshotClass(ctx, src.driver); err != nil {
-				return nil, err
-			}
-		}
-		var created bool
-		if vs, created, err = c.ensureSnapshot(ctx, ns, op, args.PVC, class, args.Job.Labels); err != nil {
-			return nil, err
-		}
-		log.Info("volume snapshot", "name", vs.Name, "class", class, "created", created)
-	}
-	if vs, err = c.WaitSnapshotReady(ctx, ns, vs.Name, tm.Poll, tm.Snapshot); err != nil {
+	vs, err := c.readySnapshot(ctx, args, src, tm, log)
+	if err != nil {
 		return nil, err
 	}
 	out := &ExportResult{VolumeSnapshot: vs.Name, VolumeSnapshotContent: *vs.Status.BoundVolumeSnapshotContentName}
@@ -281,13 +261,80 @@ func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *
 	if cb := args.ChangedBlocks; cb != nil {
 		spec.cbt = &cbtSpec{snapshot: vs.Name, baseHandle: cb.BaseSnapshotHandle, size: size.Value()}
 	}
-	job := buildJob(spec, &args.Job)
+	jo := args.Job
+	jo.Affinity = withNodeAffinity(jo.Affinity, src.nodeAffinity)
+	job := buildJob(spec, &jo)
 	res, err := c.runJob(ctx, job, tm, log)
 	if err != nil {
 		return nil, err
 	}
 	out.Result = *res
 	return out, nil
+}
+
+// readySnapshot returns the VolumeSnapshot of the export, ready: the one
+// args names, or one made (or found, in a rerun) for the operation.
+func (c *Clients) readySnapshot(ctx context.Context, args *ExportArgs, src *volumeInfo, tm Timing, log *slog.Logger) (*snapv1.VolumeSnapshot, error) {
+	ns, op := args.Namespace, args.Operation
+	var vs *snapv1.VolumeSnapshot
+	var err error
+	if args.VolumeSnapshot != "" {
+		vs, err = c.Snapshot.SnapshotV1().VolumeSnapshots(ns).Get(ctx, args.VolumeSnapshot, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("VolumeSnapshot %s/%s: %w", ns, args.VolumeSnapshot, explain(err))
+		}
+		if s := vs.Spec.Source.PersistentVolumeClaimName; s == nil || *s != args.PVC {
+			return nil, fmt.Errorf("%w: VolumeSnapshot %s/%s is not a snapshot of PVC %s", ErrInvalidArgs, ns, vs.Name, args.PVC)
+		}
+	} else {
+		class := args.SnapshotClass
+		if class == "" {
+			if class, err = c.FindSnapshotClass(ctx, src.driver); err != nil {
+				return nil, err
+			}
+		}
+		var created bool
+		if vs, created, err = c.ensureSnapshot(ctx, ns, op, args.PVC, class, args.Job.Labels); err != nil {
+			return nil, err
+		}
+		log.Info("volume snapshot", "name", vs.Name, "class", class, "created", created)
+	}
+	return c.WaitSnapshotReady(ctx, ns, vs.Name, tm.Poll, tm.Snapshot)
+}
+
+// withNodeAffinity returns a with the source volume's required node
+// affinity added, so that the Job's pod, and with WaitForFirstConsumer the
+// clone it mounts, lands where node-local storage can make the clone. a is
+// not modified.
+func withNodeAffinity(a *corev1.Affinity, required *corev1.NodeSelector) *corev1.Affinity {
+	if required == nil || len(required.NodeSelectorTerms) == 0 {
+		return a
+	}
+	out := &corev1.Affinity{}
+	if a != nil {
+		out = a.DeepCopy()
+	}
+	if out.NodeAffinity == nil {
+		out.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	na := out.NodeAffinity
+	if na.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		na.RequiredDuringSchedulingIgnoredDuringExecution = required.DeepCopy()
+		return out
+	}
+	// Both must hold: each of the caller's terms ANDed with each of the
+	// volume's (terms are ORed, expressions within a term ANDed).
+	var terms []corev1.NodeSelectorTerm
+	for _, t1 := range na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, t2 := range required.NodeSelectorTerms {
+			terms = append(terms, corev1.NodeSelectorTerm{
+				MatchExpressions: append(slices.Clone(t1.MatchExpressions), t2.MatchExpressions...),
+				MatchFields:      append(slices.Clone(t1.MatchFields), t2.MatchFields...),
+			})
+		}
+	}
+	na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms = terms
+	return out
 }
 
 // runJob creates the Job (or finds the one of an earlier run) and waits

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 )
 
 // Paths inside the mover container.
@@ -276,12 +277,7 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 			// wrong command line, no repository, wrong password, …) fails
 			// the Job at once; a pod lost to a node drain or preemption is
 			// not counted.
-			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
-				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-					ContainerName: ptr(ContainerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: PermanentExitCodes()}},
-				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
-					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
-			}},
+			PodFailurePolicy: podFailurePolicy(initContainers),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnn},
 				Spec: corev1.PodSpec{
@@ -421,6 +417,9 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 		if jobCondition(job, batchv1.JobComplete) != nil || jobCondition(job, batchv1.JobFailed) != nil {
 			return true, "", nil
 		}
+		if err := c.podsNotCreated(ctx, job); err != nil {
+			return false, "", err
+		}
 		return false, fmt.Sprintf("active %d, succeeded %d, failed %d", job.Status.Active, job.Status.Succeeded, job.Status.Failed), nil
 	})
 	if err != nil {
@@ -450,7 +449,10 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 }
 
 // lastTerminationMessage returns the termination message of the mover
-// container of the Job's newest pod that succeeded (or failed).
+// container of the Job's newest pod that succeeded (or failed). Of a failed
+// pod whose init container failed (the CBT step, mover k8s changes), it is
+// that container's message: the kubelet then leaves the mover container
+// waiting, with none.
 func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (string, error) {
 	sel, err := metav1.LabelSelectorAsSelector(job.Spec.Selector)
 	if err != nil {
@@ -470,6 +472,9 @@ func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, 
 		if p.Status.Phase != want {
 			continue
 		}
+		if msg := failedInit(&p); !succeeded && msg != "" {
+			return msg, nil
+		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if cs.Name == ContainerName && cs.State.Terminated != nil {
 				return cs.State.Terminated.Message, nil
@@ -477,4 +482,70 @@ func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, 
 		}
 	}
 	return "", nil
+}
+
+// failedInit describes the first init container of p that failed, or is "".
+func failedInit(p *corev1.Pod) string {
+	for _, cs := range p.Status.InitContainerStatuses {
+		t := cs.State.Terminated
+		if t == nil {
+			t = cs.LastTerminationState.Terminated
+		}
+		if t == nil || t.ExitCode == 0 {
+			continue
+		}
+		if m := strings.TrimSpace(t.Message); m != "" {
+			return fmt.Sprintf("init container %s: %s", cs.Name, m)
+		}
+		return fmt.Sprintf("init container %s exited %d (%s)", cs.Name, t.ExitCode, t.Reason)
+	}
+	return ""
+}
+
+// podFailurePolicy fails the Job at once when the mover container, or an
+// init container (a mover too: the CBT step), exits with a code that no
+// retry can change (PermanentExitCodes), and does not count pods lost to a
+// node drain or preemption.
+func podFailurePolicy(initContainers []corev1.Container) *batchv1.PodFailurePolicy {
+	permanent := func(container string) batchv1.PodFailurePolicyRule {
+		return batchv1.PodFailurePolicyRule{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			ContainerName: ptr(container), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: PermanentExitCodes()}}
+	}
+	rules := []batchv1.PodFailurePolicyRule{permanent(ContainerName)}
+	for _, c := range initContainers {
+		rules = append(rules, permanent(c.Name))
+	}
+	rules = append(rules, batchv1.PodFailurePolicyRule{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+		{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}})
+	return &batchv1.PodFailurePolicy{Rules: rules}
+}
+
+// createGrace is how long a Job may go without a pod while the Job
+// controller reports that it cannot create one (FailedCreate events)
+// before WaitJob gives up: a ServiceAccount or PriorityClass that does not
+// exist, an admission webhook or a quota refusing the pod.
+const createGrace = 30 * time.Second
+
+// podsNotCreated returns a *JobFailedError with the Job controller's
+// reason when job has had no pod for createGrace and its events say pod
+// creation fails; nil otherwise (also when the events cannot be read).
+func (c *Clients) podsNotCreated(ctx context.Context, job *batchv1.Job) error {
+	if job.Status.Active > 0 || job.Status.Succeeded > 0 || job.Status.Failed > 0 ||
+		time.Since(job.CreationTimestamp.Time) < createGrace {
+		return nil
+	}
+	evs, err := c.Kube.CoreV1().Events(job.Namespace).List(ctx, metav1.ListOptions{FieldSelector: fields.Set{
+		"involvedObject.kind": "Job", "involvedObject.name": job.Name, "involvedObject.uid": string(job.UID), "reason": "FailedCreate",
+	}.String()})
+	if err != nil || len(evs.Items) == 0 {
+		return nil
+	}
+	last := evs.Items[0]
+	for _, ev := range evs.Items[1:] {
+		if ev.LastTimestamp.After(last.LastTimestamp.Time) {
+			last = ev
+		}
+	}
+	return &JobFailedError{Namespace: job.Namespace, Job: job.Name, Reason: "FailedCreate",
+		Message: "no pod could be created: " + strings.TrimSpace(last.Message)}
 }

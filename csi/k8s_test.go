@@ -213,7 +213,8 @@ func TestExportSnapshotNeverReady(t *testing.T) {
 	}
 }
 
-// TestExportSnapshotError: the driver's status.error is the error.
+// TestExportSnapshotError: a status.error that never clears ends the wait
+// at its timeout, with the driver's error.
 func TestExportSnapshotError(t *testing.T) {
 	e := newEnv(t)
 	e.boundPVC("data", "1Gi", corev1.PersistentVolumeBlock)
@@ -222,10 +223,33 @@ func TestExportSnapshotError(t *testing.T) {
 			return false, "rpc error: code = ResourceExhausted desc = snapshot quota exceeded"
 		}
 	})
-	_, err := e.orch.Export(e.ctx, e.exportArgs("quota", "data"))
+	args := e.exportArgs("quota", "data")
+	args.Timing.Snapshot = 2 * time.Second
+	_, err := e.orch.Export(e.ctx, args)
 	var se *SnapshotError
-	if !errors.As(err, &se) || !strings.Contains(err.Error(), "snapshot quota exceeded") {
-		t.Fatalf("want the snapshot's error, got %v", err)
+	if !errors.As(err, &se) || !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "snapshot quota exceeded") {
+		t.Fatalf("want the snapshot's error at the timeout, got %v", err)
+	}
+}
+
+// TestExportSnapshotErrorClears: the snapshot controller reports a
+// transient error of the driver, then clears it when its retry succeeds:
+// the export goes on (issue 13, point 1).
+func TestExportSnapshotErrorClears(t *testing.T) {
+	e := newEnv(t)
+	e.boundPVC("data", "1Gi", corev1.PersistentVolumeBlock)
+	calls := 0
+	e.fake.set(func(f *fakeControllers) {
+		f.snapshotState = func(*snapv1.VolumeSnapshot) (bool, string) {
+			calls++
+			if calls <= 3 {
+				return false, "rpc error: code = DeadlineExceeded desc = context deadline exceeded"
+			}
+			return true, ""
+		}
+	})
+	if _, err := e.orch.Export(e.ctx, e.exportArgs("transient", "data")); err != nil {
+		t.Fatalf("export after a transient snapshot error: %v", err)
 	}
 }
 

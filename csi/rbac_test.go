@@ -45,6 +45,7 @@ func TestRBAC(t *testing.T) {
 		{orchestratorSA, "delete", snap, "volumesnapshots", "", "", true, true},
 		{orchestratorSA, "create", "batch", "jobs", "", "", true, true},
 		{orchestratorSA, "list", "", "pods", "", "", true, true},
+		{orchestratorSA, "list", "", "events", "", "", true, true},
 		{orchestratorSA, "get", "", "persistentvolumes", "", "", false, true},
 		{orchestratorSA, "list", snap, "volumesnapshotclasses", "", "", false, true},
 		{orchestratorSA, "get", snap, "volumesnapshotcontents", "", "", false, true},

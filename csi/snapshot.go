@@ -22,6 +22,10 @@ type volumeInfo struct {
 	pvc    *corev1.PersistentVolumeClaim
 	driver string // CSI driver of its PersistentVolume
 	mode   corev1.PersistentVolumeMode
+	// nodeAffinity is the PV's required node affinity: where node-local
+	// storage (hostpath, TopoLVM, OpenEBS LVM) keeps the volume and so
+	// its snapshots and clones. Nil for storage reachable from any node.
+	nodeAffinity *corev1.NodeSelector
 }
 
 // inspectPVC returns the PVC, its CSI driver and volume mode. The PVC must
@@ -45,7 +49,11 @@ func (c *Clients) inspectPVC(ctx context.Context, ns, name string) (*volumeInfo,
 	if pvc.Spec.VolumeMode != nil {
 		mode = *pvc.Spec.VolumeMode
 	}
-	return &volumeInfo{pvc: pvc, driver: pv.Spec.CSI.Driver, mode: mode}, nil
+	info := &volumeInfo{pvc: pvc, driver: pv.Spec.CSI.Driver, mode: mode}
+	if pv.Spec.NodeAffinity != nil {
+		info.nodeAffinity = pv.Spec.NodeAffinity.Required
+	}
+	return info, nil
 }
 
 // FindSnapshotClass returns the VolumeSnapshotClass to use for driver: the
@@ -101,23 +109,31 @@ func (c *Clients) ensureSnapshot(ctx context.Context, ns, op, pvc, class string,
 	return got, created, nil
 }
 
-// SnapshotError is returned when the snapshot controller or the CSI driver
-// reported an error for a VolumeSnapshot (status.error).
+// SnapshotError is returned when a VolumeSnapshot did not become ready in
+// time and the snapshot controller or the CSI driver reported an error for
+// it (status.error); it wraps ErrTimeout.
 type SnapshotError struct {
 	Namespace, Name string
 	Message         string
+	Err             error // the timeout
 }
 
 func (e *SnapshotError) Error() string {
-	return fmt.Sprintf("VolumeSnapshot %s/%s failed: %s", e.Namespace, e.Name, e.Message)
+	return fmt.Sprintf("VolumeSnapshot %s/%s failed: %s (%v)", e.Namespace, e.Name, e.Message, e.Err)
 }
 
+func (e *SnapshotError) Unwrap() error { return e.Err }
+
 // WaitSnapshotReady waits until the VolumeSnapshot is readyToUse and
-// returns it. A status.error ends the wait with a *SnapshotError; a
-// snapshot still not ready after timeout gives an error wrapping
-// ErrTimeout that tells how far it got.
+// returns it. A status.error does not end the wait: the snapshot
+// controller copies transient errors of the driver (a DeadlineExceeded,
+// say) onto the VolumeSnapshot and clears them once a retry succeeds, as
+// Velero (velero-plugin-for-csi #197) and Kanister treat them. A snapshot
+// still not ready after timeout gives an error wrapping ErrTimeout that
+// tells how far it got: a *SnapshotError with the last error reported.
 func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interval, timeout time.Duration) (*snapv1.VolumeSnapshot, error) {
 	var vs *snapv1.VolumeSnapshot
+	lastErr := ""
 	err := poll(ctx, interval, timeout, fmt.Sprintf("VolumeSnapshot %s/%s not ready", ns, name), func(ctx context.Context) (bool, string, error) {
 		var err error
 		vs, err = c.Snapshot.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
@@ -129,12 +145,11 @@ func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interv
 			return false, "no status yet: is the snapshot controller running?", nil
 		}
 		if st.Error != nil && st.Error.Message != nil && *st.Error.Message != "" {
-			// An error on a snapshot that is not ready ends the wait at
-			// once, as Velero's CSI plugin does: the controller may retry,
-			// but the caller learns the driver's reason now instead of a
-			// timeout later. An error left on a ready snapshot is stale.
+			// Transient until the timeout: the controller retries. An
+			// error left on a ready snapshot is stale.
 			if st.ReadyToUse == nil || !*st.ReadyToUse {
-				return false, "", &SnapshotError{Namespace: ns, Name: name, Message: *st.Error.Message}
+				lastErr = *st.Error.Message
+				return false, "error, retried by the snapshot controller: " + lastErr, nil
 			}
 		}
 		if st.ReadyToUse != nil && *st.ReadyToUse {
@@ -148,6 +163,9 @@ func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interv
 		}
 		return false, "bound to " + *st.BoundVolumeSnapshotContentName + ", readyToUse=false", nil
 	})
+	if errors.Is(err, ErrTimeout) && lastErr != "" {
+		return nil, &SnapshotError{Namespace: ns, Name: name, Message: lastErr, Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -143,45 +143,84 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	n.cgroupRoot = "/blockmover-" + strings.TrimPrefix(filepath.Base(n.run), "bmn")
 	n.csiSock = filepath.Join(n.run, "csi.sock")
 	n.ctrdSock = filepath.Join(n.run, "containerd.sock")
-	binDir := filepath.Join(n.dir, "bin")
-	cniBin, cniConfDir := filepath.Join(n.dir, "cni", "bin"), filepath.Join(n.dir, "cni", "conf")
-	for _, d := range []string{binDir, cniBin, cniConfDir, n.csiState} {
+	p := nodePaths{bin: filepath.Join(n.dir, "bin"), cniBin: filepath.Join(n.dir, "cni", "bin"), cniConf: filepath.Join(n.dir, "cni", "conf"),
+		pauseTar: filepath.Join(n.dir, "pause.tar"), ctrdConf: filepath.Join(n.dir, "containerd.toml")}
+	for _, d := range []string{p.bin, p.cniBin, p.cniConf, n.csiState} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
 
-	// The pause image and the test driver, built from this module.
-	if err := goBuild(ctx, binDir, pausePkg, driverPkg); err != nil {
+	if err := n.writeFiles(ctx, bins, p); err != nil {
 		return err
 	}
-	pauseTar := filepath.Join(n.dir, "pause.tar")
-	if err := BuildImage(ctx, filepath.Join(binDir, "pause"), pauseTar, PauseImage, "pause"); err != nil {
+	if err := c.startContainerd(ctx, n, bins, p); err != nil {
+		return err
+	}
+	kube, err := c.startDriver(ctx, n, p)
+	if err != nil {
+		return err
+	}
+	root, err := c.startKubelet(ctx, n, bins)
+	if err != nil {
+		return err
+	}
+	if n.reg, err = startRegistrar(filepath.Join(root, "plugins_registry"), testdriver.DefaultName, n.csiSock); err != nil {
+		return err
+	}
+	if err := c.podAPIAccess(ctx); err != nil {
+		return err
+	}
+	if err := c.startControllerSide(ctx, n, bins); err != nil {
+		return err
+	}
+	return c.waitNodeReady(ctx, n, kube)
+}
+
+// nodePaths are the node's files that its start steps share.
+type nodePaths struct {
+	bin, cniBin, cniConf string
+	pauseTar, ctrdConf   string
+}
+
+// writeFiles builds the pause image and the test driver and writes the
+// CNI and containerd configuration.
+func (n *node) writeFiles(ctx context.Context, bins map[string]string, p nodePaths) error {
+	// The pause image and the test driver, built from this module.
+	if err := goBuild(ctx, p.bin, pausePkg, driverPkg); err != nil {
+		return err
+	}
+	if err := BuildImage(ctx, filepath.Join(p.bin, "pause"), p.pauseTar, PauseImage, "pause"); err != nil {
 		return err
 	}
 	// containerd finds its shim, and the shim runc, in PATH.
 	for _, b := range []string{"containerd-shim-runc-v2", "runc"} {
-		if err := os.Symlink(bins[b], filepath.Join(binDir, b)); err != nil {
+		if err := os.Symlink(bins[b], filepath.Join(p.bin, b)); err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(cniBin, "blockmover-veth"), []byte(cniPlugin), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(p.cniBin, "blockmover-veth"), []byte(cniPlugin), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(cniConfDir, "10-blockmover.conflist"), []byte(cniConf), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(p.cniConf, "10-blockmover.conflist"), []byte(cniConf), 0o644); err != nil {
 		return err
 	}
-	ctrdConf := filepath.Join(n.dir, "containerd.toml")
-	if err := os.WriteFile(ctrdConf, []byte(containerdConfig(filepath.Join(n.dir, "containerd"), n.ctrdSock, bins["runc"], cniBin, cniConfDir)), 0o644); err != nil {
+	if err := os.WriteFile(p.ctrdConf, []byte(containerdConfig(filepath.Join(n.dir, "containerd"), n.ctrdSock, bins["runc"], p.cniBin, p.cniConf)), 0o644); err != nil {
 		return err
 	}
 
+	return nil
+}
+
+// startContainerd starts the node's namespaces and containerd in them,
+// and imports the pause image.
+func (c *Cluster) startContainerd(ctx context.Context, n *node, bins map[string]string, p nodePaths) error {
 	// The namespaces, and containerd in them.
 	if err := n.startHolder(bins); err != nil {
 		return err
 	}
-	path := binDir + ":" + os.Getenv("PATH")
-	if err := c.startIn(n, []string{"PATH=" + path}, bins["containerd"], "--config", ctrdConf, "--log-level", "warn"); err != nil {
+	path := p.bin + ":" + os.Getenv("PATH")
+	if err := c.startIn(n, []string{"PATH=" + path}, bins["containerd"], "--config", p.ctrdConf, "--log-level", "warn"); err != nil {
 		return err
 	}
 	if err := c.waitFor(ctx, time.Minute, "containerd", func() error {
@@ -189,21 +228,23 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	}); err != nil {
 		return err
 	}
-	if err := n.ImportImage(ctx, pauseTar); err != nil {
-		return err
-	}
+	return n.ImportImage(ctx, p.pauseTar)
+}
 
+// startDriver starts the test CSI driver in the node's namespaces and
+// creates its CSIDriver object; it returns a client of the cluster.
+func (c *Cluster) startDriver(ctx context.Context, n *node, p nodePaths) (kubernetes.Interface, error) {
 	// The test CSI driver, in the namespaces: it mounts what the kubelet's
 	// pods use.
-	if err := c.startIn(n, nil, filepath.Join(binDir, "blockmover-csi-testdriver"),
+	if err := c.startIn(n, nil, filepath.Join(p.bin, "blockmover-csi-testdriver"),
 		"--endpoint", "unix://"+n.csiSock, "--state-dir", n.csiState, "--node-id", NodeName); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.waitFor(ctx, 30*time.Second, "the CSI driver's socket", func() error {
 		_, err := os.Stat(n.csiSock)
 		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
 
 	// The driver's CSIDriver object, as its deployment ships it: no
@@ -212,7 +253,7 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	// makes).
 	kube, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := kube.StorageV1().CSIDrivers().Create(ctx, &storagev1.CSIDriver{
 		ObjectMeta: metav1.ObjectMeta{Name: testdriver.DefaultName},
@@ -222,50 +263,53 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 			VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent},
 		},
 	}, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("CSIDriver %s: %w", testdriver.DefaultName, err)
+		return nil, fmt.Errorf("CSIDriver %s: %w", testdriver.DefaultName, err)
 	}
+	return kube, nil
+}
 
+// startKubelet starts the kubelet in the node's namespaces and returns its
+// root directory.
+func (c *Cluster) startKubelet(ctx context.Context, n *node, bins map[string]string) (string, error) {
 	// The kubelet, as system:node:<NodeName> (the Node authorizer), under a
 	// cgroup root of its own that it wants to find made.
 	if err := makeCgroups(n.cgroupRoot); err != nil {
-		return err
+		return "", err
 	}
 	kc, err := c.pki.kubeconfig("kubelet", c.Config.Host, "system:node:"+NodeName, "system:nodes")
 	if err != nil {
-		return err
+		return "", err
 	}
 	ports, err := freePorts(2)
 	if err != nil {
-		return err
+		return "", err
 	}
 	root := filepath.Join(n.run, "kubelet")
 	kubeletConf := filepath.Join(n.dir, "kubelet.yaml")
 	ip, err := nodeIP()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := os.WriteFile(kubeletConf, []byte(kubeletConfig(n, c.pki.CAFile, ip, ports)), 0o644); err != nil {
-		return err
+		return "", err
 	}
 	if err := c.startIn(n, nil, bins["kubelet"], "--config="+kubeletConf, "--kubeconfig="+kc,
 		"--root-dir="+root, "--cert-dir="+filepath.Join(n.dir, "kubelet-pki"),
 		"--hostname-override="+NodeName, "--node-ip="+ip.String(), "--v=1"); err != nil {
-		return err
+		return "", err
 	}
 	n.kubelet = c.procs[len(c.procs)-1]
-	if n.reg, err = startRegistrar(filepath.Join(root, "plugins_registry"), testdriver.DefaultName, n.csiSock); err != nil {
-		return err
-	}
+	return root, nil
+}
 
-	if err := c.podAPIAccess(ctx); err != nil {
-		return err
-	}
-
+// startControllerSide starts the driver's sidecars: csi-provisioner,
+// csi-snapshotter and csi-snapshot-metadata.
+func (c *Cluster) startControllerSide(ctx context.Context, n *node, bins map[string]string) error {
 	// The controller side of the driver.
 	if err := c.apply(ctx, csiProvisionerRBAC, "default"); err != nil {
 		return fmt.Errorf("csi-provisioner RBAC: %w", err)
 	}
-	kc, err = c.pki.kubeconfig("csi-provisioner", c.Config.Host,
+	kc, err := c.pki.kubeconfig("csi-provisioner", c.Config.Host,
 		"system:serviceaccount:default:csi-provisioner", "system:serviceaccounts", "system:serviceaccounts:default")
 	if err != nil {
 		return err
@@ -280,7 +324,12 @@ func (c *Cluster) startNode(ctx context.Context, bins map[string]string) error {
 	if err := c.startSnapshotMetadata(ctx, bins["csi-snapshot-metadata"], n.csiSock); err != nil {
 		return err
 	}
+	return nil
+}
 
+// waitNodeReady waits until the node is Ready with the test driver
+// registered.
+func (c *Cluster) waitNodeReady(ctx context.Context, n *node, kube kubernetes.Interface) error {
 	return c.waitFor(ctx, 2*time.Minute, "node "+NodeName+" Ready with "+testdriver.DefaultName, func() error {
 		nd, err := kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {

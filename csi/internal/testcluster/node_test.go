@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockmover/blockmover/deploy"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -396,15 +399,7 @@ func TestKubelet(t *testing.T) {
 		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: blk}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rbac, err := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "deploy", "rbac.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.apply(ctx, rbac, blk); err != nil {
+		if err := c.apply(ctx, deploy.RBAC(), blk); err != nil {
 			t.Fatal(err)
 		}
 		orch, err := c.Kubeconfig("blockmover-orchestrator", "system:serviceaccount:blockmover:blockmover", "system:serviceaccounts", "system:serviceaccounts:blockmover")
@@ -472,6 +467,63 @@ func TestKubelet(t *testing.T) {
 		hostMover(append([]string{"import", "--snapshot", incr.Snapshot, "--target", got2}, s3args...)...)
 		if b, err := os.ReadFile(got2); err != nil || !bytes.Equal(b, want2) {
 			t.Errorf("the incremental export of PVC vol differs from the volume (%d bytes, %v)", len(b), err)
+		}
+
+		// Faults (issue 13, point 3), each left for inspection
+		// (--keep-on-failure) and then cleaned up.
+		k8sFails := func(op string, extra ...string) (string, *batchv1.Job) {
+			t.Helper()
+			args := append([]string{"k8s", "export", "--kubeconfig", orch, "-n", blk, "--pvc", "vol",
+				"--name", "vol", "--operation", op, "--service-account", "blockmover-mover", "--image", image,
+				"--image-pull-policy", "Never", "--job-arg=--s3-path-style", "--timeout", "3m", "--keep-on-failure"}, extra...)
+			cmd := exec.CommandContext(ctx, mover, args...)
+			cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("mover %v succeeded: %s", args, out)
+			}
+			jobs, err := kube.BatchV1().Jobs(blk).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var job *batchv1.Job
+			for i := range jobs.Items {
+				if strings.Contains(jobs.Items[i].Name, op) {
+					job = &jobs.Items[i]
+				}
+			}
+			hostMover("k8s", "cleanup", "--kubeconfig", orch, "-n", blk, "--operation", op)
+			return strings.TrimSpace(string(out)), job
+		}
+		// A wrong password is permanent (exit 12): the Job's
+		// podFailurePolicy fails it with the first pod, and the caller gets
+		// the mover's own line.
+		bad := maps.Clone(secret)
+		bad["MOVER_PASSWORD"] = "wrong"
+		if _, err := kube.CoreV1().Secrets(blk).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "badpw"}, StringData: bad,
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		msg, job := k8sFails("wrongpw", "--secret", "badpw")
+		if !strings.Contains(msg, "wrong password") || job == nil || job.Status.Failed != 1 || !hasCondition(job, batchv1.JobFailed, "PodFailurePolicy") {
+			t.Errorf("wrong password: %q; Job %+v", msg, job)
+		}
+		// The CBT step fails (a base snapshot handle the driver does not
+		// know): the init container's message reaches the caller, not
+		// just BackoffLimitExceeded.
+		msg, _ = k8sFails("badbase", "--secret", "repo", "--backoff-limit", "0", "--base", first.Snapshot,
+			"--base-snapshot-handle", "snap-00000000000000000000000000000000")
+		if !strings.Contains(msg, "init container changes") {
+			t.Errorf("a failed CBT step: %q does not carry the init container's message", msg)
+		}
+		// Admission refuses the pod (no such ServiceAccount): the Job
+		// controller's FailedCreate event is the error, within a minute
+		// (issue 13, point 5), not a wait for the Job's deadline.
+		start = time.Now()
+		msg, _ = k8sFails("nosa", "--secret", "repo", "--service-account", "no-such-sa")
+		if !strings.Contains(msg, "no pod could be created") || !strings.Contains(msg, "no-such-sa") || time.Since(start) > 2*time.Minute {
+			t.Errorf("a missing ServiceAccount after %v: %q", time.Since(start).Round(time.Second), msg)
 		}
 
 		// A Filesystem PVC (ext4, made by the driver at NodeStage): a pod
@@ -623,4 +675,14 @@ func TestKubelet(t *testing.T) {
 	if loops, err := nodeLoops(c.node.csiState); err != nil || len(loops) != 2 {
 		t.Errorf("loop devices of the running pod: %v (%v), want the driver's and the kubelet's", loops, err)
 	}
+}
+
+// hasCondition reports whether job has condition t true with reason.
+func hasCondition(job *batchv1.Job, t batchv1.JobConditionType, reason string) bool {
+	for _, c := range job.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue && c.Reason == reason {
+			return true
+		}
+	}
+	return false
 }
