@@ -36,16 +36,18 @@ demo: build
 	./$(BIN) snapshots
 
 # Test tools: loop devices and blkid (util-linux), mkfs.ext4 (e2fsprogs, for
-# the CSI test driver's Filesystem volumes), restic (the peer of mover bench),
-# headless Chromium (renders the bench report in a test), tmux (a real
-# 80-column terminal for the progress bar test), each installed
-# with apt-get only when missing, an S3 server (versitygw, built once
-# into $(go env GOPATH)/bin from the module proxy), and the test cluster's
+# the CSI test driver's Filesystem volumes), headless Chromium (renders the
+# bench report in a test), tmux (a real 80-column terminal for the progress
+# bar test), each installed with apt-get only when missing; the peers of
+# mover bench at the versions users run today (restic v0.19.1, kopia
+# v0.22.3: hack/install-peers.sh) and an S3 server (versitygw), built once
+# into $(go env GOPATH)/bin from the module proxy; and the test cluster's
 # binaries (k8s-tools, cluster-tools below).
 tools:
-	@missing=; for t in losetup:util-linux blkid:util-linux mkfs.ext4:e2fsprogs restic:restic chromium:chromium tmux:tmux; do \
+	@missing=; for t in losetup:util-linux blkid:util-linux mkfs.ext4:e2fsprogs chromium:chromium tmux:tmux; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@hack/install-peers.sh >/dev/null
 	@hack/install-versitygw.sh >/dev/null
 	@hack/install-k8s-test-tools.sh >/dev/null
 	@hack/install-cluster-tools.sh >/dev/null

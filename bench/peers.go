@@ -31,13 +31,13 @@ type Peer struct {
 // the benchmark cfg describes.
 func detectPeer(ctx context.Context, name string, cfg *Config) Peer {
 	p := Peer{Name: name}
-	path, err := exec.LookPath(name)
+	path, err := exec.LookPath(peerPath(name))
 	if err != nil {
 		switch name {
 		case "restic":
-			p.Note = "not installed (apt-get install restic, or make tools)"
+			p.Note = "not installed (make tools builds restic v0.19.1)"
 		case "kopia":
-			p.Note = "not installed: Debian packages no kopia (apt-cache policy kopia shows no candidate); install it from kopia.io's repository to compare"
+			p.Note = "not installed (make tools builds kopia v0.22.3; Debian packages no kopia)"
 		}
 		return p
 	}
@@ -65,9 +65,31 @@ func detectPeer(ctx context.Context, name string, cfg *Config) Peer {
 	return p
 }
 
+// pinnedPeers are the peer versions make tools builds (hack/install-peers.sh)
+// into Go's bin directory as NAME-VERSION.
+var pinnedPeers = map[string]string{"restic": "restic-v0.19.1", "kopia": "kopia-v0.22.3"}
+
+// peerPath is the pinned build of a peer when it is installed, else its
+// name, found on PATH.
+func peerPath(name string) string {
+	bin := os.Getenv("GOBIN")
+	if bin == "" {
+		if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+			bin = filepath.Join(strings.SplitN(strings.TrimSpace(string(gopath)), string(os.PathListSeparator), 2)[0], "bin")
+		}
+	}
+	if pinned, ok := pinnedPeers[name]; ok && bin != "" {
+		p := filepath.Join(bin, pinned)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return name
+}
+
 // peerCommand runs a peer tool with its password in the environment.
 func peerCommand(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.CommandContext(ctx, peerPath(name), args...)
 	cmd.Env = append(os.Environ(), env...)
 	return cmd
 }
@@ -285,7 +307,7 @@ func (r *runner) runKopia(ctx context.Context, round int) error {
 		return nil
 	}
 	target := filepath.Join(dir, "restored.img")
-	_, u, secs, err := runMeasured(kopia("snapshot", "restore", first, target))
+	_, u, secs, err := runMeasured(kopia("snapshot", "restore", "--write-sparse-files", first, target))
 	if err != nil {
 		return fmt.Errorf("kopia snapshot restore: %w", err)
 	}

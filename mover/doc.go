@@ -9,8 +9,8 @@
 //   - Export and Import take the repository by role (store.go): ExportRepo
 //     and ImportRepo are built from small interfaces that
 //     *repo.Repository satisfies; a chunk's bytes flow only forward, from
-//     Source.ReadAt to the packer, and from repo.LoadBlobs to
-//     Target.WriteAt.
+//     Source.ReadAt to the packer, and from repo.LoadBlobsInto through
+//     the writers to Target.WriteAt.
 //   - Sources are io.ReaderAt (parallel reads, buffers not retained);
 //     targets are io.WriterAt on ranges that never overlap.
 //   - An incremental export with a change list yields exactly the chunk

@@ -348,3 +348,63 @@ func TestExportCancelledIndexesUploads(t *testing.T) {
 		t.Fatalf("check after a cancelled export: %v %v", chk, err)
 	}
 }
+
+// watchedTarget wraps a Device: it counts StartWriteback calls and the
+// most WriteAt calls it saw at once.
+type watchedTarget struct {
+	*mover.Device
+	writebacks       atomic.Int64
+	inWrite, maxSeen atomic.Int64
+}
+
+func (w *watchedTarget) StartWriteback() error {
+	w.writebacks.Add(1)
+	return w.Device.StartWriteback()
+}
+
+func (w *watchedTarget) WriteAt(p []byte, off int64) (int, error) {
+	n := w.inWrite.Add(1)
+	defer w.inWrite.Add(-1)
+	for m := w.maxSeen.Load(); n > m && !w.maxSeen.CompareAndSwap(m, n); m = w.maxSeen.Load() {
+	}
+	return w.Device.WriteAt(p, off)
+}
+
+// TestImportWriters: one writer (the default) never writes twice at once
+// and asks the target to start writing back as it goes; several writers
+// give the same bytes.
+func TestImportWriters(t *testing.T) {
+	const size = 80 << 20 // more than one writeback interval of random data
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	os.WriteFile(src, nil, 0o600)
+	os.Truncate(src, size)
+	fillRandom(t, src, size, 11)
+	r, _ := testRepo(t, nil)
+	res := exportPath(t, r, src, "v", mover.ExportOptions{})
+	want := hashFile(t, src, size)
+	for _, writers := range []int{0, 3} {
+		path := filepath.Join(t.TempDir(), "dst.img")
+		d, err := mover.OpenTarget(path, size, mover.TargetOptions{Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := &watchedTarget{Device: d}
+		_, err = mover.Import(context.Background(), r, res.Snapshot, dst, mover.ImportOptions{Writers: writers, Downloads: 4})
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hashFile(t, path, size); got != want {
+			t.Fatalf("%d writers: target differs from the source", writers)
+		}
+		if writers == 0 {
+			if m := dst.maxSeen.Load(); m != 1 {
+				t.Errorf("default: %d writes at once, want 1", m)
+			}
+			if dst.writebacks.Load() == 0 {
+				t.Error("no writeback was started")
+			}
+		}
+	}
+}

@@ -21,11 +21,11 @@ type PageLoader interface {
 
 // ChunkLoader finds chunks and reads them back verified, a run of one
 // pack's blobs per ranged read: the pack's layout stays inside the
-// repository. repo.Repository.LoadBlobs states the contract of LoadBlobs,
-// the buffers' above all.
+// repository. repo.Repository.LoadBlobsInto states the contract of
+// LoadBlobsInto, the buffers' above all.
 type ChunkLoader interface {
 	Lookup(id repo.ID) (repo.BlobRef, bool)
-	LoadBlobs(ctx context.Context, o *repo.BlobOpener, refs []repo.BlobRef, fn func(i int, plain []byte) error) (repo.LoadStats, error)
+	LoadBlobsInto(ctx context.Context, o *repo.BlobOpener, refs []repo.BlobRef, buf func(i, n int) ([]byte, error), fn func(i int, plain []byte) error) (repo.LoadStats, error)
 }
 
 // Hashing computes chunk IDs under the repository's ID key: one Hasher per

@@ -32,6 +32,7 @@
 // not retained; a saved pack's buffer is returned with ReleasePack.
 // Readers load chunks with LoadBlobs, a run of one pack per ranged read,
 // into buffers held by the caller's BlobOpener; a plaintext is valid until
-// the callback it is handed to returns. Only this package knows a pack's
+// the callback it is handed to returns (LoadBlobsInto decodes into the
+// caller's buffers instead, and hands each plaintext over). Only this package knows a pack's
 // layout.
 package repo

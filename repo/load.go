@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"time"
@@ -56,6 +57,10 @@ type BlobOpener struct {
 	scratch []byte
 	raw     []byte // LoadBlobs: the pack range
 	plain   []byte // LoadBlobs: the plaintext handed to fn
+	// The cipher of the last pack key seen: the blobs of one pack share
+	// it, so a run of them sets it up once.
+	aeadKey [keySize]byte
+	aead    cipher.AEAD
 }
 
 // NewBlobOpener returns a BlobOpener bound to r.
@@ -72,10 +77,30 @@ func (o *BlobOpener) bind(r *Repository) {
 	}
 }
 
+// aeadFor returns the AEAD of a pack key.
+func (o *BlobOpener) aeadFor(key *[keySize]byte) (cipher.AEAD, error) {
+	if o.aead == nil || o.aeadKey != *key {
+		aead, err := newAEAD(key[:])
+		if err != nil {
+			return nil, err
+		}
+		o.aead, o.aeadKey = aead, *key
+	}
+	return o.aead, nil
+}
+
 // Open authenticates the sealed bytes of ref, decompresses them into dst
 // (appending; dst may be nil) and checks that they hash to ref.ID. Any
-// failure is a *BlobError.
+// failure is a *BlobError. sealed is left as it is.
 func (o *BlobOpener) Open(ref BlobRef, sealed, dst []byte) ([]byte, error) {
+	return o.open(ref, sealed, dst, false)
+}
+
+// open is Open; with inPlace, a compressed blob is decrypted over its
+// sealed bytes (which are then garbage) instead of into o's scratch, so
+// that the plaintext the decompressor reads is the memory just decrypted,
+// still in cache, and no scratch buffer is touched.
+func (o *BlobOpener) open(ref BlobRef, sealed, dst []byte, inPlace bool) ([]byte, error) {
 	fail := func(err error) ([]byte, error) { return nil, &BlobError{ID: ref.ID, Pack: ref.Pack, Err: err} }
 	if o.r == nil {
 		return fail(errors.New("BlobOpener used before it was bound to a repository"))
@@ -83,7 +108,7 @@ func (o *BlobOpener) Open(ref BlobRef, sealed, dst []byte) ([]byte, error) {
 	if len(sealed) != int(ref.Length) {
 		return fail(fmt.Errorf("%w: %d sealed bytes, want %d", errFormat, len(sealed), ref.Length))
 	}
-	aead, err := newAEAD(ref.PackKey[:])
+	aead, err := o.aeadFor(&ref.PackKey)
 	if err != nil {
 		return fail(err)
 	}
@@ -91,11 +116,19 @@ func (o *BlobOpener) Open(ref BlobRef, sealed, dst []byte) ([]byte, error) {
 	base := len(dst)
 	var plain []byte
 	if ref.Compressed {
-		o.scratch, err = open(aead, o.scratch[:0], sealed, aad)
+		var z []byte
+		if inPlace && len(sealed) >= Overhead {
+			// Exact overlap of output and ciphertext is allowed
+			// (crypto/cipher.AEAD).
+			z, err = open(aead, sealed[nonceSize:nonceSize], sealed, aad)
+		} else {
+			o.scratch, err = open(aead, o.scratch[:0], sealed, aad)
+			z = o.scratch
+		}
 		if err != nil {
 			return fail(err)
 		}
-		plain, err = o.r.dec.DecodeAll(o.scratch, dst)
+		plain, err = o.r.dec.DecodeAll(z, dst)
 		if err != nil {
 			return fail(fmt.Errorf("%w: zstd: %w", errFormat, err))
 		}
@@ -175,14 +208,37 @@ var errNotARun = errors.New("LoadBlobs: blobs are not a sorted, non-overlapping 
 // Buffers belong to o, which the caller provides, one per goroutine (the
 // zero value is ready): the range read and the plaintext are kept in o and
 // reused by the next call, so a warm caller allocates nothing per blob or
-// per call beyond the cipher setup of each blob. plain is valid only until
-// fn returns; fn must not retain it, nor use o.
+// per call. plain is valid only until fn returns; fn must not retain it,
+// nor use o. (LoadBlobsInto hands plaintexts over instead.)
 //
 // A blob that fails to open is a *BlobError, and fn is not called for it
 // or any blob after it. An error from fn stops LoadBlobs and is returned as
 // it is. A failed read is returned before any call of fn. The stats are
 // valid whatever the error.
 func (r *Repository) LoadBlobs(ctx context.Context, o *BlobOpener, refs []BlobRef, fn func(i int, plain []byte) error) (LoadStats, error) {
+	return r.loadBlobs(ctx, o, refs, nil, func(i int, plain []byte) error {
+		o.plain = plain
+		return fn(i, plain)
+	})
+}
+
+// LoadBlobsInto is LoadBlobs for a caller that keeps the plaintexts, to
+// hand them to another goroutine without a copy: blob i is decoded into
+// the buffer that buf(i, n) returns, whose capacity must be at least n
+// (refs[i].RawLength), and fn(i, plain) owns plain from then on: it may
+// retain it after it returns. buf may block (until a buffer is free, say);
+// an error from it is returned as it is, like fn's. The pack range stays
+// o's, as in LoadBlobs.
+func (r *Repository) LoadBlobsInto(ctx context.Context, o *BlobOpener, refs []BlobRef, buf func(i, n int) ([]byte, error), fn func(i int, plain []byte) error) (LoadStats, error) {
+	if buf == nil {
+		return LoadStats{}, errors.New("LoadBlobsInto: no buffer function")
+	}
+	return r.loadBlobs(ctx, o, refs, buf, fn)
+}
+
+// loadBlobs is LoadBlobs and LoadBlobsInto: without buf, blobs are decoded
+// into o.plain.
+func (r *Repository) loadBlobs(ctx context.Context, o *BlobOpener, refs []BlobRef, buf func(i, n int) ([]byte, error), fn func(i int, plain []byte) error) (LoadStats, error) {
 	var st LoadStats
 	if len(refs) == 0 {
 		return st, nil
@@ -205,14 +261,22 @@ func (r *Repository) LoadBlobs(ctx context.Context, o *BlobOpener, refs []BlobRe
 	o.raw = data[:0]
 	st.Bytes = int64(len(data))
 	for i, ref := range refs {
+		dst := o.plain[:0]
+		if buf != nil {
+			if dst, err = buf(i, int(ref.RawLength)); err != nil {
+				return st, err
+			}
+			dst = dst[:0]
+		}
 		t := time.Now()
 		s := int64(ref.Offset) - start
-		plain, err := o.Open(ref, data[s:s+int64(ref.Length)], o.plain[:0])
+		// The range is o's and read again by the next call: each blob is
+		// decrypted in place.
+		plain, err := o.open(ref, data[s:s+int64(ref.Length)], dst, true)
 		st.Open += time.Since(t)
 		if err != nil {
 			return st, err
 		}
-		o.plain = plain
 		if err := fn(i, plain); err != nil {
 			return st, err
 		}

@@ -104,3 +104,60 @@ func TestBlobOpenerUnbound(t *testing.T) {
 		t.Fatalf("got %v, want a *BlobError", err)
 	}
 }
+
+// TestLoadBlobsInto: each plaintext lands in the caller's buffer and stays
+// intact after later blobs and later calls; a damaged blob is still a
+// *BlobError, and an error from buf is returned as it is.
+func TestLoadBlobsInto(t *testing.T) {
+	r, be := newTestRepo(t)
+	blobs, _ := writeBlobs(t, r, 12)
+	ctx := context.Background()
+	refs := packRun(t, r, blobs)
+
+	var o BlobOpener
+	kept := map[int][]byte{}
+	for round := range 2 { // the second call reuses o's range buffer
+		_, err := r.LoadBlobsInto(ctx, &o, refs, func(i, n int) ([]byte, error) {
+			if n != int(refs[i].RawLength) {
+				t.Errorf("blob %d: asked for %d bytes, want %d", i, n, refs[i].RawLength)
+			}
+			return make([]byte, 0, n), nil
+		}, func(i int, plain []byte) error {
+			if round == 0 {
+				kept[i] = plain
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ref := range refs {
+		if !bytes.Equal(kept[i], blobs[ref.ID]) {
+			t.Errorf("blob %d: plaintext changed after it was handed over", i)
+		}
+	}
+
+	stop := errors.New("no buffer")
+	if _, err := r.LoadBlobsInto(ctx, &o, refs, func(int, int) ([]byte, error) { return nil, stop }, func(int, []byte) error {
+		t.Error("fn called without a buffer")
+		return nil
+	}); err != stop {
+		t.Errorf("buf's error: got %v", err)
+	}
+
+	// The range is decrypted in place: damage is still found, and a
+	// second read of the same run (after the damage is undone) opens.
+	bad := refs[1]
+	pos := int(bad.Offset + bad.Length/2)
+	flip(t, be, PackKey(bad.Pack), func(int) int { return pos })
+	var be2 *BlobError
+	_, err := r.LoadBlobsInto(ctx, &o, refs, func(_, n int) ([]byte, error) { return make([]byte, 0, n), nil }, func(int, []byte) error { return nil })
+	if !errors.As(err, &be2) || be2.ID != bad.ID || !errors.Is(err, ErrAuth) {
+		t.Fatalf("damaged blob: got %v, want a *BlobError for %s wrapping ErrAuth", err, bad.ID.Short())
+	}
+	flip(t, be, PackKey(bad.Pack), func(int) int { return pos })
+	if _, err := r.LoadBlobs(ctx, &o, refs, func(int, []byte) error { return nil }); err != nil {
+		t.Fatalf("after the damage was undone: %v", err)
+	}
+}

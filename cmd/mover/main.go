@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -147,19 +149,9 @@ The repository and its password come from flags or the environment:
 		if env.beforeRun != nil {
 			env.beforeRun(cmd)
 		}
-		if g.cpuProfile == "" {
-			return nil
-		}
-		f, err := os.Create(g.cpuProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return err
-		}
-		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
-		return nil
+		stop, err := startProfiles(g)
+		stopProfile = stop
+		return err
 	}
 	root.PersistentPostRun = func(cmd *cobra.Command, args []string) {
 		if stopProfile != nil {
@@ -186,4 +178,54 @@ The repository and its password come from flags or the environment:
 	)
 	installHints(root)
 	return root
+}
+
+// startProfiles starts the profiles the hidden flags ask for (--cpuprofile,
+// --blockprofile, --trace) and returns the function that stops them and
+// writes them out. On error, what was started is stopped.
+func startProfiles(g *globalOptions) (func(), error) {
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	if g.cpuProfile != "" {
+		f, err := os.Create(g.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if g.blockProfile != "" {
+		// Every blocking event and every contended lock is recorded.
+		runtime.SetBlockProfileRate(1)
+		runtime.SetMutexProfileFraction(1)
+		stops = append(stops, func() {
+			for name, file := range map[string]string{"block": g.blockProfile, "mutex": g.blockProfile + ".mutex"} {
+				if f, err := os.Create(file); err == nil {
+					_ = pprof.Lookup(name).WriteTo(f, 0)
+					f.Close()
+				}
+			}
+		})
+	}
+	if g.traceFile != "" {
+		f, err := os.Create(g.traceFile)
+		if err == nil {
+			if err = trace.Start(f); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
+	}
+	return stop, nil
 }

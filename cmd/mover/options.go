@@ -24,6 +24,8 @@ type globalOptions struct {
 	json         bool
 	quiet        bool
 	cpuProfile   string
+	blockProfile string // and the mutex profile beside it (…/mutex)
+	traceFile    string
 	pod          podState // in-pod behaviour of export and import (pod.go)
 }
 
@@ -34,6 +36,10 @@ func (g *globalOptions) register(root *cobra.Command) {
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print no progress")
 	f.StringVar(&g.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the command to this file")
 	f.MarkHidden("cpuprofile")
+	f.StringVar(&g.blockProfile, "blockprofile", "", "write Go block and mutex profiles of the command to this file and FILE.mutex")
+	f.MarkHidden("blockprofile")
+	f.StringVar(&g.traceFile, "trace", "", "write a Go execution trace of the command to this file")
+	f.MarkHidden("trace")
 }
 
 // registerRepo adds the repository flags to cmd and its subcommands: only
