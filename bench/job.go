@@ -92,21 +92,21 @@ type Job struct {
 // Stages are mover's stage times in seconds, summed over the workers (or
 // requests) that ran each stage; see mover.Stages.
 type Stages struct {
-	Read      float64 `json:"read,omitempty"`
-	ZeroCheck float64 `json:"zero_check,omitempty"`
-	Cut       float64 `json:"cut,omitempty"`
-	Hash      float64 `json:"hash,omitempty"`
-	Compress  float64 `json:"compress,omitempty"`
-	Encrypt   float64 `json:"encrypt,omitempty"`
-	Upload    float64 `json:"upload,omitempty"`
-	Download  float64 `json:"download,omitempty"`
-	Decode    float64 `json:"decrypt_verify,omitempty"`
-	Write     float64 `json:"write,omitempty"`
+	Read          float64 `json:"read,omitempty"`
+	ZeroCheck     float64 `json:"zero_check,omitempty"`
+	Cut           float64 `json:"cut,omitempty"`
+	Hash          float64 `json:"hash,omitempty"`
+	Compress      float64 `json:"compress,omitempty"`
+	Encrypt       float64 `json:"encrypt,omitempty"`
+	Upload        float64 `json:"upload,omitempty"`
+	Download      float64 `json:"download,omitempty"`
+	DecryptVerify float64 `json:"decrypt_verify,omitempty"`
+	Write         float64 `json:"write,omitempty"`
 }
 
 func stagesOf(s mover.Stages) Stages {
 	return Stages{Read: s.Read.Seconds(), ZeroCheck: s.ZeroCheck.Seconds(), Cut: s.Cut.Seconds(), Hash: s.Hash.Seconds(),
-		Compress: s.Compress.Seconds(), Encrypt: s.Encrypt.Seconds(), Upload: s.Upload.Seconds(), Download: s.Download.Seconds(), Decode: s.Decode.Seconds(), Write: s.Write.Seconds()}
+		Compress: s.Compress.Seconds(), Encrypt: s.Encrypt.Seconds(), Upload: s.Upload.Seconds(), Download: s.Download.Seconds(), DecryptVerify: s.DecryptVerify.Seconds(), Write: s.Write.Seconds()}
 }
 
 // Sample is one measured run of one operation.

@@ -275,8 +275,9 @@ func stageFigures(op Op, size int64, runs []Sample) ([]StageFigure, string) {
 		add("upload", med(func(s Stages) float64 { return s.Upload }), m.Uploads, m.StoredBytes)
 	} else {
 		add("download", med(func(s Stages) float64 { return s.Download }), m.Downloads, m.FetchedBytes)
-		add("decrypt+verify", med(func(s Stages) float64 { return s.Decode }), m.Downloads, m.FetchedBytes)
-		add("write", med(func(s Stages) float64 { return s.Write }), m.Downloads, m.WrittenBytes+m.ZeroedBytes)
+		add("decrypt+verify", med(func(s Stages) float64 { return s.DecryptVerify }), m.Downloads, m.FetchedBytes)
+		// One writer beside the download workers (mover.ImportOptions.Writers).
+		add("write", med(func(s Stages) float64 { return s.Write }), 1, m.WrittenBytes+m.ZeroedBytes)
 	}
 	var total float64
 	for _, s := range st {

@@ -29,7 +29,7 @@ func fakeReport() *Report {
 	samples := map[resultKey][]Sample{
 		order[0]: {sample(1.0, 64*mib, 20*mib), sample(1.2, 64*mib, 20*mib)},
 		order[1]: {sample(0.5, 2*mib, mib/2)},
-		order[2]: {{Seconds: 0.8, UserCPU: 1, PeakRSS: 50 * mib, FetchedBytes: 20 * mib, WrittenBytes: 40 * mib, Stages: Stages{Download: 0.3, Decode: 0.3, Write: 0.2}, Downloads: 2}},
+		order[2]: {{Seconds: 0.8, UserCPU: 1, PeakRSS: 50 * mib, FetchedBytes: 20 * mib, WrittenBytes: 40 * mib, Stages: Stages{Download: 0.3, DecryptVerify: 0.3, Write: 0.2}, Downloads: 2}},
 		order[3]: {{Seconds: 3, UserCPU: 4, PeakRSS: 200 * mib, StoredBytes: 21 * mib, RepoBytes: 21 * mib}},
 		order[4]: {{Seconds: 2.5, ReturnedSeconds: 2.0, UserCPU: 3, PeakRSS: 150 * mib}},
 	}

@@ -82,12 +82,12 @@ type Stages struct {
 	Hash      time.Duration `json:"hash"`
 	// Compress includes the test that skips random-looking chunks;
 	// Encrypt includes the check that opens every seal again.
-	Compress time.Duration `json:"compress"`
-	Encrypt  time.Duration `json:"encrypt"`
-	Upload   time.Duration `json:"upload"`
-	Download time.Duration `json:"download,omitempty"`
-	Decode   time.Duration `json:"decrypt_verify,omitempty"`
-	Write    time.Duration `json:"write,omitempty"`
+	Compress      time.Duration `json:"compress"`
+	Encrypt       time.Duration `json:"encrypt"`
+	Upload        time.Duration `json:"upload"`
+	Download      time.Duration `json:"download,omitempty"`
+	DecryptVerify time.Duration `json:"decrypt_verify,omitempty"`
+	Write         time.Duration `json:"write,omitempty"`
 }
 
 // Each calls f for every stage in pipeline order (export, then import),
@@ -101,7 +101,7 @@ func (s Stages) Each(f func(name string, d time.Duration)) {
 	f("encrypt", s.Encrypt)
 	f("upload", s.Upload)
 	f("download", s.Download)
-	f("decrypt_verify", s.Decode)
+	f("decrypt_verify", s.DecryptVerify)
 	f("write", s.Write)
 }
 

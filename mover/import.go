@@ -459,7 +459,7 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 	defer func() {
 		im.mu.Lock()
 		im.stages.Download += st.Download
-		im.stages.Decode += st.Decode
+		im.stages.DecryptVerify += st.DecryptVerify
 		im.mu.Unlock()
 	}()
 	for f := range jobs {
@@ -473,7 +473,7 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 			return nil
 		})
 		st.Download += ls.Read
-		st.Decode += ls.Open
+		st.DecryptVerify += ls.Open
 		im.fetched.Add(ls.Bytes)
 		if err != nil {
 			return err
