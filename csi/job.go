@@ -325,7 +325,7 @@ func ptr[T any](v T) *T { return &v }
 // (access denied, no bucket), 14 no such snapshot or volume, 15 unsuitable
 // source or target, 16 a repository newer than the mover. The Job's
 // podFailurePolicy fails the Job at once on them; every other code (1
-// failure, 70 a bug, 130 SIGINT, 143 SIGTERM) is retried up to the
+// failure or a bug, 130 SIGINT, 143 SIGTERM) is retried up to the
 // backoff limit. The mover's `--help` lists the same table.
 func PermanentExitCodes() []int32 { return []int32{2, 3, 10, 11, 12, 13, 14, 15, 16} }
 

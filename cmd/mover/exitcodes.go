@@ -50,9 +50,11 @@ const (
 	// exitNewerFormat: the repository has a newer format than this mover
 	// reads.
 	exitNewerFormat = 16
-	// exitPanic: a bug in mover (a Go panic, recovered in run). Not 2,
-	// which a Job takes as a wrong command line.
-	exitPanic = 70
+	// exitPanic: a bug in mover (a Go panic, recovered in run or in a
+	// worker goroutine): exit 1 as the table has it, retryable,
+	// told apart by the reason Panic. Never 2, which a Job takes as a
+	// wrong command line.
+	exitPanic = exitError
 	// exitInterrupted: SIGINT. The repository is consistent; a rerun
 	// reuses what was uploaded.
 	exitInterrupted = 130
@@ -81,7 +83,7 @@ type exitCode struct {
 func exitTable() []exitCode {
 	return []exitCode{
 		{outcome{exitOK, "", false}, "success"},
-		{outcome{exitError, "Failed", true}, "failure that may succeed on retry (storage unreachable, I/O error)"},
+		{outcome{exitError, "Failed", true}, "failure that may succeed on retry (storage unreachable, I/O error); also a bug (a recovered Go panic)"},
 		{outcome{exitUsage, "Usage", false}, "wrong command line"},
 		{outcome{exitExists, "RepositoryExists", false}, "init found a repository already there"},
 		{outcome{exitNoRepository, "NotRepository", false}, "no repository at the location (or its config is lost)"},
@@ -91,7 +93,6 @@ func exitTable() []exitCode {
 		{outcome{exitNotFound, "SnapshotNotFound", false}, "no such snapshot or volume"},
 		{outcome{exitUnsuitable, "Unsuitable", false}, "unsuitable source or target (not a device or file, inside the repository)"},
 		{outcome{exitNewerFormat, "NewerFormat", false}, "the repository needs a newer mover"},
-		{outcome{exitPanic, "Panic", true}, "a bug in mover (a Go panic)"},
 		{outcome{exitInterrupted, "Interrupted", true}, "interrupted (SIGINT)"},
 		{outcome{exitTerminated, "Terminated", true}, "terminated (SIGTERM, e.g. a pod evicted)"},
 	}

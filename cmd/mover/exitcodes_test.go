@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/csi"
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
@@ -89,6 +90,7 @@ func TestClassify(t *testing.T) {
 		reason string
 	}{
 		{errors.New("connection reset"), exitError, "Failed"},
+		{wrap(&safego.PanicError{Value: "bug"}), exitError, "Panic"},
 		{usagef("--x: bad"), exitUsage, "Usage"},
 		{wrap(repo.ErrRepositoryExists), exitExists, "RepositoryExists"},
 		{wrap(repo.ErrNotRepository), exitNoRepository, "NotRepository"},
@@ -172,7 +174,7 @@ func (p panicky) Put(ctx context.Context, key string, b []byte) error {
 
 // TestExitCodeWorkerPanic: a panic in a worker goroutine (check's readers,
 // export's uploaders, import's fetchers) ends the command like one in the
-// command itself: exit 70 and one line, not Go's exit 2 and a crash.
+// command itself: exit 1 (reason Panic) and one line, not Go's exit 2 and a crash.
 func TestExitCodeWorkerPanic(t *testing.T) {
 	c, dir := newCLI(t)
 	img := filepath.Join(dir, "a.img")
