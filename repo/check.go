@@ -136,7 +136,7 @@ func (c *checker) keys(ctx context.Context) error {
 			return nil
 		}
 		if fileID(b).String() != strings.TrimPrefix(oi.Key, keysPrefix) {
-			c.problem(oi.Key, false, "%v (remove it with mover key remove; another key file opens the repository)", ErrKeyFileDamaged)
+			c.problem(oi.Key, false, "%v (another key file opens the repository; removing this one loses nothing)", ErrKeyFileDamaged)
 			return nil
 		}
 		if _, err := parseKeyFile(b); err != nil {
@@ -168,7 +168,7 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 		for _, p := range packs {
 			size, ok := packSizes[p.ID]
 			if !ok {
-				c.problem(PackKey(p.ID), false, "pack named by %s is missing (mover repair index drops its entries)", name)
+				c.problem(PackKey(p.ID), false, "pack named by %s is missing (repairing the index drops its entries)", name)
 				continue
 			}
 			for _, b := range p.Blobs {

@@ -38,9 +38,6 @@ func (b *backendOptions) register(cmd *cobra.Command) {
 // default), and on loopback 8 gained little over 4 (BENCHMARKS.md).
 const defaultS3Uploads = 4
 
-// isS3 reports whether loc names an S3 repository.
-func isS3(loc string) bool { return location.IsS3(loc) }
-
 // backendFor opens the storage behind loc with location.Open (see there:
 // S3 is wrapped as Retry(Limit(s3, --connections)), a directory must exist
 // unless create is set), after checking the flags. lock, if set, makes
@@ -90,7 +87,7 @@ func (bo backendOptions) uploads(loc string) int {
 	switch {
 	case bo.connections > 0:
 		return bo.connections
-	case isS3(loc):
+	case location.IsS3(loc):
 		return defaultS3Uploads
 	}
 	return 2
@@ -106,7 +103,7 @@ func (bo backendOptions) downloads(loc string) int {
 	switch {
 	case bo.connections > 0:
 		return bo.connections
-	case isS3(loc):
+	case location.IsS3(loc):
 		return 0
 	}
 	return runtime.GOMAXPROCS(0)

@@ -12,6 +12,7 @@ import (
 	"github.com/blockmover/blockmover/bench"
 	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -230,7 +231,7 @@ func (o *benchOptions) config(g *globalOptions, cmd *cobra.Command) (bench.Confi
 	if cfg.Settings, err = o.settings(flags); err != nil {
 		return cfg, err
 	}
-	if o.connections() > 0 || isS3(g.repo) {
+	if o.connections() > 0 || location.IsS3(g.repo) {
 		cfg.Settings.Uploads = o.backend.uploads(g.repo)
 	}
 	if err := o.lists(&cfg); err != nil {

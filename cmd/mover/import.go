@@ -12,6 +12,7 @@ import (
 	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"github.com/spf13/cobra"
 )
 
@@ -61,7 +62,7 @@ if missing and sized to the snapshot.`,
 type importJSON = mover.ImportReport
 
 func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
-	if loc, err := g.location(); err == nil && !isS3(loc) {
+	if loc, err := g.location(); err == nil && !location.IsS3(loc) {
 		if err := checkTargetOutside(loc, o.target); err != nil {
 			return err
 		}

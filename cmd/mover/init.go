@@ -12,6 +12,7 @@ import (
 	"github.com/blockmover/blockmover/internal/units"
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/location"
 	"github.com/spf13/cobra"
 )
 
@@ -134,7 +135,7 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return err
 	}
 	defer be.Close()
-	if !isS3(loc) {
+	if !location.IsS3(loc) {
 		// repo.Init lists the objects; a directory may also hold what
 		// is no object (symbolic links, sockets, devices).
 		if err := notObjects(loc); err != nil {
