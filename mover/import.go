@@ -125,6 +125,33 @@ type importer struct {
 
 	mu     sync.Mutex
 	stages Stages
+
+	// pages caches the entries of pages by ID for the planner (one
+	// goroutine): identical pages, every all-hole page of a sparse volume
+	// first, are fetched once (issue 18).
+	pages map[repo.ID][]repo.Entry
+}
+
+// maxCachedPages bounds the page cache: a page lists at most a segment's
+// chunks (64 at the defaults, 48 bytes each), so it holds about a MiB.
+const maxCachedPages = 256
+
+// page returns the entries of page i of s, from the cache when a page of
+// the same ID was loaded. The entries are shared: callers only read them.
+func (im *importer) page(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error) {
+	id := s.Pages[i]
+	if e, ok := im.pages[id]; ok {
+		return e, nil
+	}
+	e, err := im.st.LoadPage(ctx, o, s, i)
+	if err != nil {
+		return nil, err
+	}
+	if im.pages == nil || len(im.pages) >= maxCachedPages {
+		im.pages = map[repo.ID][]repo.Entry{}
+	}
+	im.pages[id] = e
+	return e, nil
 }
 
 // Import writes snapshot snap from st onto dst and syncs it. Every chunk is
@@ -239,14 +266,14 @@ func (im *importer) plan(ctx context.Context, jobs chan<- *fetch, writes chan<- 
 				im.skipped.Add(end - start)
 				continue
 			}
-			entries, err := im.st.LoadPage(ctx, &o, im.snap, i)
+			entries, err := im.page(ctx, &o, im.snap, i)
 			if err != nil {
 				return err
 			}
 			var same map[basePiece]bool
 			var holes []zeroRun // the base's holes in this page, merged
 			if base != nil {
-				be, err := im.st.LoadPage(ctx, &o, im.opts.AssumeBase, i)
+				be, err := im.page(ctx, &o, im.opts.AssumeBase, i)
 				if err != nil {
 					return fmt.Errorf("base snapshot: %w", err)
 				}
