@@ -127,7 +127,7 @@ func (o *JobOptions) activeDeadline() time.Duration {
 // jobSpec is one mover Job: the command and the PVC it works on.
 type jobSpec struct {
 	ns, op   string
-	pvc      string
+	pvc      string   // "" for a command that reads no volume (init)
 	readOnly bool     // export: the clone is only read
 	args     []string // mover arguments before JobOptions.Args
 	cbt      *cbtSpec // an init container fetches the changed blocks
@@ -226,9 +226,13 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 	}
 	grace := int64(60)
 	volumes := []corev1.Volume{
-		{Name: "volume", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-			ClaimName: spec.pvc, ReadOnly: spec.readOnly}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &tmpLimit}}},
+	}
+	var devices []corev1.VolumeDevice
+	if spec.pvc != "" {
+		volumes = append([]corev1.Volume{{Name: "volume", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+			ClaimName: spec.pvc, ReadOnly: spec.readOnly}}}}, volumes...)
+		devices = []corev1.VolumeDevice{{Name: "volume", DevicePath: DevicePath}}
 	}
 	mounts := []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}}
 	var initContainers []corev1.Container
@@ -308,7 +312,7 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 						Env:                      env,
 						Ports:                    ports,
 						Resources:                o.Resources,
-						VolumeDevices:            []corev1.VolumeDevice{{Name: "volume", DevicePath: DevicePath}},
+						VolumeDevices:            devices,
 						VolumeMounts:             mounts,
 						TerminationMessagePath:   TerminationLogPath,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
