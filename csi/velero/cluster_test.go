@@ -166,12 +166,7 @@ func (w *world) startDriver() {
 // would), its PV, and a PVC the real PV binder binds to it.
 func (w *world) boundPVC(name string) *corev1.PersistentVolumeClaim {
 	t, ctx := w.t, w.ctx
-	vol, err := w.driver.CreateVolume(ctx, &csispec.CreateVolumeRequest{
-		Name:          "pvc-" + name,
-		CapacityRange: &csispec.CapacityRange{RequiredBytes: 16 << 20},
-		VolumeCapabilities: []*csispec.VolumeCapability{{AccessType: &csispec.VolumeCapability_Block{Block: &csispec.VolumeCapability_BlockVolume{}},
-			AccessMode: &csispec.VolumeCapability_AccessMode{Mode: csispec.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
-	})
+	vol, err := w.driver.CreateVolume(ctx, newCreateVolume("pvc-"+name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,11 +400,23 @@ func TestDataUploadNoPod(t *testing.T) {
 	w.checkTakenOver(vs.Name, vsc, op)
 	jobs := w.checkJob(du, pvc, op)
 
-	// Restart: a new replica adopts the operation and its Job.
-	stop()
+	// A second replica waits for the Lease; when the first stops, it
+	// leads and adopts the operation and its Job.
 	stop2 := w.controller("replica-2")
 	defer stop2()
-	time.Sleep(5 * time.Second) // several reconcile passes of the new leader
+	time.Sleep(3 * time.Second)
+	if again := w.jobsOf(du.UID); len(again) != 1 || again[0] != jobs[0] {
+		t.Errorf("with two replicas, Jobs %v, want only %v", again, jobs)
+	}
+	stop()
+	w.waitFor(time.Minute, "replica-2 holds the Lease", func() (bool, string) {
+		l, err := w.admin.Kube.CoordinationV1().Leases(veleroNS).Get(ctx, "blockmover-controller", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return false, fmt.Sprint(err)
+		}
+		return *l.Spec.HolderIdentity == "replica-2", *l.Spec.HolderIdentity
+	})
+	time.Sleep(3 * time.Second) // several reconcile passes of the new leader
 	if again := w.jobsOf(du.UID); len(again) != 1 || again[0] != jobs[0] {
 		t.Errorf("after a restart, Jobs %v, want only %v", again, jobs)
 	}
@@ -531,4 +538,14 @@ func (w *world) checkJob(du *velerov2.DataUpload, pvc *corev1.PersistentVolumeCl
 	}
 
 	return jobs
+}
+
+// newCreateVolume asks the driver for a 16 MiB block volume.
+func newCreateVolume(name string) *csispec.CreateVolumeRequest {
+	return &csispec.CreateVolumeRequest{
+		Name:          name,
+		CapacityRange: &csispec.CapacityRange{RequiredBytes: 16 << 20},
+		VolumeCapabilities: []*csispec.VolumeCapability{{AccessType: &csispec.VolumeCapability_Block{Block: &csispec.VolumeCapability_BlockVolume{}},
+			AccessMode: &csispec.VolumeCapability_AccessMode{Mode: csispec.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
+	}
 }
