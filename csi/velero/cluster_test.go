@@ -11,9 +11,11 @@ package velero
 // has one.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 	"github.com/blockmover/blockmover/csi"
 	"github.com/blockmover/blockmover/csi/internal/testcluster"
 	"github.com/blockmover/blockmover/csi/internal/testdriver"
+	"github.com/blockmover/blockmover/deploy"
 	csispec "github.com/container-storage-interface/spec/lib/go/csi"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
@@ -32,10 +35,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 )
 
 const (
@@ -120,6 +129,7 @@ func startWorld(t *testing.T, opt func(*testcluster.Options)) *world {
 			t.Fatal(err)
 		}
 	}
+	w.applyRBAC()
 	if _, err := admin.Snapshot.SnapshotV1().VolumeSnapshotClasses().Create(ctx, &snapv1.VolumeSnapshotClass{
 		ObjectMeta: metav1.ObjectMeta{Name: snapClass}, Driver: testdriver.DefaultName, DeletionPolicy: snapv1.VolumeSnapshotContentDelete,
 	}, metav1.CreateOptions{}); err != nil {
@@ -319,10 +329,59 @@ func (w *world) waitUpload(name string, phase velerov2.DataUploadPhase, timeout 
 	return du
 }
 
+// applyRBAC creates the ServiceAccounts and RBAC of deploy/controller.yaml
+// (not its Deployment: the tests run the controller in the test process).
+func (w *world) applyRBAC() {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(deploy.Controller()), 4096)
+	gvrs := map[string]schema.GroupVersionResource{
+		"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+		"Role":               rbacv1.SchemeGroupVersion.WithResource("roles"),
+		"RoleBinding":        rbacv1.SchemeGroupVersion.WithResource("rolebindings"),
+		"ClusterRole":        rbacv1.SchemeGroupVersion.WithResource("clusterroles"),
+		"ClusterRoleBinding": rbacv1.SchemeGroupVersion.WithResource("clusterrolebindings"),
+	}
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); err == io.EOF {
+			break
+		} else if err != nil {
+			w.t.Fatal(err)
+		}
+		gvr, ok := gvrs[u.GetKind()]
+		if !ok {
+			continue
+		}
+		var ri dynamic.ResourceInterface = w.admin.Dynamic.Resource(gvr)
+		if u.GetNamespace() != "" {
+			ri = w.admin.Dynamic.Resource(gvr).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Create(w.ctx, &u, metav1.CreateOptions{}); err != nil {
+			w.t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// controllerClients act as the controller's ServiceAccount, with a real
+// token, so that every test proves deploy/controller.yaml's RBAC enough.
+func (w *world) controllerClients() *csi.Clients {
+	tok, _, err := w.admin.RequestToken(w.ctx, veleroNS, "blockmover-controller", "https://kubernetes.default.svc.cluster.local", time.Hour)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(w.cluster.Config)
+	cfg.BearerToken = tok
+	cfg.CertData, cfg.KeyData, cfg.CertFile, cfg.KeyFile = nil, nil, "", ""
+	c, err := csi.NewClients(cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return c
+}
+
 // controller runs a controller (with leader election) until the returned
 // stop is called.
 func (w *world) controller(identity string) (stop func()) {
-	c, err := New(w.admin, Config{Namespace: veleroNS, PasswordSecret: "blockmover-password", Image: "blockmover/mover:test",
+	c, err := New(w.controllerClients(), Config{Namespace: veleroNS, PasswordSecret: "blockmover-password", Image: "blockmover/mover:test",
 		Identity: identity, Concurrency: 2, Resync: time.Second,
 		Timing: csi.Timing{Poll: 200 * time.Millisecond}, Log: testLogger(w.t)})
 	if err != nil {

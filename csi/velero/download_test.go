@@ -78,7 +78,7 @@ func (w *world) restoredVolume(pvName, pvcName string, mode corev1.PersistentVol
 // copied, the reclaim policy restored, the restore PVC gone.
 func TestRebindVolume(t *testing.T) {
 	w := startWorld(t, nil)
-	c, err := New(w.admin, Config{Namespace: veleroNS, PasswordSecret: "p", Image: "i", Log: testLogger(t)})
+	c, err := New(w.controllerClients(), Config{Namespace: veleroNS, PasswordSecret: "p", Image: "i", Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
