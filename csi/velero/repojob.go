@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
-	"time"
 
 	"github.com/blockmover/blockmover/csi"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
@@ -104,10 +103,10 @@ func (c *Controller) writeSecret(ctx context.Context, name string, data map[stri
 	return nil
 }
 
-// initRepository creates the repository (a `mover init` Job, named after
-// the repository URL so that concurrent first backups share one Job), then
-// deletes the failed export Job of op so that the export can run again.
-func (c *Controller) initRepository(ctx context.Context, op string, repo *Repository, job csi.JobOptions) error {
+// initRepository creates the repository with a `mover init` Job named
+// after the repository URL, so that concurrent first backups share one
+// Job (and a lost race, exit code 3, is success).
+func (c *Controller) initRepository(ctx context.Context, repo *Repository, job csi.JobOptions) error {
 	sum := sha256.Sum256([]byte(repo.URL))
 	created, err := c.clients.InitRepository(ctx, csi.InitArgs{Namespace: c.cfg.Namespace, Operation: "init-" + hex.EncodeToString(sum[:8]),
 		Job: job, Timing: c.cfg.Timing, Log: c.cfg.Log})
@@ -115,20 +114,23 @@ func (c *Controller) initRepository(ctx context.Context, op string, repo *Reposi
 		return fmt.Errorf("initialising repository %s: %w", repo.URL, err)
 	}
 	c.cfg.Log.Info("repository ready", "repository", repo.URL, "created", created)
+	return nil
+}
+
+// deleteJob deletes the (failed) Job of op and waits until it is gone, so
+// that the operation can run it again.
+func (c *Controller) deleteJob(ctx context.Context, op string) error {
 	jobs := c.clients.Kube.BatchV1().Jobs(c.cfg.Namespace)
 	bg := metav1.DeletePropagationBackground
 	name := csi.ObjectName(op)
 	if err := jobs.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting the failed Job %s/%s: %w", c.cfg.Namespace, name, err)
 	}
-	for {
-		if _, err := jobs.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return nil
+	return c.wait(ctx, c.cfg.Timing, "Job "+c.cfg.Namespace+"/"+name+" deleted", func() (bool, error) {
+		_, err := jobs.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+		return false, err
+	})
 }

@@ -199,24 +199,48 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 		})
 	})
 	defer stop()
-	res, err := c.clients.Export(ctx, args)
-	var jf *csi.JobFailedError
-	if errors.As(err, &jf) && jf.ExitCode == exitNoRepository {
-		log.Info("no repository yet: initialising it", "repository", repo.URL)
-		if err := c.initRepository(ctx, op, repo, job); err != nil {
-			return nil, nil, err
-		}
-		res, err = c.clients.Export(ctx, args)
-	}
+	res, err := c.runExport(ctx, args, repo, log)
 	if err != nil {
 		return nil, nil, c.explain(err, du.Spec.BackupStorageLocation, repo)
 	}
 	return res, repo, nil
 }
 
-// exitNoRepository is the mover's exit code for "no repository at this
-// location" (cmd/mover/exitcodes.go).
-const exitNoRepository = 10
+// Exit codes of the mover (cmd/mover/exitcodes.go) that runExport answers.
+const (
+	exitNoRepository = 10 // no repository at the location
+	exitNotFound     = 14 // no such snapshot (the base)
+)
+
+// runExport runs the csi export and answers two failures once each: no
+// repository yet (it is initialised, then the export runs again), and a
+// base snapshot that is gone, forgotten since (the export runs again as a
+// full one, which still deduplicates).
+func (c *Controller) runExport(ctx context.Context, args csi.ExportArgs, repo *Repository, log *slog.Logger) (*csi.ExportResult, error) {
+	initialised := false
+	for {
+		res, err := c.clients.Export(ctx, args)
+		var jf *csi.JobFailedError
+		switch {
+		case !errors.As(err, &jf):
+			return res, err
+		case jf.ExitCode == exitNoRepository && !initialised:
+			log.Info("no repository yet: initialising it", "repository", repo.URL)
+			if err := c.initRepository(ctx, repo, args.Job); err != nil {
+				return nil, err
+			}
+			initialised = true
+		case jf.ExitCode == exitNotFound && args.Base != "":
+			log.Info("the base snapshot is gone: exporting in full", "base", args.Base, "error", jf.Message)
+			args.Base = ""
+		default:
+			return nil, err
+		}
+		if err := c.deleteJob(ctx, args.Operation); err != nil {
+			return nil, err
+		}
+	}
+}
 
 // baseSnapshot returns the snapshot of the newest Completed DataUpload of
 // this mover for the same PVC (label velero.io/pvc-uid), or "" for a full
@@ -281,6 +305,8 @@ func (c *Controller) explain(err error, bsl string, repo *Repository) error {
 	case "WrongPassword":
 		return fmt.Errorf("the password in Secret %s/%s (key %s) does not open repository %s of BackupStorageLocation %s: %s",
 			c.cfg.Namespace, c.cfg.PasswordSecret, csi.SecretKeyPassword, repo.URL, bsl, jf.Message)
+	case "StorageRefused":
+		return fmt.Errorf("the storage of BackupStorageLocation %s refuses repository %s (check the bucket, region and the credentials Secret): %s", bsl, repo.URL, jf.Message)
 	case "NotRepository", "NewerFormat":
 		return fmt.Errorf("repository %s of BackupStorageLocation %s: %s", repo.URL, bsl, jf.Message)
 	}
