@@ -25,6 +25,7 @@ import (
 	"github.com/blockmover/blockmover/repo/backend"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // TestPodExportImport: in a pod (KUBERNETES_SERVICE_HOST set, stderr not a
@@ -232,7 +233,8 @@ func checkExposition(t *testing.T, s string) map[string]*dto.MetricFamily {
 	if s == "" {
 		t.Fatal("no metrics")
 	}
-	var parser expfmt.TextParser
+	// prometheus/common 0.67 wants the name validation scheme chosen.
+	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(strings.NewReader(s))
 	if err != nil {
 		t.Fatalf("parsing the metrics: %v\n%s", err, s)
