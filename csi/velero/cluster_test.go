@@ -77,6 +77,8 @@ type world struct {
 	cluster *testcluster.Cluster
 	admin   *csi.Clients
 	driver  csispec.ControllerClient
+	state   string // the test driver's state directory (volumes/ID.img)
+	sock    string // the test driver's socket
 	ns      string // the application's namespace
 }
 
@@ -143,11 +145,13 @@ func startWorld(t *testing.T, opt func(*testcluster.Options)) *world {
 func (w *world) startDriver() {
 	t := w.t
 	dir := t.TempDir()
-	d, err := testdriver.New(testdriver.Config{StateDir: filepath.Join(dir, "state"), NodeID: "node-1"})
+	w.state = filepath.Join(dir, "state")
+	d, err := testdriver.New(testdriver.Config{StateDir: w.state, NodeID: "node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "csi.sock")
+	w.sock = sock
 	l, err := testdriver.Listen("unix://" + sock)
 	if err != nil {
 		t.Fatal(err)

@@ -174,7 +174,7 @@ func TestDataDownloadNoPod(t *testing.T) {
 
 // dataDownload creates a DataDownload as Velero 1.18's restore does
 // (pkg/restore/actions/csi/pvc_action.go: newDataDownload).
-func (w *world) dataDownload(name, pvc, mover string) *velerov2.DataDownload {
+func (w *world) dataDownload(name, pvc, mover string, edit ...func(*velerov2.DataDownload)) *velerov2.DataDownload {
 	dd := &velerov2.DataDownload{
 		TypeMeta: metav1.TypeMeta{APIVersion: "velero.io/v2alpha1", Kind: "DataDownload"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: veleroNS, Labels: map[string]string{
@@ -185,6 +185,9 @@ func (w *world) dataDownload(name, pvc, mover string) *velerov2.DataDownload {
 			BackupStorageLocation: "default", DataMover: mover, SnapshotID: "0123abcd", SourceNamespace: w.ns,
 			OperationTimeout: metav1.Duration{Duration: 10 * time.Minute}, SnapshotSize: 16 << 20,
 		},
+	}
+	for _, e := range edit {
+		e(dd)
 	}
 	u, err := toUnstructured(dd)
 	if err != nil {
