@@ -144,8 +144,19 @@ func (c *Controller) Run(ctx context.Context) error {
 		Client:     c.clients.Kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
 	}
-	var runErr error
-	lost := false
+	// client-go calls OnStartedLeading in a goroutine of its own and does
+	// not wait for it: run records whether Reconcile started, and Run
+	// waits for it to end before returning.
+	var (
+		mu       sync.Mutex
+		started  bool
+		finished bool
+		lost     bool
+	)
+	done := make(chan error, 1)
+	// A Reconcile that fails (not for ctx) ends the leadership too.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		ReleaseOnCancel: true,
@@ -154,23 +165,41 @@ func (c *Controller) Run(ctx context.Context) error {
 		RetryPeriod:     2 * time.Second,
 		Name:            c.cfg.LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(lctx context.Context) {
+				mu.Lock()
+				if finished {
+					mu.Unlock()
+					return
+				}
+				started = true
+				mu.Unlock()
 				c.cfg.Log.Info("leading", "identity", c.cfg.Identity)
-				runErr = c.Reconcile(ctx)
+				done <- c.Reconcile(lctx)
+				cancelRun()
 			},
 			OnStoppedLeading: func() {
+				mu.Lock()
 				lost = ctx.Err() == nil
+				mu.Unlock()
 			},
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	le.Run(ctx)
+	le.Run(runCtx)
+	mu.Lock()
+	finished = true
+	wasStarted, wasLost := started, lost
+	mu.Unlock()
+	var runErr error
+	if wasStarted {
+		runErr = <-done
+	}
 	switch {
 	case runErr != nil && !errors.Is(runErr, context.Canceled):
 		return runErr
-	case lost:
+	case wasLost:
 		return errors.New("lost the leader election lease; restarting so that the new leader adopts the operations")
 	}
 	return nil
