@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -57,6 +58,10 @@ type JobOptions struct {
 	Secret string
 	// Repository, when set, is MOVER_REPOSITORY (instead of the Secret's).
 	Repository string
+	// CABundleKey names a key of Secret holding PEM CA certificates to
+	// trust for the S3 endpoint: it is mounted at CABundlePath and passed
+	// as --s3-ca-bundle.
+	CABundleKey string
 	// ServiceAccount the pod runs as (default: the namespace's default).
 	// Its token is mounted only when the Job needs the API (CBT).
 	ServiceAccount string
@@ -142,8 +147,10 @@ type cbtSpec struct {
 
 // Paths of an incremental export's pod.
 const (
-	workDir          = "/work"
-	ChangesPath      = workDir + "/changes.json"
+	workDir     = "/work"
+	ChangesPath = workDir + "/changes.json"
+	// CABundlePath is where JobOptions.CABundleKey is mounted.
+	CABundlePath     = "/etc/blockmover/ca/ca.pem"
 	serviceAccountMP = "/var/run/secrets/kubernetes.io/serviceaccount"
 )
 
@@ -193,6 +200,9 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 		podAnn["prometheus.io/scrape"] = "true"
 		podAnn["prometheus.io/port"] = fmt.Sprint(o.MetricsPort)
 	}
+	if o.CABundleKey != "" {
+		args = append(args, "--s3-ca-bundle="+CABundlePath)
+	}
 	args = append(args, o.Args...)
 
 	// Root in the container's user namespace, for the device node's owner
@@ -235,6 +245,11 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 		devices = []corev1.VolumeDevice{{Name: "volume", DevicePath: DevicePath}}
 	}
 	mounts := []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}}
+	if o.CABundleKey != "" {
+		volumes = append(volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: o.Secret, Items: []corev1.KeyToPath{{Key: o.CABundleKey, Path: filepath.Base(CABundlePath)}}}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "ca", MountPath: filepath.Dir(CABundlePath), ReadOnly: true})
+	}
 	var initContainers []corev1.Container
 	if c := spec.cbt; c != nil {
 		// The change list goes from the init container to the mover

@@ -47,6 +47,9 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+// testCA stands for the PEM CA bundle of a location's caCert.
+const testCA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
 const (
 	veleroNS   = "velero"
 	snapClass  = "test-snapshots"
@@ -267,8 +270,9 @@ func (w *world) veleroSetup() {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "BackupStorageLocation"},
 		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: veleroNS},
 		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws", Default: true,
-			Config:      map[string]string{"region": "minio", "s3Url": "http://127.0.0.1:9000", "s3ForcePathStyle": "true"},
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: "cluster"}}},
+			Config: map[string]string{"region": "minio", "s3Url": "http://127.0.0.1:9000", "s3ForcePathStyle": "true"},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: "cluster",
+				CACert: []byte(testCA)}}},
 	}
 	u, err := toUnstructured(loc)
 	if err != nil {
@@ -584,7 +588,8 @@ func (w *world) checkJob(du *velerov2.DataUpload, pvc *corev1.PersistentVolumeCl
 		t.Fatal(err)
 	}
 	args := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " ")
-	for _, want := range []string{"export", "--name=shop-db", "--tag=velero.io/backup-name=b1", "--tag=velero.io/pvc-uid=" + string(pvc.UID), "--s3-path-style"} {
+	for _, want := range []string{"export", "--name=shop-db", "--tag=velero.io/backup-name=b1", "--tag=velero.io/pvc-uid=" + string(pvc.UID),
+		"--s3-path-style", "--s3-ca-bundle=" + csi.CABundlePath} {
 		if !strings.Contains(args, want) {
 			t.Errorf("Job args %q lack %q", args, want)
 		}
@@ -594,7 +599,8 @@ func (w *world) checkJob(du *velerov2.DataUpload, pvc *corev1.PersistentVolumeCl
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{csi.SecretKeyRepository: "s3://velero/cluster/blockmover", csi.SecretKeyPassword: "correct horse",
-		"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123", "AWS_REGION": "minio", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"} {
+		"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123", "AWS_REGION": "minio", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+		caBundleKey: testCA} {
 		if string(sec.Data[k]) != v {
 			t.Errorf("Job Secret %s = %q, want %q", k, sec.Data[k], v)
 		}

@@ -20,6 +20,9 @@ import (
 // environment variables.
 func RepositorySecretName(bsl string) string { return "blockmover-repo-" + bsl }
 
+// caBundleKey holds the location's CA bundle in the Job Secret.
+const caBundleKey = "s3-ca.pem"
+
 // repository derives the repository of the BackupStorageLocation named
 // bsl, writes its Job Secret and returns the Job options that use it.
 // Each failure says which object to fix.
@@ -55,6 +58,15 @@ func (c *Controller) repository(ctx context.Context, bsl string) (*Repository, c
 	if err != nil {
 		return nil, job, err
 	}
+	if ref := loc.Spec.ObjectStorage.CACertRef; ref != nil && len(repo.CACert) == 0 {
+		s, err := secrets.Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, job, fmt.Errorf("caCertRef Secret %s/%s of BackupStorageLocation %s: %w", ns, ref.Name, bsl, err)
+		}
+		if repo.CACert = s.Data[ref.Key]; len(repo.CACert) == 0 {
+			return nil, job, fmt.Errorf("caCertRef Secret %s/%s of BackupStorageLocation %s has no key %q", ns, ref.Name, bsl, ref.Key)
+		}
+	}
 	pw, err := secrets.Get(ctx, c.cfg.PasswordSecret, metav1.GetOptions{})
 	if err != nil {
 		return nil, job, fmt.Errorf("repository password Secret %s/%s (the controller's --password-secret): %w", ns, c.cfg.PasswordSecret, err)
@@ -66,6 +78,9 @@ func (c *Controller) repository(ctx context.Context, bsl string) (*Repository, c
 	for k, v := range repo.Env {
 		data[k] = []byte(v)
 	}
+	if len(repo.CACert) > 0 {
+		data[caBundleKey] = repo.CACert
+	}
 	name := RepositorySecretName(bsl)
 	if err := c.writeSecret(ctx, name, data); err != nil {
 		return nil, job, err
@@ -73,6 +88,9 @@ func (c *Controller) repository(ctx context.Context, bsl string) (*Repository, c
 	job = csi.JobOptions{Image: c.cfg.Image, Secret: name, ServiceAccount: c.cfg.ServiceAccount,
 		Args: repo.Args, MetricsPort: c.cfg.MetricsPort,
 		Labels: map[string]string{"app.kubernetes.io/part-of": "velero"}}
+	if len(repo.CACert) > 0 {
+		job.CABundleKey = caBundleKey
+	}
 	return repo, job, nil
 }
 

@@ -37,6 +37,10 @@ type Repository struct {
 	Env map[string]string
 	// Args are mover flags the location needs (--s3-path-style).
 	Args []string
+	// CACert is the PEM bundle to trust for the endpoint: the location's
+	// objectStorage.caCert (RepositoryFor), or the Secret key its
+	// caCertRef names (which the caller reads).
+	CACert []byte
 }
 
 // CredentialRef returns the Secret key that holds bsl's credentials:
@@ -53,8 +57,7 @@ func CredentialRef(bsl *velerov1.BackupStorageLocation) (secret, key string) {
 // credentials (INI) format Velero's AWS plugin reads; nil means none (the
 // pod's own identity, e.g. IRSA). It fails, wrapping
 // ErrUnsupportedLocation, for anything but the aws provider with a bucket,
-// and for TLS settings the mover Job cannot follow yet (caCert,
-// insecureSkipTLSVerify).
+// and for insecureSkipTLSVerify, which the mover does not offer.
 func RepositoryFor(bsl *velerov1.BackupStorageLocation, credentials []byte) (*Repository, error) {
 	name := bsl.Namespace + "/" + bsl.Name
 	switch bsl.Spec.Provider {
@@ -66,18 +69,15 @@ func RepositoryFor(bsl *velerov1.BackupStorageLocation, credentials []byte) (*Re
 	if store == nil || store.Bucket == "" {
 		return nil, fmt.Errorf("%w: BackupStorageLocation %s has no objectStorage.bucket", ErrUnsupportedLocation, name)
 	}
-	if len(store.CACert) > 0 || store.CACertRef != nil {
-		return nil, fmt.Errorf("%w: BackupStorageLocation %s has a caCert, which blockmover's Jobs cannot mount yet; use a location whose endpoint has a publicly trusted certificate", ErrUnsupportedLocation, name)
-	}
 	cfg := bsl.Spec.Config
 	if v, _ := strconv.ParseBool(cfg["insecureSkipTLSVerify"]); v {
-		return nil, fmt.Errorf("%w: BackupStorageLocation %s sets insecureSkipTLSVerify, which blockmover refuses: give the endpoint a trusted certificate", ErrUnsupportedLocation, name)
+		return nil, fmt.Errorf("%w: BackupStorageLocation %s sets insecureSkipTLSVerify, which blockmover refuses: give the location its CA in objectStorage.caCert or caCertRef", ErrUnsupportedLocation, name)
 	}
 	path := strings.Trim(store.Prefix, "/")
 	if path != "" {
 		path += "/"
 	}
-	r := &Repository{URL: "s3://" + store.Bucket + "/" + path + RepositoryPrefix, Env: map[string]string{}}
+	r := &Repository{URL: "s3://" + store.Bucket + "/" + path + RepositoryPrefix, Env: map[string]string{}, CACert: store.CACert}
 	if v := cfg["region"]; v != "" {
 		r.Env["AWS_REGION"] = v
 	}

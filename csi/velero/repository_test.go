@@ -53,6 +53,12 @@ func TestRepositoryFor(t *testing.T) {
 		t.Errorf("Env %v Args %v", r.Env, r.Args)
 	}
 
+	// The location's CA bundle goes with it.
+	loc.Spec.ObjectStorage.CACert = []byte("PEM")
+	if r, err := RepositoryFor(loc, nil); err != nil || string(r.CACert) != "PEM" {
+		t.Errorf("caCert: %+v %v", r, err)
+	}
+
 	// No prefix, default profile, no path style, no credentials.
 	r, err = RepositoryFor(bsl("velero.io/aws", "b", "", nil), nil)
 	if err != nil || r.URL != "s3://b/blockmover" || len(r.Env) != 0 || len(r.Args) != 0 {
@@ -72,8 +78,6 @@ func TestRepositoryFor(t *testing.T) {
 }
 
 func TestRepositoryForRefuses(t *testing.T) {
-	withCA := bsl("aws", "b", "", nil)
-	withCA.Spec.ObjectStorage.CACert = []byte("PEM")
 	for name, tc := range map[string]struct {
 		loc   *velerov1.BackupStorageLocation
 		creds string
@@ -81,7 +85,6 @@ func TestRepositoryForRefuses(t *testing.T) {
 	}{
 		"gcp":       {bsl("gcp", "b", "", nil), "", `provider "gcp"`},
 		"no bucket": {bsl("aws", "", "", nil), "", "no objectStorage.bucket"},
-		"caCert":    {withCA, "", "caCert"},
 		"insecure":  {bsl("aws", "b", "", map[string]string{"insecureSkipTLSVerify": "true"}), "", "insecureSkipTLSVerify"},
 		"profile":   {bsl("aws", "b", "", map[string]string{"profile": "nope"}), iniCreds, "no [nope] profile"},
 		"no secret": {bsl("aws", "b", "", nil), "[default]\naws_access_key_id = A\n", "lacks aws_access_key_id or aws_secret_access_key"},
