@@ -514,6 +514,28 @@ func TestDataUploadNoPod(t *testing.T) {
 		return apierrors.IsNotFound(err1) && apierrors.IsNotFound(err2) && apierrors.IsNotFound(err3), fmt.Sprintf("%v; %v; %v", err1, err2, err3)
 	})
 
+	t.Run("base", func(t *testing.T) {
+		// Earlier backups of the PVC, as they end: the newest Completed
+		// one of this mover is the base of the next.
+		done := func(mover string, phase velerov2.DataUploadPhase, snap string, age time.Duration) func(*velerov2.DataUpload) {
+			return func(d *velerov2.DataUpload) {
+				d.Spec.DataMover, d.Status.Phase, d.Status.SnapshotID = mover, phase, snap
+				d.Status.CompletionTimestamp = &metav1.Time{Time: time.Now().Add(-age).Truncate(time.Second)}
+			}
+		}
+		w.dataUpload("old-1", pvc, "x", DefaultName, "default", done(DefaultName, velerov2.DataUploadPhaseCompleted, "aaaa", 3*time.Hour))
+		w.dataUpload("old-2", pvc, "x", DefaultName, "default", done(DefaultName, velerov2.DataUploadPhaseCompleted, "bbbb", 2*time.Hour))
+		w.dataUpload("old-3", pvc, "x", "velero", "default", done("velero", velerov2.DataUploadPhaseCompleted, "cccc", time.Hour))
+		w.dataUpload("old-4", pvc, "x", DefaultName, "default", done(DefaultName, velerov2.DataUploadPhaseFailed, "", time.Minute))
+		c, err := New(w.controllerClients(), Config{Namespace: veleroNS, PasswordSecret: "p", Image: "i"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if base, err := c.baseSnapshot(ctx, du); err != nil || base != "bbbb" {
+			t.Errorf("base %q, %v; want bbbb", base, err)
+		}
+	})
+
 	t.Run("cancel-before-start", func(t *testing.T) {
 		pvc := w.boundPVC("cache")
 		vs := w.snapshot("cache", "velero-cache-fghij")

@@ -139,6 +139,7 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 		d.Status.SnapshotID = res.Snapshot
 		d.Status.Progress.TotalBytes, d.Status.Progress.BytesDone = res.Size, res.Size
 		d.Status.IncrementalBytes = res.NewBytes
+		d.Status.NodeOS = velerov2.NodeOSLinux // the mover pods are Linux
 		d.Status.Message = ""
 		r := map[string]string{"repository": repo.URL, "volume": res.Volume}
 		if res.Parent != "" {
