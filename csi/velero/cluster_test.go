@@ -388,10 +388,14 @@ func (w *world) controllerClients() *csi.Clients {
 
 // controller runs a controller (with leader election) until the returned
 // stop is called.
-func (w *world) controller(identity string) (stop func()) {
-	c, err := New(w.controllerClients(), Config{Namespace: veleroNS, PasswordSecret: "blockmover-password", Image: "blockmover/mover:test",
+func (w *world) controller(identity string, edit ...func(*Config)) (stop func()) {
+	cfg := Config{Namespace: veleroNS, PasswordSecret: "blockmover-password", Image: "blockmover/mover:test",
 		Identity: identity, Concurrency: 2, Resync: time.Second,
-		Timing: csi.Timing{Poll: 200 * time.Millisecond}, Log: testLogger(w.t)})
+		Timing: csi.Timing{Poll: 200 * time.Millisecond}, Log: testLogger(w.t)}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	c, err := New(w.controllerClients(), cfg)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -639,4 +643,34 @@ func newCreateVolume(name string) *csispec.CreateVolumeRequest {
 		VolumeCapabilities: []*csispec.VolumeCapability{{AccessType: &csispec.VolumeCapability_Block{Block: &csispec.VolumeCapability_BlockVolume{}},
 			AccessMode: &csispec.VolumeCapability_AccessMode{Mode: csispec.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
 	}
+}
+
+// TestConcurrencyBound: with one slot, a second DataUpload waits in New
+// (its snapshot untouched) while the first is in progress, and starts
+// when the first ends (here: canceled).
+func TestConcurrencyBound(t *testing.T) {
+	w := startWorld(t, nil)
+	w.veleroSetup()
+	w.controller("replica-1", func(c *Config) { c.Concurrency = 1 })
+	a, b := w.boundPVC("a"), w.boundPVC("b")
+	w.snapshot("a", "velero-a")
+	w.snapshot("b", "velero-b")
+	first := w.dataUpload("b1-a", a, "velero-a", DefaultName, "default")
+	w.waitUpload(first.Name, velerov2.DataUploadPhasePrepared, time.Minute)
+	second := w.dataUpload("b1-b", b, "velero-b", DefaultName, "default")
+	time.Sleep(3 * time.Second) // several passes
+	if got := w.getUpload(second.Name); got.Status.Phase != "" && got.Status.Phase != velerov2.DataUploadPhaseNew {
+		t.Fatalf("second DataUpload %s while the only slot is taken", got.Status.Phase)
+	}
+	if _, err := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(w.ns).Get(w.ctx, "velero-b", metav1.GetOptions{}); err != nil {
+		t.Errorf("the waiting DataUpload's snapshot: %v", err)
+	}
+	if _, err := updateObject[velerov2.DataUpload](w.ctx, w.admin.Dynamic, uploadsGVR(), veleroNS, first.Name, func(d *velerov2.DataUpload) bool {
+		d.Spec.Cancel = true
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitUpload(first.Name, velerov2.DataUploadPhaseCanceled, time.Minute)
+	w.waitUpload(second.Name, velerov2.DataUploadPhasePrepared, time.Minute)
 }
