@@ -674,3 +674,29 @@ func TestConcurrencyBound(t *testing.T) {
 	w.waitUpload(first.Name, velerov2.DataUploadPhaseCanceled, time.Minute)
 	w.waitUpload(second.Name, velerov2.DataUploadPhasePrepared, time.Minute)
 }
+
+// TestDataUploadDeleted: a DataUpload deleted while its Job runs (as
+// Velero deletes those of a deleted backup) has its Job, clone and
+// snapshot deleted.
+func TestDataUploadDeleted(t *testing.T) {
+	w := startWorld(t, nil)
+	w.veleroSetup()
+	w.controller("replica-1")
+	pvc := w.boundPVC("db")
+	w.snapshot("db", "velero-db")
+	du := w.dataUpload("b1-db", pvc, "velero-db", DefaultName, "default")
+	op := OperationID("du", string(du.UID))
+	w.waitFor(time.Minute, "the mover Job", func() (bool, string) {
+		jobs := w.jobsOf(du.UID)
+		return len(jobs) == 1, fmt.Sprint(jobs)
+	})
+	if err := w.admin.Dynamic.Resource(uploadsGVR()).Namespace(veleroNS).Delete(w.ctx, du.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(time.Minute, "the operation's objects gone", func() (bool, string) {
+		_, err1 := w.admin.Kube.BatchV1().Jobs(veleroNS).Get(w.ctx, csi.ObjectName(op), metav1.GetOptions{})
+		_, err2 := w.admin.Kube.CoreV1().PersistentVolumeClaims(veleroNS).Get(w.ctx, csi.ObjectName(op), metav1.GetOptions{})
+		_, err3 := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(veleroNS).Get(w.ctx, csi.ObjectName(op), metav1.GetOptions{})
+		return apierrors.IsNotFound(err1) && apierrors.IsNotFound(err2) && apierrors.IsNotFound(err3), fmt.Sprintf("%v; %v; %v", err1, err2, err3)
+	})
+}

@@ -215,6 +215,17 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.Kick() },
 		UpdateFunc: func(any, any) { c.Kick() },
+		// A DataUpload or DataDownload deleted mid-operation (Velero
+		// deletes a deleted backup's DataUploads) is canceled: its Job,
+		// clone and snapshot go.
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if u, ok := obj.(*unstructured.Unstructured); ok {
+				c.cancelRunning(u.GetUID())
+			}
+		},
 	}
 	for _, inf := range []cache.SharedIndexInformer{uploads, downloads} {
 		if _, err := inf.AddEventHandler(h); err != nil {
@@ -288,6 +299,14 @@ func (c *Controller) isRunning(uid types.UID) (*operation, bool) {
 	defer c.mu.Unlock()
 	op, ok := c.running[uid]
 	return op, ok
+}
+
+// cancelRunning cancels the operation of uid in this process, if any,
+// unless it is itself a cancel.
+func (c *Controller) cancelRunning(uid types.UID) {
+	if op, ok := c.isRunning(uid); ok && !op.canceling {
+		op.cancel()
+	}
 }
 
 // start runs fn for uid in a goroutine holding a slot, unless uid runs
