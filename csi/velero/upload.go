@@ -153,6 +153,11 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 		return true
 	})
 	log.Info("completed", "snapshot", res.Snapshot, "size", res.Size, "new_bytes", res.NewBytes)
+	// The snapshot stayed until the outcome was written, so that a crash
+	// in between reruns the export instead of failing for a lost snapshot.
+	if err := c.clients.Cleanup(ctx, c.cfg.Namespace, OperationID("du", string(du.UID))); err != nil {
+		log.Warn("deleting the snapshot after completion", "error", err)
+	}
 }
 
 // export prepares the repository and the snapshot (Prepared), then runs
@@ -191,7 +196,7 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 		Namespace: c.cfg.Namespace, PVC: du.Spec.SourcePVC, PVCNamespace: du.Spec.SourceNamespace,
 		Operation: op, VolumeSnapshot: vs, StorageClass: du.Spec.CSISnapshot.StorageClass,
 		AllowVolumeModeChange: true, Tags: tags, Base: base, Job: job, Timing: c.timing(du.Spec.OperationTimeout),
-		KeepOnFailure: true, Log: log,
+		KeepOnFailure: true, KeepSnapshot: true, Log: log,
 	}
 	stop := c.watchProgress(ctx, op, func(node string, p progress) {
 		c.setUpload(ctx, du, func(d *velerov2.DataUpload) bool {
