@@ -51,6 +51,12 @@ func (t Timing) withDefaults(jobDeadline time.Duration) Timing {
 type ExportArgs struct {
 	// Namespace and PVC name the volume to export (required).
 	Namespace, PVC string
+	// PVCNamespace is the PVC's namespace when it differs from Namespace,
+	// where the operation's objects live: a control plane that has taken
+	// a VolumeSnapshot over into its own namespace (as Velero's data mover
+	// does, through a pre-provisioned VolumeSnapshotContent) names it in
+	// VolumeSnapshot and the original PVC here. Default: Namespace.
+	PVCNamespace string
 	// Operation ties every object of this export together (required): a
 	// DNS label the caller chooses, e.g. its backup ID. Calling Export
 	// again with the same Operation after a crash reuses the objects the
@@ -106,6 +112,8 @@ func (a *ExportArgs) Validate() error {
 		return fmt.Errorf("%w: missing Namespace", ErrInvalidArgs)
 	case a.PVC == "":
 		return fmt.Errorf("%w: missing PVC", ErrInvalidArgs)
+	case a.PVCNamespace != "" && a.PVCNamespace != a.Namespace && a.VolumeSnapshot == "":
+		return fmt.Errorf("%w: PVCNamespace %s differs from Namespace %s: give the VolumeSnapshot in Namespace", ErrInvalidArgs, a.PVCNamespace, a.Namespace)
 	}
 	if err := ValidateOperation(a.Operation); err != nil {
 		return err
@@ -140,7 +148,14 @@ func (a *ExportArgs) volume() string {
 	if a.Volume != "" {
 		return a.Volume
 	}
-	return a.Namespace + "-" + a.PVC
+	return a.pvcNamespace() + "-" + a.PVC
+}
+
+func (a *ExportArgs) pvcNamespace() string {
+	if a.PVCNamespace != "" {
+		return a.PVCNamespace
+	}
+	return a.Namespace
 }
 
 // ExportResult is the outcome of an export.
@@ -199,7 +214,7 @@ func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done 
 
 func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *slog.Logger) (*ExportResult, error) {
 	ns, op := args.Namespace, args.Operation
-	src, err := c.inspectPVC(ctx, ns, args.PVC)
+	src, err := c.inspectPVC(ctx, args.pvcNamespace(), args.PVC)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +298,7 @@ func (c *Clients) readySnapshot(ctx context.Context, args *ExportArgs, src *volu
 		if err != nil {
 			return nil, fmt.Errorf("VolumeSnapshot %s/%s: %w", ns, args.VolumeSnapshot, explain(err))
 		}
-		if s := vs.Spec.Source.PersistentVolumeClaimName; s == nil || *s != args.PVC {
+		if !snapshotOf(vs, args.PVC) {
 			return nil, fmt.Errorf("%w: VolumeSnapshot %s/%s is not a snapshot of PVC %s", ErrInvalidArgs, ns, vs.Name, args.PVC)
 		}
 	} else {
@@ -335,6 +350,16 @@ func withNodeAffinity(a *corev1.Affinity, required *corev1.NodeSelector) *corev1
 	}
 	na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms = terms
 	return out
+}
+
+// snapshotOf reports whether vs may be a snapshot of pvc: it names pvc as
+// its source, or it is a pre-provisioned snapshot (of a content the caller
+// took over), which names no PVC.
+func snapshotOf(vs *snapv1.VolumeSnapshot, pvc string) bool {
+	if s := vs.Spec.Source.PersistentVolumeClaimName; s != nil {
+		return *s == pvc
+	}
+	return vs.Spec.Source.VolumeSnapshotContentName != nil
 }
 
 // runJob creates the Job (or finds the one of an earlier run) and waits

@@ -40,6 +40,9 @@ type ImportArgs struct {
 	SnapshotClass string
 	// AllowVolumeModeChange: see ExportArgs.
 	AllowVolumeModeChange bool
+	// AccessModes of the new PVC (default ReadWriteOnce); the staging PVC
+	// of a Filesystem import is always ReadWriteOnce.
+	AccessModes []corev1.PersistentVolumeAccessMode
 	// Job shapes the mover Job (Image and Secret are required).
 	Job JobOptions
 	// Timing of the waits.
@@ -122,9 +125,11 @@ func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log
 		return nil, err
 	}
 	if res == nil {
-		block, created, err := c.ensurePVC(ctx, ns, op, role, pvcSpec{
-			name: blockName, storageClass: args.StorageClass, size: size, mode: corev1.PersistentVolumeBlock, labels: args.Job.Labels,
-		})
+		spec := pvcSpec{name: blockName, storageClass: args.StorageClass, size: size, mode: corev1.PersistentVolumeBlock, labels: args.Job.Labels}
+		if !fs {
+			spec.accessModes = args.AccessModes
+		}
+		block, created, err := c.ensurePVC(ctx, ns, op, role, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +179,7 @@ func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log
 	}
 	target, created, err := c.ensurePVC(ctx, ns, op, RoleTarget, pvcSpec{
 		name: args.PVC, storageClass: args.StorageClass, size: restoreSize(vs, size),
-		mode: corev1.PersistentVolumeFilesystem, dataSource: vs.Name, labels: args.Job.Labels,
+		mode: corev1.PersistentVolumeFilesystem, dataSource: vs.Name, labels: args.Job.Labels, accessModes: args.AccessModes,
 	})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -58,6 +59,10 @@ type JobOptions struct {
 	Secret string
 	// Repository, when set, is MOVER_REPOSITORY (instead of the Secret's).
 	Repository string
+	// CABundleKey names a key of Secret holding PEM CA certificates to
+	// trust for the S3 endpoint: it is mounted at CABundlePath and passed
+	// as --s3-ca-bundle.
+	CABundleKey string
 	// ServiceAccount the pod runs as (default: the namespace's default).
 	// Its token is mounted only when the Job needs the API (CBT).
 	ServiceAccount string
@@ -128,7 +133,7 @@ func (o *JobOptions) activeDeadline() time.Duration {
 // jobSpec is one mover Job: the command and the PVC it works on.
 type jobSpec struct {
 	ns, op   string
-	pvc      string
+	pvc      string   // "" for a command that reads no volume (init)
 	readOnly bool     // export: the clone is only read
 	args     []string // mover arguments before JobOptions.Args
 	cbt      *cbtSpec // an init container fetches the changed blocks
@@ -143,8 +148,10 @@ type cbtSpec struct {
 
 // Paths of an incremental export's pod.
 const (
-	workDir          = "/work"
-	ChangesPath      = workDir + "/changes.json"
+	workDir     = "/work"
+	ChangesPath = workDir + "/changes.json"
+	// CABundlePath is where JobOptions.CABundleKey is mounted.
+	CABundlePath     = "/etc/blockmover/ca/ca.pem"
 	serviceAccountMP = "/var/run/secrets/kubernetes.io/serviceaccount"
 )
 
@@ -194,6 +201,9 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 		podAnn["prometheus.io/scrape"] = "true"
 		podAnn["prometheus.io/port"] = fmt.Sprint(o.MetricsPort)
 	}
+	if o.CABundleKey != "" {
+		args = append(args, "--s3-ca-bundle="+CABundlePath)
+	}
 	args = append(args, o.Args...)
 
 	// Root in the container's user namespace, for the device node's owner
@@ -227,11 +237,20 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 	}
 	grace := int64(60)
 	volumes := []corev1.Volume{
-		{Name: "volume", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-			ClaimName: spec.pvc, ReadOnly: spec.readOnly}}},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &tmpLimit}}},
 	}
+	var devices []corev1.VolumeDevice
+	if spec.pvc != "" {
+		volumes = append([]corev1.Volume{{Name: "volume", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+			ClaimName: spec.pvc, ReadOnly: spec.readOnly}}}}, volumes...)
+		devices = []corev1.VolumeDevice{{Name: "volume", DevicePath: DevicePath}}
+	}
 	mounts := []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}}
+	if o.CABundleKey != "" {
+		volumes = append(volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: o.Secret, Items: []corev1.KeyToPath{{Key: o.CABundleKey, Path: filepath.Base(CABundlePath)}}}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "ca", MountPath: filepath.Dir(CABundlePath), ReadOnly: true})
+	}
 	var initContainers []corev1.Container
 	if c := spec.cbt; c != nil {
 		// The change list goes from the init container to the mover
@@ -304,7 +323,7 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 						Env:                      env,
 						Ports:                    ports,
 						Resources:                o.Resources,
-						VolumeDevices:            []corev1.VolumeDevice{{Name: "volume", DevicePath: DevicePath}},
+						VolumeDevices:            devices,
 						VolumeMounts:             mounts,
 						TerminationMessagePath:   TerminationLogPath,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,

@@ -21,6 +21,7 @@ type pvcSpec struct {
 	mode         corev1.PersistentVolumeMode
 	dataSource   string // VolumeSnapshot to restore, or none
 	labels       map[string]string
+	accessModes  []corev1.PersistentVolumeAccessMode // default ReadWriteOnce
 }
 
 // ensurePVC creates the PVC, or finds the one an earlier run of op
@@ -29,10 +30,14 @@ type pvcSpec struct {
 func (c *Clients) ensurePVC(ctx context.Context, ns, op, role string, s pvcSpec) (*corev1.PersistentVolumeClaim, bool, error) {
 	meta := objectMeta(ns, op, role, s.labels)
 	meta.Name = s.name
+	modes := s.accessModes
+	if len(modes) == 0 {
+		modes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
+	}
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: meta,
 		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			AccessModes: modes,
 			VolumeMode:  &s.mode,
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: s.size}},
 		},

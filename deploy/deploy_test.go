@@ -11,7 +11,7 @@ import (
 func TestManifestsEmbedded(t *testing.T) {
 	for name, f := range map[string]func() []byte{
 		"rbac.yaml": RBAC, "volume-mode-change.yaml": VolumeModeChange,
-		"export-job.yaml": ExportJob, "import-job.yaml": ImportJob,
+		"export-job.yaml": ExportJob, "import-job.yaml": ImportJob, "controller.yaml": Controller,
 	} {
 		want, err := os.ReadFile(name)
 		if err != nil {

@@ -174,6 +174,7 @@ The repository and its password come from flags or the environment:
 		newDiffCommand(ctx, g),
 		newBenchCommand(ctx, g),
 		newK8sCommand(ctx, g),
+		newControllerCommand(ctx, g),
 		newVersionCommand(g),
 	)
 	installHints(root)
