@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,46 +31,24 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// What the end-to-end test needs of the test cluster, found by name so
-// that this file compiles before the cluster has them.
 const (
-	kubeletOption      = "Kubelet"             // Options.Kubelet bool
-	provisionerMethod  = "StartCSIProvisioner" // (*Cluster).StartCSIProvisioner(ctx, csiSocket string) error
-	nodePluginMethod   = "StartCSINodePlugin"  // (*Cluster).StartCSINodePlugin(ctx, csiSocket string) error
 	moverImageEnv      = "BLOCKMOVER_E2E_IMAGE"
 	defaultE2EImage    = "blockmover/mover:dev" // hack/build-image.sh's tag
 	e2eVolumeSizeBytes = 16 << 20
 )
 
-// e2eCluster checks that the cluster can run pods, skipping the test with
-// what is missing, and returns the option that turns the kubelet on.
+// e2eCluster would return the option that starts the cluster with its
+// node. testcluster has had Options.Kubelet since the kubelet work was
+// merged, but this test still drives a test driver of its own (w.sock,
+// w.state) and reaches S3 on 127.0.0.1: adapting it means using the
+// node's driver and provisioner (their state directory for volumeFile, a
+// StorageClass from DefaultClasses), the mover image imported with
+// ImportImage, and the BackupStorageLocation's s3Url at ProxyToPods'
+// address, as TestKubelet does. Until then it skips, saying so.
 func e2eCluster(t *testing.T) func(*testcluster.Options) {
 	t.Helper()
-	var missing []string
-	if _, ok := reflect.TypeFor[testcluster.Options]().FieldByName(kubeletOption); !ok {
-		missing = append(missing, "testcluster.Options."+kubeletOption+" (a real kubelet with containerd, issue 13)")
-	}
-	for _, m := range []string{provisionerMethod, nodePluginMethod} {
-		if _, ok := reflect.TypeFor[*testcluster.Cluster]().MethodByName(m); !ok {
-			missing = append(missing, "(*testcluster.Cluster)."+m+"(ctx, csiSocket)")
-		}
-	}
-	if len(missing) > 0 {
-		t.Skipf("needs a cluster that runs the mover pod; csi/internal/testcluster lacks %s", strings.Join(missing, ", "))
-	}
-	return func(o *testcluster.Options) { reflect.ValueOf(o).Elem().FieldByName(kubeletOption).SetBool(true) }
-}
-
-// callCluster calls a method of the cluster found by e2eCluster.
-func (w *world) callCluster(method string, args ...any) {
-	in := []reflect.Value{reflect.ValueOf(w.ctx)}
-	for _, a := range args {
-		in = append(in, reflect.ValueOf(a))
-	}
-	out := reflect.ValueOf(w.cluster).MethodByName(method).Call(in)
-	if err, _ := out[len(out)-1].Interface().(error); err != nil {
-		w.t.Fatalf("%s: %v", method, err)
-	}
+	t.Skip("not yet adapted to testcluster's node (Options.Kubelet): see e2eCluster; issue 14")
+	return nil
 }
 
 // TestVeleroEndToEnd: a DataUpload created as Velero creates it reaches
@@ -85,8 +61,6 @@ func (w *world) callCluster(method string, args ...any) {
 // not build.)
 func TestVeleroEndToEnd(t *testing.T) {
 	w := startWorld(t, e2eCluster(t))
-	w.callCluster(provisionerMethod, w.sock)
-	w.callCluster(nodePluginMethod, w.sock)
 	srv := s3test.Start(t, false)
 	bucket := srv.NewBucket(t, false)
 	w.veleroSetupS3(srv.Endpoint, bucket)
