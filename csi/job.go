@@ -375,6 +375,9 @@ type Result struct {
 	ExitCode  int    `json:"exit_code,omitempty"`
 	// Raw is the message as the mover wrote it.
 	Raw json.RawMessage `json:"-"`
+	// Node is where the mover's pod ran ("" when it is not known: a
+	// result parsed from a message alone).
+	Node string `json:"-"`
 }
 
 // ParseResult parses a termination message.
@@ -445,7 +448,7 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 		return nil, err
 	}
 	if fc := jobCondition(job, batchv1.JobFailed); fc != nil {
-		msg, _ := c.lastTerminationMessage(ctx, job, false)
+		msg, _, _ := c.lastTerminationMessage(ctx, job, false)
 		jf := &JobFailedError{Namespace: ns, Job: name, Reason: fc.Reason, Message: fc.Message}
 		if msg != "" {
 			if r, err := ParseResult(msg); err == nil && r.Error != "" {
@@ -457,14 +460,19 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 		}
 		return nil, jf
 	}
-	msg, err := c.lastTerminationMessage(ctx, job, true)
+	msg, node, err := c.lastTerminationMessage(ctx, job, true)
 	if err != nil {
 		return nil, err
 	}
 	if msg == "" {
 		return nil, fmt.Errorf("mover Job %s/%s succeeded but its pod left no termination message (was the pod deleted?)", ns, name)
 	}
-	return ParseResult(msg)
+	res, err := ParseResult(msg)
+	if err != nil {
+		return nil, err
+	}
+	res.Node = node
+	return res, nil
 }
 
 // lastTerminationMessage returns the termination message of the mover
@@ -472,14 +480,14 @@ func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeou
 // pod whose init container failed (the CBT step, mover k8s changes), it is
 // that container's message: the kubelet then leaves the mover container
 // waiting, with none.
-func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (string, error) {
+func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (msg, node string, err error) {
 	sel, err := metav1.LabelSelectorAsSelector(job.Spec.Selector)
 	if err != nil {
-		return "", fmt.Errorf("mover Job %s/%s: selector: %w", job.Namespace, job.Name, err)
+		return "", "", fmt.Errorf("mover Job %s/%s: selector: %w", job.Namespace, job.Name, err)
 	}
 	pods, err := c.Kube.CoreV1().Pods(job.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return "", fmt.Errorf("pods of mover Job %s/%s: %w", job.Namespace, job.Name, explain(err))
+		return "", "", fmt.Errorf("pods of mover Job %s/%s: %w", job.Namespace, job.Name, explain(err))
 	}
 	items := pods.Items
 	sort.Slice(items, func(i, j int) bool { return items[j].CreationTimestamp.Before(&items[i].CreationTimestamp) })
@@ -492,15 +500,15 @@ func (c *Clients) lastTerminationMessage(ctx context.Context, job *batchv1.Job, 
 			continue
 		}
 		if msg := failedInit(&p); !succeeded && msg != "" {
-			return msg, nil
+			return msg, p.Spec.NodeName, nil
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if cs.Name == ContainerName && cs.State.Terminated != nil {
-				return cs.State.Terminated.Message, nil
+				return cs.State.Terminated.Message, p.Spec.NodeName, nil
 			}
 		}
 	}
-	return "", nil
+	return "", "", nil
 }
 
 // failedInit describes the first init container of p that failed, or is "".

@@ -65,6 +65,7 @@ new chunking, and init never overwrites a repository.`,
 	f.MarkHidden("polynomial")
 	f.IntVar(&o.lockDays, "object-lock-days", 0, "S3 only: write every object with an Object Lock retention of N days (the bucket needs Object Lock; see README)")
 	f.StringVar(&o.lockMode, "object-lock-mode", "compliance", "Object Lock mode: compliance or governance")
+	g.pod.attach(ctx, g, cmd)
 	return cmd
 }
 
@@ -147,8 +148,10 @@ func runInit(ctx context.Context, g *globalOptions, o *initOptions) error {
 		return fmt.Errorf("%s: %w", loc, err)
 	}
 	defer r.Close()
+	out := map[string]any{"repository": loc, "id": r.RepoID(), "config": r.Config()}
+	g.pod.initialised(out)
 	if g.json {
-		return g.printJSON(map[string]any{"repository": loc, "id": r.RepoID(), "config": r.Config()})
+		return g.printJSON(out)
 	}
 	fmt.Fprintf(g.env.stdout, "created repository %s at %s\n", r.RepoID().Short(), loc)
 	return nil

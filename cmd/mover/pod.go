@@ -53,7 +53,8 @@ type podState struct {
 
 // attach gives c, the command of op, the pod flags (termination log,
 // metrics, log format) and runs it through p.run. Each command that a
-// control plane runs as a Job (export, import, gc, check, forget) calls it
+// control plane runs as a Job (export, import, gc, check, forget, init)
+// calls it
 // where it is built. c's errors get the CLI's advice (hints.go) before the
 // termination message is written.
 func (p *podState) attach(ctx context.Context, g *globalOptions, c *cobra.Command) {
@@ -252,6 +253,13 @@ func (p *podState) checked(res *repo.CheckResult) {
 	}
 	p.logger().Info("check done", "packs", res.Packs, "blobs", res.Blobs, "snapshots", res.Snapshots,
 		"errors", errs, "warnings", len(res.Problems)-errs)
+}
+
+// initialised records a repository created by init (a control plane runs
+// init as a Job, and reads "already exists" from exit code 3).
+func (p *podState) initialised(out map[string]any) {
+	p.writeResult(out)
+	p.logger().Info("init done", "repository", out["repository"], "id", out["id"])
 }
 
 // forgot records a finished forget.

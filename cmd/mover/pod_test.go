@@ -426,3 +426,21 @@ func TestPodSIGTERM(t *testing.T) {
 		t.Errorf("rerun %+v, reference %+v", rerun, full)
 	}
 }
+
+// TestPodInit: init, which a control plane runs as a Job before the first
+// export, takes the pod flags and leaves its result in the termination
+// message (csi.InitRepository reads it; exit 3 says the repository exists).
+func TestPodInit(t *testing.T) {
+	c, dir := newCLI(t)
+	tl := filepath.Join(dir, "termination-log")
+	c.ok("init", "--json", "--log-format=json", "--termination-log="+tl)
+	b, err := os.ReadFile(tl)
+	if err != nil || !strings.Contains(string(b), `"repository"`) {
+		t.Fatalf("termination message %q, %v", b, err)
+	}
+	r := c.run("init", "--json", "--log-format=json", "--termination-log="+tl)
+	b, _ = os.ReadFile(tl)
+	if r.code != exitExists || !strings.Contains(string(b), `"exit_code":3`) {
+		t.Errorf("second init: exit %d, termination message %q", r.code, b)
+	}
+}

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -128,7 +129,11 @@ func startWorld(t *testing.T, opt func(*testcluster.Options)) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, ctx: ctx, cluster: c, admin: admin, ns: "shop"}
-	w.startDriver()
+	if o.Kubelet {
+		w.useNodeDriver()
+	} else {
+		w.startDriver()
+	}
 	for _, ns := range []string{veleroNS, w.ns} {
 		if _, err := admin.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -177,6 +182,25 @@ func (w *world) startDriver() {
 	}
 	t.Cleanup(func() { conn.Close() })
 	w.driver = csispec.NewControllerClient(conn)
+}
+
+// useNodeDriver uses the node's CSI driver (Options.Kubelet), which the
+// cluster serves with the real csi-provisioner and csi-snapshotter, and
+// makes the StorageClass of the clones and restores.
+func (w *world) useNodeDriver() {
+	t := w.t
+	w.sock, w.state = w.cluster.DriverSocket(), w.cluster.DriverStateDir()
+	conn, err := grpc.NewClient("unix://"+w.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	w.driver = csispec.NewControllerClient(conn)
+	if _, err := w.admin.Kube.StorageV1().StorageClasses().Create(w.ctx, &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: blockClass}, Provisioner: testdriver.DefaultName,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // boundPVC makes a Block volume through the driver (as the provisioner

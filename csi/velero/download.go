@@ -183,6 +183,9 @@ func (c *Controller) restore(ctx context.Context, dd *velerov2.DataDownload, log
 			return false
 		}
 		d.Status.Phase = velerov2.DataDownloadPhasePrepared
+		if d.Status.StartTimestamp == nil {
+			d.Status.StartTimestamp = now() // the copy starts
+		}
 		return true
 	})
 	size := dd.Spec.SnapshotSize

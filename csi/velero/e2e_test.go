@@ -1,14 +1,11 @@
 package velero
 
-// The end-to-end test: a mover pod really runs. It needs what issue 13
-// adds to csi/internal/testcluster (a kubelet with containerd, the
-// csi-provisioner, the test driver registered as the node's CSI plugin,
-// the mover image from `make image` loaded); until those exist it skips
-// and says which is missing. The names it looks for are below: rename
-// them here if the cluster's author chose others. The mover pods reach
-// the test S3 server on 127.0.0.1, so the cluster must run them with host
-// networking (issue 13 allows that instead of a CNI plugin); this test has
-// never run yet.
+// The end-to-end test: a mover pod really runs, on the test cluster's node
+// (testcluster Options.Kubelet: a real kubelet with containerd, the test
+// driver as its CSI plugin with csi-provisioner and csi-snapshotter), with
+// the mover image built from this tree. The mover pods reach the test S3
+// server on the host through testcluster's proxy at the pod network's
+// gateway (ProxyToPods); the test reads the repository directly.
 
 import (
 	"bytes"
@@ -16,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,18 +35,15 @@ const (
 	e2eVolumeSizeBytes = 16 << 20
 )
 
-// e2eCluster would return the option that starts the cluster with its
-// node. testcluster has had Options.Kubelet since the kubelet work was
-// merged, but this test still drives a test driver of its own (w.sock,
-// w.state) and reaches S3 on 127.0.0.1: adapting it means using the
-// node's driver and provisioner (their state directory for volumeFile, a
-// StorageClass from DefaultClasses), the mover image imported with
-// ImportImage, and the BackupStorageLocation's s3Url at ProxyToPods'
-// address, as TestKubelet does. Until then it skips, saying so.
+// e2eCluster is the option that starts the cluster with its node: a real
+// kubelet, containerd, the test driver as its CSI plugin, csi-provisioner
+// (issue 13).
 func e2eCluster(t *testing.T) func(*testcluster.Options) {
 	t.Helper()
-	t.Skip("not yet adapted to testcluster's node (Options.Kubelet): see e2eCluster; issue 14")
-	return nil
+	if os.Geteuid() != 0 {
+		t.Skip("the node needs root (namespaces, loop devices)")
+	}
+	return func(o *testcluster.Options) { o.Kubelet = true }
 }
 
 // TestVeleroEndToEnd: a DataUpload created as Velero creates it reaches
@@ -61,12 +56,22 @@ func e2eCluster(t *testing.T) func(*testcluster.Options) {
 // not build.)
 func TestVeleroEndToEnd(t *testing.T) {
 	w := startWorld(t, e2eCluster(t))
+	s3test.SetTestEnv()
 	srv := s3test.Start(t, false)
 	bucket := srv.NewBucket(t, false)
-	w.veleroSetupS3(srv.Endpoint, bucket)
+	// The pods reach the host's S3 server through a proxy at the pod
+	// network's gateway; the test reads the repository directly.
+	podS3, err := w.cluster.ProxyToPods(strings.TrimPrefix(srv.Endpoint, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.veleroSetupS3("http://"+podS3, bucket)
 	image := os.Getenv(moverImageEnv)
 	if image == "" {
 		image = defaultE2EImage
+		if err := w.cluster.LoadMoverImage(w.ctx, image); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c, err := New(w.controllerClients(), Config{Namespace: veleroNS, PasswordSecret: "blockmover-password", Image: image,
 		Identity: "e2e", ServiceAccount: "blockmover-mover", Log: testLogger(t)})
@@ -104,7 +109,9 @@ func TestVeleroEndToEnd(t *testing.T) {
 	if du2.Status.IncrementalBytes <= 0 || du2.Status.IncrementalBytes > 4<<20 {
 		t.Errorf("second backup stored %d new bytes for a 1 MiB change", du2.Status.IncrementalBytes)
 	}
-	if got := importSnapshot(t, r, du2.Status.SnapshotID); !bytes.Equal(got, data) {
+	// A repository opened before the second backup holds the index it
+	// loaded then: open it again to see the new packs.
+	if got := importSnapshot(t, openRepository(t, srv, bucket), du2.Status.SnapshotID); !bytes.Equal(got, data) {
 		t.Fatalf("the second snapshot differs from the volume")
 	}
 
@@ -204,6 +211,7 @@ func openRepository(t *testing.T, srv *s3test.Server, bucket string) *repo.Repos
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.Close() })
 	return r
 }
 

@@ -140,6 +140,9 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 		d.Status.Progress.TotalBytes, d.Status.Progress.BytesDone = res.Size, res.Size
 		d.Status.IncrementalBytes = res.NewBytes
 		d.Status.NodeOS = velerov2.NodeOSLinux // the mover pods are Linux
+		if d.Status.Node == "" {
+			d.Status.Node = res.Node // a copy too short for a progress report
+		}
 		d.Status.Message = ""
 		r := map[string]string{"repository": repo.URL, "volume": res.Volume}
 		if res.Parent != "" {
@@ -180,6 +183,9 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 			return false
 		}
 		d.Status.Phase = velerov2.DataUploadPhasePrepared
+		if d.Status.StartTimestamp == nil {
+			d.Status.StartTimestamp = now() // the copy starts
+		}
 		return true
 	})
 	base, err := c.baseSnapshot(ctx, du)

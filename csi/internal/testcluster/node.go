@@ -637,3 +637,43 @@ func (c *Cluster) DefaultClasses(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// DriverSocket is the unix socket of the node's CSI driver, reachable from
+// the host ("" without Options.Kubelet).
+func (c *Cluster) DriverSocket() string {
+	if c.node == nil {
+		return ""
+	}
+	return c.node.csiSock
+}
+
+// DriverStateDir is the node's CSI driver's state directory, on the
+// host's filesystem: the volumes' backing files are in it ("" without
+// Options.Kubelet).
+func (c *Cluster) DriverStateDir() string {
+	if c.node == nil {
+		return ""
+	}
+	return c.node.csiState
+}
+
+// LoadMoverImage builds cmd/mover of this module (static) into an image
+// tagged tag, as `make image` does, and imports it into the node, so that
+// pods run it with any pull policy but Always.
+func (c *Cluster) LoadMoverImage(ctx context.Context, tag string) error {
+	if c.node == nil {
+		return errors.New("testcluster: LoadMoverImage needs a cluster with Options.Kubelet")
+	}
+	dir, err := os.MkdirTemp(c.dir, "mover-image")
+	if err != nil {
+		return err
+	}
+	if err := goBuild(ctx, dir, "github.com/blockmover/blockmover/cmd/mover"); err != nil {
+		return err
+	}
+	tar := filepath.Join(dir, "mover.tar")
+	if err := BuildImage(ctx, filepath.Join(dir, "mover"), tar, tag, "mover"); err != nil {
+		return err
+	}
+	return c.ImportImage(ctx, tar)
+}

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockmover/blockmover/csi/internal/testdriver"
 	"github.com/blockmover/blockmover/deploy"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	"google.golang.org/grpc/codes"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -492,6 +494,9 @@ func TestKubelet(t *testing.T) {
 					job = &jobs.Items[i]
 				}
 			}
+			if err := testdriver.ClearFault(c.node.csiState, "CreateSnapshot"); err != nil {
+				t.Fatal(err)
+			}
 			hostMover("k8s", "cleanup", "--kubeconfig", orch, "-n", blk, "--operation", op)
 			return strings.TrimSpace(string(out)), job
 		}
@@ -516,6 +521,22 @@ func TestKubelet(t *testing.T) {
 			"--base-snapshot-handle", "snap-00000000000000000000000000000000")
 		if !strings.Contains(msg, "init container changes") {
 			t.Errorf("a failed CBT step: %q does not carry the init container's message", msg)
+		}
+		// The driver fails CreateSnapshot twice (DeadlineExceeded): the
+		// csi-snapshotter retries, the snapshot controller puts the error
+		// on the VolumeSnapshot and clears it; the export goes on (point 1).
+		if err := testdriver.InjectFault(c.node.csiState, "CreateSnapshot", codes.DeadlineExceeded, 2); err != nil {
+			t.Fatal(err)
+		}
+		k8sExport("transient")
+		// A snapshot that never gets ready: a clear timeout carrying the
+		// driver's error (the fault is cleared before the cleanup).
+		if err := testdriver.InjectFault(c.node.csiState, "CreateSnapshot", codes.ResourceExhausted, -1); err != nil {
+			t.Fatal(err)
+		}
+		msg, _ = k8sFails("neverready", "--secret", "repo", "--snapshot-timeout", "20s")
+		if !strings.Contains(msg, "not ready") || !strings.Contains(msg, "injected fault") {
+			t.Errorf("a snapshot that never gets ready: %q", msg)
 		}
 		// Admission refuses the pod (no such ServiceAccount): the Job
 		// controller's FailedCreate event is the error, within a minute

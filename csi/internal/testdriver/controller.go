@@ -251,6 +251,9 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.injected("CreateSnapshot"); err != nil {
+		return nil, err
+	}
 
 	id := idFor(snapshotPrefix, req.GetName())
 	if sn, err := d.store.snapshot(id); err == nil {
