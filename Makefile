@@ -28,7 +28,7 @@ demo: build
 	if [ -z "$$src" ]; then src=$(DEMO_DIR)/volume.img; \
 		[ -f $$src ] || ./$(BIN) generate --size $(DEMO_SIZE) $$src; fi; \
 	[ -f $(DEMO_DIR)/repo/config ] || ./$(BIN) init; \
-	./$(BIN) export --source $$src --name demo --tag origin=make-demo; \
+	./$(BIN) export --source $$src --volume demo --tag origin=make-demo; \
 	rm -f $(DEMO_DIR)/restored.img; \
 	./$(BIN) import --snapshot latest:demo --target $(DEMO_DIR)/restored.img; \
 	cmp $$src $(DEMO_DIR)/restored.img && echo "demo: restored image is byte-identical to $$src"; \
