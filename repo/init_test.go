@@ -111,12 +111,44 @@ func TestInitInterruptedOrRacing(t *testing.T) {
 	be.Delete(ctx, configKey)
 	start := time.Now()
 	_, err = Init(ctx, be, testPassword, InitOptions{KDF: testKDF})
-	if !errors.Is(err, ErrConfigLost) || !strings.Contains(err.Error(), "interrupted") {
-		t.Fatalf("init beside key files only: %v", err)
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "interrupted") || !strings.Contains(err.Error(), "taken over at") {
+		t.Fatalf("init beside young key files only: %v", err)
 	}
 	if time.Since(start) < initWait {
 		t.Fatalf("init gave up after %v, before another init could write its config", time.Since(start))
 	}
+	// Once the key files are staleInit old, they are an interrupted
+	// init's: the next init deletes them and creates the repository,
+	// with no person in between.
+	old := agedKeys{be, staleInit + time.Minute}
+	r, err := Init(ctx, old, testPassword, InitOptions{KDF: testKDF})
+	if err != nil {
+		t.Fatalf("init beside stale key files only: %v", err)
+	}
+	r.Close()
+	var keys int
+	be.List(ctx, keysPrefix, func(backend.ObjectInfo) error { keys++; return nil })
+	if keys != 1 {
+		t.Errorf("%d key files after the take-over, want the new one only", keys)
+	}
+	if _, err := Open(ctx, be, testPassword, Options{}); err != nil {
+		t.Fatalf("opening the repository made over an interrupted init: %v", err)
+	}
+}
+
+// agedKeys shows key files d older than they are.
+type agedKeys struct {
+	backend.Backend
+	d time.Duration
+}
+
+func (a agedKeys) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	return a.Backend.List(ctx, prefix, func(oi backend.ObjectInfo) error {
+		if strings.HasPrefix(oi.Key, keysPrefix) {
+			oi.ModTime = oi.ModTime.Add(-a.d)
+		}
+		return fn(oi)
+	})
 }
 
 // TestInitRace: of two inits racing for one location, one creates the

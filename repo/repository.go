@@ -89,6 +89,9 @@ func checkEmpty(ctx context.Context, be backend.Backend) error {
 		switch {
 		case oi.Key == configKey:
 			return ErrRepositoryExists
+		case strings.HasPrefix(oi.Key, clockPrefix):
+			// A clock probe of an interrupted init (staleInit).
+			n--
 		case strings.HasPrefix(oi.Key, keysPrefix):
 			keys++
 		case isRepo:
@@ -122,7 +125,49 @@ func checkEmpty(ctx context.Context, be backend.Backend) error {
 		if err := waitForConfig(ctx, be, initWait); err != nil {
 			return err
 		}
-		return configLost(ctx, be)
+		return takeOverInit(ctx, be)
+	}
+	return nil
+}
+
+// staleInit is how old the key files of a location without a config must
+// be, by the storage's clock, before an init takes the location over: an
+// init writes its config right after its key file, so such key files are
+// from an init that was killed between the two writes.
+const staleInit = DefaultStaleLease
+
+// takeOverInit handles a location that holds key files and nothing else
+// of a repository: what an init killed between its key file and its config
+// leaves. No config means no repository was ever usable there and no data
+// was stored, so once the key files are staleInit old they are deleted and
+// the init goes on; younger ones may belong to an init still at work, and
+// the error (wrapping ErrLeaseHeld) says when they will be taken over.
+func takeOverInit(ctx context.Context, be backend.Backend) error {
+	var keys []backend.ObjectInfo
+	if err := be.List(ctx, keysPrefix, func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("init: listing key files: %w", err)
+	}
+	now, err := storageNow(ctx, be)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	var newest time.Time
+	for _, k := range keys {
+		if k.ModTime.After(newest) {
+			newest = k.ModTime
+		}
+	}
+	if now.Sub(newest) < staleInit {
+		return fmt.Errorf("%w: the location holds %d key files and no config, the newest from %s: an init is at work or was interrupted; it is taken over at %s",
+			ErrLeaseHeld, len(keys), newest.UTC().Format(time.RFC3339), newest.Add(staleInit).UTC().Format(time.RFC3339))
+	}
+	for _, k := range keys {
+		if err := be.Delete(ctx, k.Key); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("init: deleting %s of an interrupted init: %w", k.Key, err)
+		}
 	}
 	return nil
 }

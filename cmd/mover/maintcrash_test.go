@@ -300,3 +300,43 @@ func TestCrashDuringRepairSnapshots(t *testing.T) {
 			}
 		}})
 }
+
+// TestCrashDuringInit kills init after each of its writes. The next init
+// finishes the work with no person: a complete repository is reported as
+// existing (exit 3) and opens; a key file without a config (killed between
+// the two writes) is another init's while it is young (exit 11, saying
+// when it is taken over) and is taken over once it is old.
+func TestCrashDuringInit(t *testing.T) {
+	ref, _ := newCLI(t)
+	_, ops, _ := ref.child(0, "init")
+	if ops < 2 {
+		t.Fatalf("init made %d writes, want a key file and a config", ops)
+	}
+	tookOver := 0
+	for killAt := 1; killAt <= ops; killAt++ {
+		c, dir := newCLI(t)
+		repoDir := c.env["MOVER_REPOSITORY"]
+		killed, _, _ := c.child(killAt, "init")
+		if !killed {
+			t.Fatalf("init not killed after write %d of %d", killAt, ops)
+		}
+		if _, err := os.Stat(filepath.Join(repoDir, "config")); err != nil {
+			// Only the key file: young, then taken over.
+			if r := c.run("init"); r.code != exitBusy || !strings.Contains(r.stderr, "taken over at") {
+				t.Fatalf("kill after write %d: init beside a young key file: exit %d, %q", killAt, r.code, r.stderr)
+			}
+			backdate(t, repoDir, 11*time.Minute)
+			c.ok("init")
+			tookOver++
+		} else if r := c.run("init"); r.code != exitExists {
+			t.Fatalf("kill after write %d: init over a whole repository: exit %d, %q", killAt, r.code, r.stderr)
+		}
+		img := filepath.Join(dir, "v.img")
+		makeImage(t, img, 2<<20)
+		c.ok("export", "-q", "--source", img, "--volume", "v")
+		c.ok("check", "--read-data")
+	}
+	if tookOver == 0 {
+		t.Error("no kill point left a key file without a config")
+	}
+}
