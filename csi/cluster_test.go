@@ -290,15 +290,15 @@ func (e *env) applyManifest(path string) {
 
 // realRepo starts an S3 server with a bucket, initialises a repository in
 // it and creates the Secret "repo" the mover pods read it with (they reach
-// the server at the pod network's gateway). down, when not nil, makes the
-// pods' proxy refuse every connection while it holds true: S3 unreachable.
-func (e *env) realRepo(down *atomic.Bool) {
+// the server at the pod network's gateway). gate, when not nil, can make
+// S3 unreachable for the pods, or hold their requests.
+func (e *env) realRepo(gate *s3Gate) {
 	t := e.t
 	t.Helper()
 	e.s3 = s3test.Start(t, false)
 	bucket := e.s3.NewBucket(t, false)
 	e.repoURL = "s3://" + bucket + "/repo"
-	podS3 := e.proxyToPods(strings.TrimPrefix(e.s3.Endpoint, "http://"), down)
+	podS3 := e.proxyToPods(strings.TrimPrefix(e.s3.Endpoint, "http://"), gate)
 	e.hostMover("init")
 	secret := map[string]string{SecretKeyPassword: "pod-secret", SecretKeyRepository: e.repoURL, "AWS_ENDPOINT_URL": "http://" + podS3}
 	for k, v := range s3test.Env() {
@@ -312,10 +312,16 @@ func (e *env) realRepo(down *atomic.Bool) {
 	}
 }
 
+// s3Gate stands between the pods and S3: while refuse holds, every new
+// connection is closed at once (the mover's requests fail and are
+// retried); while hold holds, new connections wait, unanswered, and go
+// through once it is released.
+type s3Gate struct{ refuse, hold atomic.Bool }
+
 // proxyToPods serves target (an address on the host's loopback) to the
-// pods at the pod network's gateway, refusing connections while down
-// holds true; it returns the address the pods use.
-func (e *env) proxyToPods(target string, down *atomic.Bool) string {
+// pods at the pod network's gateway, through gate when not nil; it returns
+// the address the pods use.
+func (e *env) proxyToPods(target string, gate *s3Gate) string {
 	l, err := cluster.ListenPods(0)
 	if err != nil {
 		e.t.Fatal(err)
@@ -327,12 +333,15 @@ func (e *env) proxyToPods(target string, down *atomic.Bool) string {
 			if err != nil {
 				return
 			}
-			if down != nil && down.Load() {
+			if gate != nil && gate.refuse.Load() {
 				in.Close()
 				continue
 			}
 			go func() {
 				defer in.Close()
+				for gate != nil && gate.hold.Load() {
+					time.Sleep(20 * time.Millisecond)
+				}
 				out, err := net.Dial("tcp", target)
 				if err != nil {
 					return

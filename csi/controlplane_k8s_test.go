@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,9 +22,9 @@ import (
 // run the control plane missed, and nothing left behind.
 func TestControlPlaneKilled(t *testing.T) {
 	e := newEnv(t)
-	var s3Down atomic.Bool
-	s3Down.Store(true)
-	e.realRepo(&s3Down)
+	var s3 s3Gate
+	s3.hold.Store(true)
+	e.realRepo(&s3)
 	data := e.sourceVolume()
 	args := e.exportArgs("outage", "data")
 	args.Volume = "outage"
@@ -34,8 +33,8 @@ func TestControlPlaneKilled(t *testing.T) {
 		_, err := e.orch.Export(e.ctx, args)
 		errc <- err
 	}()
-	// The mover in the pod is held at its first S3 request (refused
-	// while s3Down holds) until the control plane is down.
+	// The mover in the pod is held at its first S3 request (its
+	// connection waits, unanswered) until the control plane is down.
 	e.waitFor("the mover running", func() bool {
 		pods, err := e.admin.Kube.CoreV1().Pods(e.ns).List(e.ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + ObjectName("outage")})
 		return err == nil && len(pods.Items) == 1 && pods.Items[0].Status.Phase == corev1.PodRunning
@@ -56,7 +55,7 @@ func TestControlPlaneKilled(t *testing.T) {
 	if err := cluster.KillComponents("kube-controller-manager", "kube-apiserver"); err != nil {
 		t.Fatal(err)
 	}
-	s3Down.Store(false)
+	s3.hold.Store(false)
 	start := time.Now()
 	select {
 	case err := <-errc:

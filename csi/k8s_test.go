@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,18 +225,18 @@ func TestExportSnapshotNeverReady(t *testing.T) {
 	e.boundPVC("data", "16Mi", corev1.PersistentVolumeBlock)
 	e.fault(func(dir string) error { return testdriver.InjectNotReady(dir, -1) })
 	args := e.exportArgs("slow", "data")
-	args.Timing.Snapshot = 5 * time.Second
+	args.Timing.Snapshot = 10 * time.Second
 	start := time.Now()
 	_, err := e.orch.Export(e.ctx, args)
 	if !IsTimeout(err) {
 		t.Fatalf("want a timeout, got %v", err)
 	}
-	for _, want := range []string{"VolumeSnapshot " + e.ns + "/mover-slow not ready", "after 5s", "readyToUse=false"} {
+	for _, want := range []string{"VolumeSnapshot " + e.ns + "/mover-slow not ready", "after 10s", "readyToUse=false"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if d := time.Since(start); d > 30*time.Second {
+	if d := time.Since(start); d > 40*time.Second {
 		t.Errorf("took %v", d)
 	}
 	e.settles(0, 1, 0)
@@ -268,7 +267,7 @@ func TestExportSnapshotError(t *testing.T) {
 		return testdriver.InjectFault(dir, "CreateSnapshot", codes.ResourceExhausted, -1)
 	})
 	args := e.exportArgs("quota", "data")
-	args.Timing.Snapshot = 5 * time.Second
+	args.Timing.Snapshot = 10 * time.Second
 	_, err := e.orch.Export(e.ctx, args)
 	var se *SnapshotError
 	if !errors.As(err, &se) || !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "ResourceExhausted") || !strings.Contains(err.Error(), "injected fault") {
@@ -308,9 +307,9 @@ func TestExportSnapshotErrorClears(t *testing.T) {
 // and kubelet, each with the mover's own message.
 func TestExportJobFails(t *testing.T) {
 	e := newEnv(t)
-	var s3Down atomic.Bool
-	s3Down.Store(true)
-	e.realRepo(&s3Down)
+	var s3 s3Gate
+	s3.refuse.Store(true)
+	e.realRepo(&s3)
 	e.sourceVolume()
 
 	// S3 unreachable: a retryable failure (exit 1). With no retry left
@@ -336,7 +335,7 @@ func TestExportJobFails(t *testing.T) {
 		for e.ctx.Err() == nil {
 			j, err := e.admin.Kube.BatchV1().Jobs(e.ns).Get(e.ctx, ObjectName("retried"), metav1.GetOptions{})
 			if err == nil && j.Status.Failed > 0 {
-				s3Down.Store(false)
+				s3.refuse.Store(false)
 				return
 			}
 			time.Sleep(100 * time.Millisecond)
