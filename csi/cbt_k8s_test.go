@@ -21,6 +21,7 @@ import (
 // with the advertised CA. (The advertised address is in the pod network;
 // the test dials the sidecar's own address on the host.)
 func TestCBTInCluster(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	const size = 8 << 20
 	e.boundPVC("data", "8Mi", corev1.PersistentVolumeBlock)

@@ -17,6 +17,7 @@ import (
 // cluster, as the orchestrator ServiceAccount through a kubeconfig: the
 // snapshot holds the volume's bytes, the import's PVC the snapshot's.
 func TestCLIK8s(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	bin := buildMover(t)
 	e.realRepo(nil)

@@ -8,7 +8,9 @@ package csi
 // kubelet with containerd that runs the mover image built from this tree.
 // One cluster per test binary (started by the first test that needs it,
 // stopped by TestMain, which fails the run if anything is left behind), a
-// namespace per test, the RBAC of deploy/rbac.yaml, and, for the tests
+// namespace per test (tests that only use their namespace run in
+// parallel, after the ones that set faults of the shared test driver or
+// kill the control plane, which run alone), the RBAC of deploy/rbac.yaml, and, for the tests
 // that run the mover, an S3 repository (versitygw on the host's loopback,
 // reached by the pods through a proxy at the pod network's gateway).
 // Nothing here plays a controller.

@@ -46,6 +46,7 @@ func buildMover(t *testing.T) string {
 // GetMetadataDelta; the mover reads only the change and where the hole
 // around it ends, and the snapshot imports byte-identical into a new PVC.
 func TestIncrementalExport(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	data := e.sourceVolume() // random, then 8 MiB of zeros

@@ -44,6 +44,7 @@ func (e *env) sourceVolume() []byte {
 // orchestrator ServiceAccount with nothing but deploy/rbac.yaml; the
 // repository snapshot holds the volume's bytes.
 func TestExportEndToEnd(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	data := e.sourceVolume()
@@ -123,6 +124,7 @@ func checkExportJob(t *testing.T, job *batchv1.Job, ns, op string) {
 // TestExportCrashAndRerun: a control plane that dies mid-operation calls
 // again with the same Operation and gets the objects of the first call.
 func TestExportCrashAndRerun(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	data := e.sourceVolume()
@@ -306,6 +308,7 @@ func TestExportSnapshotErrorClears(t *testing.T) {
 // TestExportJobFails: failures of the mover Job on the real Job controller
 // and kubelet, each with the mover's own message.
 func TestExportJobFails(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	var s3 s3Gate
 	s3.refuse.Store(true)
@@ -412,6 +415,7 @@ func (e *env) secretCopy(from, name string, set map[string]string) string {
 // only with the allow-volume-mode-change annotation; without the permission
 // to set it the error says which. With both, the export reads the volume.
 func TestExportFilesystemMode(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	e.boundPVC("files", "16Mi", corev1.PersistentVolumeFilesystem)
@@ -469,6 +473,7 @@ func (e *env) repoSnapshot(data []byte) string {
 // TestImportBlock: a new Block PVC and the import Job; the PVC stays and
 // holds the snapshot's bytes.
 func TestImportBlock(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	data := make([]byte, volSize)
@@ -539,6 +544,7 @@ func TestImportBlock(t *testing.T) {
 // mode-change annotation, Filesystem PVC restored from it (by the real
 // csi-provisioner), staging removed.
 func TestImportFilesystem(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
 	e.realRepo(nil)
 	data := pattern(4, volSize)
