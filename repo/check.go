@@ -187,46 +187,104 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 	return indexed, nil
 }
 
+// snapshotCheckers bounds the snapshots check and gc read at once.
+const snapshotCheckers = 8
+
+// snapshots checks every snapshot file, its pages and its summary, reading
+// snapshotCheckers snapshots at once.
 func (c *checker) snapshots(ctx context.Context) error {
-	ids, err := c.r.SnapshotIDs(ctx)
+	sums, err := c.r.listSummaries(ctx) // first: see ReadSummaries
 	if err != nil {
 		return err
 	}
-	c.res.Snapshots = len(ids)
-	o := c.r.NewBlobOpener()
-	seenPage := map[ID]bool{}
-	for _, id := range ids {
-		obj := snapshotPrefix + id.String()
-		s, err := c.r.LoadSnapshot(ctx, id)
+	files, err := c.r.listSnapshotFiles(ctx)
+	if err != nil {
+		return err
+	}
+	c.res.Snapshots = len(files)
+	for id := range sums {
+		if _, ok := files[id]; !ok {
+			c.problem(summaryKey(id), true, "summary of a snapshot that is gone (left by a forget that was stopped, or by an older mover's; the next write removes it)")
+		}
+	}
+	ids := make(chan ID)
+	var seen sync.Map // page ID → struct{}: checked, or being checked
+	g, gctx := safego.WithContext(ctx)
+	for range snapshotCheckers {
+		g.Go(func() error {
+			o := c.r.NewBlobOpener()
+			for id := range ids {
+				s := c.snapshot(gctx, o, id, &seen)
+				if sums[id] {
+					c.summary(gctx, id, files[id], s)
+				} else {
+					c.problem(summaryKey(id), true, "missing: the snapshot is listed from its file until the next write adds its summary")
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(ids)
+		for id := range files {
+			select {
+			case ids <- id:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// snapshot checks snapshot id and the pages no other snapshot has had
+// checked, and returns it (nil if it is unreadable).
+func (c *checker) snapshot(ctx context.Context, o *BlobOpener, id ID, seen *sync.Map) *Snapshot {
+	obj := snapshotPrefix + id.String()
+	s, err := c.r.LoadSnapshot(ctx, id)
+	if err != nil {
+		c.problem(obj, false, "%v", err)
+		return nil
+	}
+	missing := 0
+	for i, pid := range s.Pages {
+		if _, dup := seen.LoadOrStore(pid, struct{}{}); dup {
+			continue
+		}
+		entries, err := c.r.LoadPage(ctx, o, s, i)
 		if err != nil {
 			c.problem(obj, false, "%v", err)
 			continue
 		}
-		missing := 0
-		for i, pid := range s.Pages {
-			if seenPage[pid] {
-				continue
-			}
-			entries, err := c.r.LoadPage(ctx, o, s, i)
-			if err != nil {
-				c.problem(obj, false, "%v", err)
-				continue
-			}
-			seenPage[pid] = true
-			for _, e := range entries {
-				if !e.Hole && !c.r.idx.Has(e.ID) {
-					if missing < 5 {
-						c.problem(obj, false, "page %d: chunk %s is not in the index", i, e.ID.Short())
-					}
-					missing++
+		for _, e := range entries {
+			if !e.Hole && !c.r.idx.Has(e.ID) {
+				if missing < 5 {
+					c.problem(obj, false, "page %d: chunk %s is not in the index", i, e.ID.Short())
 				}
+				missing++
 			}
-		}
-		if missing > 5 {
-			c.problem(obj, false, "%d more chunks are not in the index", missing-5)
 		}
 	}
-	return nil
+	if missing > 5 {
+		c.problem(obj, false, "%d more chunks are not in the index", missing-5)
+	}
+	return s
+}
+
+// summary checks the summary of snapshot id against the snapshot (nil if
+// its file is unreadable), whose file is fileSize bytes.
+func (c *checker) summary(ctx context.Context, id ID, fileSize int64, s *Snapshot) {
+	obj := summaryKey(id)
+	sum, err := c.r.readSummary(ctx, id, fileSize)
+	switch {
+	case err != nil && isDamage(err):
+		c.problem(obj, false, "%v; listings read the snapshot file instead (mover repair snapshots rewrites the summary)", err)
+	case err != nil:
+		c.problem(obj, false, "%v", err)
+	case s != nil && !sameSummary(sum, s):
+		c.problem(obj, false, "%v: it does not describe the snapshot (mover repair snapshots rewrites it)", errSummaryMismatch)
+	}
 }
 
 func (c *checker) readData(ctx context.Context, packSizes map[ID]int64, indexed map[ID]indexPack, opts CheckOptions) error {

@@ -186,6 +186,13 @@ func (g *gc) run(ctx context.Context) error {
 	// listed here has its chunks in index files listed below, in packs
 	// that exist unless damage removed them. (Snapshots written later are
 	// protected by the grace period, see FORMAT.md.)
+	if g.lease != nil {
+		// Summaries for the snapshots that have none, and none for
+		// snapshots that are gone (FORMAT.md, "Snapshot summaries").
+		if _, err := r.MigrateSummaries(ctx); err != nil {
+			return err
+		}
+	}
 	var err error
 	if g.snapIDs, err = r.SnapshotIDs(ctx); err != nil {
 		return err
@@ -399,11 +406,10 @@ func (g *gc) mark(ctx context.Context) error {
 	}
 	g.res.Snapshots = len(g.snapIDs)
 	o := r.NewBlobOpener()
-	for _, sid := range g.snapIDs {
-		s, err := r.LoadSnapshot(ctx, sid)
+	err := r.eachSnapshot(ctx, g.snapIDs, snapshotCheckers, func(sid ID, s *Snapshot, err error) error {
 		if errors.Is(err, backend.ErrNotFound) {
 			g.res.Snapshots--
-			continue // forgotten since it was listed
+			return nil // forgotten since it was listed
 		}
 		if err != nil {
 			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget snapshot %s if it is not needed", err, sid.Short())
@@ -429,6 +435,10 @@ func (g *gc) mark(ctx context.Context) error {
 				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, w := range g.marked {
 		g.res.LiveBlobs += bits.OnesCount64(w)
