@@ -187,8 +187,12 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 	return indexed, nil
 }
 
-// snapshotCheckers bounds the snapshots check and gc read at once.
-const snapshotCheckers = 8
+// snapshotCheckers bounds the snapshots check and gc read at once, and
+// pageCheckers the pages check reads at once for each of them.
+const (
+	snapshotCheckers = 8
+	pageCheckers     = 4
+)
 
 // snapshots checks every snapshot file, its pages and its summary, reading
 // snapshotCheckers snapshots at once.
@@ -212,9 +216,8 @@ func (c *checker) snapshots(ctx context.Context) error {
 	g, gctx := safego.WithContext(ctx)
 	for range snapshotCheckers {
 		g.Go(func() error {
-			o := c.r.NewBlobOpener()
 			for id := range ids {
-				s := c.snapshot(gctx, o, id, &seen)
+				s := c.snapshot(gctx, id, &seen)
 				if sums[id] {
 					c.summary(gctx, id, files[id], s)
 				} else {
@@ -240,7 +243,7 @@ func (c *checker) snapshots(ctx context.Context) error {
 
 // snapshot checks snapshot id and the pages no other snapshot has had
 // checked, and returns it (nil if it is unreadable).
-func (c *checker) snapshot(ctx context.Context, o *BlobOpener, id ID, seen *sync.Map) *Snapshot {
+func (c *checker) snapshot(ctx context.Context, id ID, seen *sync.Map) *Snapshot {
 	obj := snapshotPrefix + id.String()
 	s, err := c.r.LoadSnapshot(ctx, id)
 	if err != nil {
@@ -248,14 +251,18 @@ func (c *checker) snapshot(ctx context.Context, o *BlobOpener, id ID, seen *sync
 		return nil
 	}
 	missing := 0
+	var unseen []int
 	for i, pid := range s.Pages {
-		if _, dup := seen.LoadOrStore(pid, struct{}{}); dup {
-			continue
+		if _, dup := seen.LoadOrStore(pid, struct{}{}); !dup {
+			unseen = append(unseen, i)
 		}
-		entries, err := c.r.LoadPage(ctx, o, s, i)
+	}
+	// A page that does not load is reported, and the others still read.
+	err = c.r.eachPages(ctx, s, unseen, pageCheckers, func(i int, entries []Entry, err error) error {
 		if err != nil {
+			seen.Delete(s.Pages[i]) // the other snapshots naming it report it too
 			c.problem(obj, false, "%v", err)
-			continue
+			return nil
 		}
 		for _, e := range entries {
 			if !e.Hole && !c.r.idx.Has(e.ID) {
@@ -265,6 +272,10 @@ func (c *checker) snapshot(ctx context.Context, o *BlobOpener, id ID, seen *sync
 				missing++
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		c.problem(obj, false, "%v", err)
 	}
 	if missing > 5 {
 		c.problem(obj, false, "%d more chunks are not in the index", missing-5)

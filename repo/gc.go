@@ -405,7 +405,6 @@ func (g *gc) mark(ctx context.Context) error {
 		return was, nil
 	}
 	g.res.Snapshots = len(g.snapIDs)
-	o := r.NewBlobOpener()
 	err := r.eachSnapshot(ctx, g.snapIDs, snapshotCheckers, func(sid ID, s *Snapshot, err error) error {
 		if errors.Is(err, backend.ErrNotFound) {
 			g.res.Snapshots--
@@ -414,28 +413,37 @@ func (g *gc) mark(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget snapshot %s if it is not needed", err, sid.Short())
 		}
+		var unseen []int
 		for i, pid := range s.Pages {
 			seen, err := markID(pid)
 			if err != nil {
 				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted", sid.Short(), i, err)
 			}
-			if seen {
-				continue
+			if !seen {
+				unseen = append(unseen, i)
 			}
-			entries, err := r.LoadPage(ctx, o, s, i)
+		}
+		// The pages are read in parallel, marked here.
+		var markErr error
+		err = r.eachPages(ctx, s, unseen, snapshotCheckers, func(i int, entries []Entry, err error) error {
 			if err != nil {
-				return fmt.Errorf("%w; nothing was deleted", err)
+				return err
 			}
 			for _, e := range entries {
 				if e.Hole {
 					continue
 				}
 				if _, err := markID(e.ID); err != nil {
-					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted", sid.Short(), i, err)
+					markErr = fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted", sid.Short(), i, err)
+					return markErr
 				}
 			}
+			return nil
+		})
+		if err != nil && err != markErr {
+			return fmt.Errorf("%w; nothing was deleted", err)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err

@@ -522,3 +522,45 @@ func (r *Repository) eachSnapshot(ctx context.Context, ids []ID, workers int, fn
 	}
 	return ctx.Err()
 }
+
+// pageBatch bounds the pages eachPages holds at once.
+const pageBatch = 256
+
+// eachPages loads the pages idx of snapshot s, workers at once (each with
+// its own BlobOpener), and calls fn with each page's entries or the error
+// loading it, from the calling goroutine, in idx order, holding at most
+// pageBatch pages. An error from fn stops it and is returned.
+func (r *Repository) eachPages(ctx context.Context, s *Snapshot, idx []int, workers int, fn func(i int, entries []Entry, err error) error) error {
+	openers := make(chan *BlobOpener, workers)
+	for range workers {
+		openers <- r.NewBlobOpener()
+	}
+	for len(idx) > 0 {
+		batch := idx[:min(len(idx), pageBatch)]
+		idx = idx[len(batch):]
+		pages := make([][]Entry, len(batch))
+		errs := make([]error, len(batch))
+		g, gctx := safego.WithContext(ctx)
+		g.SetLimit(workers)
+		for k, i := range batch {
+			g.Go(func() error {
+				o := <-openers
+				defer func() { openers <- o }()
+				pages[k], errs[k] = r.LoadPage(gctx, o, s, i)
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for k, i := range batch {
+			if err := fn(i, pages[k], errs[k]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
