@@ -212,12 +212,12 @@ func (c *checker) snapshots(ctx context.Context) error {
 		}
 	}
 	ids := make(chan ID)
-	var seen sync.Map // page ID → struct{}: checked, or being checked
+	seen := &seenPages{m: map[ID]bool{}}
 	g, gctx := safego.WithContext(ctx)
 	for range snapshotCheckers {
 		g.Go(func() error {
 			for id := range ids {
-				s := c.snapshot(gctx, id, &seen)
+				s := c.snapshot(gctx, id, seen)
 				if sums[id] {
 					c.summary(gctx, id, files[id], s)
 				} else {
@@ -241,9 +241,15 @@ func (c *checker) snapshots(ctx context.Context) error {
 	return g.Wait()
 }
 
+// seenPages are the pages checked, or being checked, by any snapshot.
+type seenPages struct {
+	mu sync.Mutex
+	m  map[ID]bool
+}
+
 // snapshot checks snapshot id and the pages no other snapshot has had
 // checked, and returns it (nil if it is unreadable).
-func (c *checker) snapshot(ctx context.Context, id ID, seen *sync.Map) *Snapshot {
+func (c *checker) snapshot(ctx context.Context, id ID, seen *seenPages) *Snapshot {
 	obj := snapshotPrefix + id.String()
 	s, err := c.r.LoadSnapshot(ctx, id)
 	if err != nil {
@@ -252,15 +258,20 @@ func (c *checker) snapshot(ctx context.Context, id ID, seen *sync.Map) *Snapshot
 	}
 	missing := 0
 	var unseen []int
+	seen.mu.Lock()
 	for i, pid := range s.Pages {
-		if _, dup := seen.LoadOrStore(pid, struct{}{}); !dup {
+		if !seen.m[pid] {
+			seen.m[pid] = true
 			unseen = append(unseen, i)
 		}
 	}
+	seen.mu.Unlock()
 	// A page that does not load is reported, and the others still read.
 	err = c.r.eachPages(ctx, s, unseen, pageCheckers, func(i int, entries []Entry, err error) error {
 		if err != nil {
-			seen.Delete(s.Pages[i]) // the other snapshots naming it report it too
+			seen.mu.Lock()
+			delete(seen.m, s.Pages[i]) // the other snapshots naming it report it too
+			seen.mu.Unlock()
 			c.problem(obj, false, "%v", err)
 			return nil
 		}

@@ -531,6 +531,10 @@ const pageBatch = 256
 // loading it, from the calling goroutine, in idx order, holding at most
 // pageBatch pages. An error from fn stops it and is returned.
 func (r *Repository) eachPages(ctx context.Context, s *Snapshot, idx []int, workers int, fn func(i int, entries []Entry, err error) error) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	workers = min(workers, len(idx))
 	openers := make(chan *BlobOpener, workers)
 	for range workers {
 		openers <- r.NewBlobOpener()
