@@ -281,8 +281,9 @@ type Repository struct {
 	dec   *zstd.Decoder
 	idx   *index
 
-	bufs    sync.Pool    // pack buffers
-	written atomic.Int64 // bytes Put to the backend
+	bufs     sync.Pool    // pack buffers
+	written  atomic.Int64 // bytes Put to the backend
+	migrated atomic.Bool  // SaveSnapshot ran MigrateSummaries
 
 	mu         sync.Mutex
 	unindexed  []indexPack // saved packs not yet in an index file
@@ -827,7 +828,28 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 		return fmt.Errorf("saving snapshot: %w", err)
 	}
 	s.ID = id
+	// The snapshot is durable and complete; its summary and the migration
+	// of older snapshots only speed listings up, so their failure is a
+	// warning, repaired by the next write (MigrateSummaries).
+	// The migration runs once per Repository (an export saves one
+	// snapshot; a caller saving thousands lists them once).
+	if err := r.saveSummary(ctx, s, int64(len(data))); err != nil {
+		r.warn(err)
+	} else if !r.migrated.Load() {
+		if _, err := r.MigrateSummaries(ctx); err != nil {
+			r.warn(err)
+		} else {
+			r.migrated.Store(true)
+		}
+	}
 	return nil
+}
+
+// warn records a problem that did not fail the operation (see Warnings).
+func (r *Repository) warn(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warnings = append(r.warnings, err)
 }
 
 // LoadSnapshot reads snapshot id. A damaged file is an error wrapping
@@ -988,23 +1010,7 @@ func (r *Repository) ResolveSnapshot(ctx context.Context, ref string) (s *Snapsh
 	}
 	if ref == "latest" || strings.HasPrefix(ref, "latest:") {
 		vol, byVol := strings.CutPrefix(ref, "latest:")
-		snaps, damaged, err := r.ReadSnapshots(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := len(snaps) - 1; i >= 0; i-- {
-			if !byVol || snaps[i].Volume == vol {
-				return snaps[i], damaged, nil
-			}
-		}
-		what, why := "snapshot", ""
-		if len(damaged) > 0 {
-			what, why = "readable snapshot", fmt.Sprintf(" (%d snapshot files are damaged)", len(damaged))
-		}
-		if byVol {
-			return nil, damaged, fmt.Errorf("%w: no %s of volume %q%s", ErrSnapshotNotFound, what, vol, why)
-		}
-		return nil, damaged, fmt.Errorf("%w: the repository has no %ss%s", ErrSnapshotNotFound, what, why)
+		return r.resolveLatest(ctx, vol, byVol)
 	}
 	id, err := r.MatchSnapshotID(ctx, ref)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/blockmover/blockmover/repo"
 	"github.com/zeebo/blake3"
 )
 
@@ -354,7 +355,7 @@ func TestCLINewerFormatAndHostileKey(t *testing.T) {
 	b, _ := os.ReadFile(cfg)
 	var m map[string]any
 	json.Unmarshal(b, &m)
-	m["version"] = 2
+	m["version"] = repo.FormatVersion + 1
 	nb, _ := json.Marshal(m)
 	os.Remove(cfg)
 	os.WriteFile(cfg, nb, 0o600)
