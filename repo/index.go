@@ -48,6 +48,11 @@ type packRef struct {
 	// blobs can still be read, but writers must not deduplicate against
 	// them (see FORMAT.md, "Garbage collection").
 	condemned bool
+	// gone packs are left out: their entries stay in the sorted array
+	// (which a cache file may back, read-only) but no lookup returns
+	// them. A pack is gone when it does not exist, or when no index file
+	// that still exists names it.
+	gone bool
 }
 
 // index maps blob IDs to their packs. Most entries live in one sorted array
@@ -68,6 +73,13 @@ type index struct {
 	// condemnedIDs are the packs the newest gc state condemns, also those
 	// not added yet.
 	condemnedIDs map[ID]bool
+	// unsorted: entries were appended to main by bulkAdd and not sorted
+	// yet; finish sorts them. No lookup may run meanwhile.
+	unsorted bool
+	// shadowed counts the entries of main that no lookup returns: copies
+	// of a blob that another entry of main also holds, and entries of
+	// gone packs.
+	shadowed int
 }
 
 func newIndex() *index {
@@ -93,20 +105,34 @@ func (x *index) find(id ID) (indexEntry, bool) {
 }
 
 // findPos returns the entry for id and its position in main, or -1 when it
-// is in recent.
+// is in recent. main may hold several entries of one blob (copies in
+// several packs, kept so that a pack can be left out later): of those not
+// in a gone pack, findPos returns the preferred one (see better), the
+// first of equals.
 func (x *index) findPos(id ID) (indexEntry, int, bool) {
 	k := prefix16(id)
-	lo, hi := int(x.fan[k]), int(x.fan[k+1])
+	lo, end := int(x.fan[k]), int(x.fan[k+1])
+	hi := end
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		switch c := bytes.Compare(x.at(m).id[:], id[:]); {
-		case c == 0:
-			return *x.at(m), m, true
-		case c < 0:
+		if bytes.Compare(x.at(m).id[:], id[:]) < 0 {
 			lo = m + 1
-		default:
+		} else {
 			hi = m
 		}
+	}
+	best := -1
+	for p := lo; p < end && x.at(p).id == id; p++ {
+		pk := x.at(p).pack
+		if x.packs[pk].gone {
+			continue
+		}
+		if best < 0 || x.better(pk, x.at(best).pack) {
+			best = p
+		}
+	}
+	if best >= 0 {
+		return *x.at(best), best, true
 	}
 	e, ok := x.recent[id]
 	return e, -1, ok
@@ -174,7 +200,7 @@ func (x *index) Reserve(id ID) bool {
 func (x *index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.n + len(x.recent)
+	return x.n - x.shadowed + len(x.recent)
 }
 
 // add indexes the blobs of a pack whose storage ModTime is mod (zero if
@@ -269,6 +295,9 @@ func (x *index) condemn(packs []ID) {
 // positions (see locate) are stable until the next add.
 func (x *index) finish() {
 	x.mu.Lock()
+	if x.unsorted {
+		x.sortMain()
+	}
 	x.merge()
 	x.mu.Unlock()
 }
@@ -346,7 +375,7 @@ func (x *index) merge() {
 	}
 	// A fresh map: clear would keep the old one's buckets allocated.
 	x.recent = make(map[ID]indexEntry)
-	clear(x.fan)
+	x.fan = make([]uint32, len(x.fan)) // the old one may be a cache file's
 	for _, b := range x.main {
 		for _, e := range b {
 			x.fan[prefix16(e.id)+1]++
@@ -357,16 +386,24 @@ func (x *index) merge() {
 	}
 }
 
-// each calls fn for every indexed blob, in no particular order, under a
-// read lock: fn must not call back into the index.
+// each calls fn for every indexed blob (its preferred copy), in no
+// particular order, under a read lock: fn must not call back into the
+// index.
 func (x *index) each(fn func(BlobRef) error) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, b := range x.main {
-		for _, e := range b {
-			if err := fn(x.ref(e)); err != nil {
-				return err
+	for pos := range x.n {
+		e := x.at(pos)
+		if x.packs[e.pack].gone {
+			continue
+		}
+		if pos > 0 && x.at(pos-1).id == e.id || pos+1 < x.n && x.at(pos+1).id == e.id {
+			if _, best, _ := x.findPos(e.id); best != pos {
+				continue // another copy is preferred
 			}
+		}
+		if err := fn(x.ref(*e)); err != nil {
+			return err
 		}
 	}
 	for _, e := range x.recent {

@@ -101,18 +101,22 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 				case err != nil:
 					return err
 				}
+				// Records of packs not in the listing go aside, the
+				// others into the index, without a lock per entry.
+				known := recs[:0:0]
+				var unknown []indexPack
+				for _, p := range recs {
+					if _, ok := packs[p.ID]; ok {
+						known = append(known, p)
+					} else {
+						unknown = append(unknown, p)
+					}
+				}
+				idx.bulkAdd(known, func(id ID) time.Time { return packs[id].mod })
 				mu.Lock()
 				res.files = append(res.files, name)
+				aside = append(aside, unknown...)
 				mu.Unlock()
-				for _, p := range recs {
-					if m, ok := packs[p.ID]; ok {
-						idx.add(p.ID, p.Key, m.mod, p.Blobs)
-						continue
-					}
-					mu.Lock()
-					aside = append(aside, p)
-					mu.Unlock()
-				}
 				return nil
 			})
 		}
@@ -167,7 +171,7 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 			continue
 		}
 		packs[p.ID] = m
-		idx.add(p.ID, p.Key, m.mod, p.Blobs)
+		idx.bulkAdd([]indexPack{p}, func(ID) time.Time { return m.mod })
 	}
 	return nil
 }
