@@ -39,11 +39,11 @@ const (
 type packRef struct {
 	id  ID
 	key [keySize]byte
-	// mod is the pack's ModTime by the storage's clock, when known (zero
-	// for packs this process wrote): of two copies of a blob, the newer
-	// pack's is preferred, so that a repacked copy wins over the original
-	// whatever order index files load in.
-	mod time.Time
+	// mod is the pack's ModTime by the storage's clock in Unix
+	// nanoseconds, when known (zero for packs this process wrote): of two
+	// copies of a blob, the newer pack's is preferred, so that a repacked
+	// copy wins over the original whatever order index files load in.
+	mod int64
 	// condemned packs are unreferenced and due for deletion by gc: their
 	// blobs can still be read, but writers must not deduplicate against
 	// them (see FORMAT.md, "Garbage collection").
@@ -53,6 +53,8 @@ type packRef struct {
 	// them. A pack is gone when it does not exist, or when no index file
 	// that still exists names it.
 	gone bool
+	// blobs is the number of the pack's entries in a cache file.
+	blobs uint32
 }
 
 // index maps blob IDs to their packs. Most entries live in one sorted array
@@ -62,8 +64,11 @@ type packRef struct {
 // merge streams block by block, freeing each old block as it is consumed,
 // so memory never doubles. All methods are safe for concurrent use.
 type index struct {
-	mu      sync.RWMutex
-	packs   []packRef
+	mu    sync.RWMutex
+	packs []packRef
+	// nBase: packs[:nBase] are sorted by ID and found by a binary
+	// search (a cache file's); packIdx numbers the others.
+	nBase   int
 	packIdx map[ID]uint32
 	main    [][]indexEntry // blocks of blockLen entries, all full but the last
 	n       int            // entries in main
@@ -73,6 +78,9 @@ type index struct {
 	// condemnedIDs are the packs the newest gc state condemns, also those
 	// not added yet.
 	condemnedIDs map[ID]bool
+	// mapped, if not nil, is the cache file that main and fan point into
+	// (see indexcache.go): it must live as long as the index.
+	mapped *cacheMap
 	// unsorted: entries were appended to main by bulkAdd and not sorted
 	// yet; finish sorts them. No lookup may run meanwhile.
 	unsorted bool
@@ -131,11 +139,15 @@ func (x *index) findPos(id ID) (indexEntry, int, bool) {
 			best = p
 		}
 	}
+	// recent holds a blob that main holds only if its copy is
+	// preferred (see put).
+	if e, ok := x.recent[id]; ok {
+		return e, -1, true
+	}
 	if best >= 0 {
 		return *x.at(best), best, true
 	}
-	e, ok := x.recent[id]
-	return e, -1, ok
+	return indexEntry{}, -1, false
 }
 
 // usable reports whether a writer may deduplicate against id: it is
@@ -209,7 +221,7 @@ func (x *index) Len() int {
 func (x *index) add(pack ID, key [keySize]byte, mod time.Time, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key, mod)
+	pi := x.packNum(pack, key, unixNano(mod))
 	for _, b := range blobs {
 		delete(x.pending, b.ID)
 		x.put(pi, b, false)
@@ -220,19 +232,31 @@ func (x *index) add(pack ID, key [keySize]byte, mod time.Time, blobs []PackedBlo
 }
 
 // put indexes blob b of pack pi. A blob already indexed keeps its location
-// unless force is set or pack pi is better (see better). Caller holds mu.
+// unless force is set or pack pi is better (see better). Forced, the entry
+// in main is overwritten, so that its position stays (gc's mark relies on
+// it); otherwise main is left as it is (a cache file may back it) and the
+// preferred copy goes to recent, beside the copy in main. Caller holds mu.
 func (x *index) put(pi uint32, b PackedBlob, force bool) {
 	e, pos, ok := x.findPos(b.ID)
 	switch {
 	case !ok:
 		x.recent[b.ID] = entryOf(pi, b)
+	case force && pos >= 0:
+		*x.at(pos) = entryOf(pi, b)
 	case force || x.better(pi, e.pack):
 		if pos >= 0 {
-			*x.at(pos) = entryOf(pi, b)
-		} else {
-			x.recent[b.ID] = entryOf(pi, b)
+			x.shadowed++ // main's copy, until the next merge
 		}
+		x.recent[b.ID] = entryOf(pi, b)
 	}
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // better reports whether a blob's copy in pack a is preferred to its copy
@@ -244,11 +268,11 @@ func (x *index) better(a, b uint32) bool {
 	if pa.condemned != pb.condemned {
 		return pb.condemned
 	}
-	if pa.mod.IsZero() || pb.mod.IsZero() {
+	if pa.mod == 0 || pb.mod == 0 {
 		return false
 	}
-	if c := pa.mod.Compare(pb.mod); c != 0 {
-		return c > 0
+	if pa.mod != pb.mod {
+		return pa.mod > pb.mod
 	}
 	return bytes.Compare(pa.id[:], pb.id[:]) > 0
 }
@@ -258,20 +282,30 @@ func (x *index) better(a, b uint32) bool {
 func (x *index) relocate(pack ID, key [keySize]byte, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key, time.Time{})
+	pi := x.packNum(pack, key, 0)
 	for _, b := range blobs {
 		x.put(pi, b, true)
 	}
 }
 
-func (x *index) packNum(pack ID, key [keySize]byte, mod time.Time) uint32 {
-	pi, ok := x.packIdx[pack]
+func (x *index) packNum(pack ID, key [keySize]byte, mod int64) uint32 {
+	pi, ok := x.packPos(pack)
 	if !ok {
 		pi = uint32(len(x.packs))
 		x.packs = append(x.packs, packRef{id: pack, key: key, mod: mod, condemned: x.condemnedIDs[pack]})
 		x.packIdx[pack] = pi
 	}
 	return pi
+}
+
+// packPos returns pack's number, if it is known.
+func (x *index) packPos(pack ID) (uint32, bool) {
+	base := x.packs[:x.nBase]
+	if i, ok := slices.BinarySearchFunc(base, pack, func(p packRef, id ID) int { return bytes.Compare(p.id[:], id[:]) }); ok {
+		return uint32(i), true
+	}
+	pi, ok := x.packIdx[pack]
+	return pi, ok
 }
 
 // condemn marks packs as condemned, also packs added later. Call it before
@@ -285,7 +319,7 @@ func (x *index) condemn(packs []ID) {
 	}
 	for _, p := range packs {
 		x.condemnedIDs[p] = true
-		if pi, ok := x.packIdx[p]; ok {
+		if pi, ok := x.packPos(p); ok {
 			x.packs[pi].condemned = true
 		}
 	}
@@ -349,7 +383,19 @@ func (x *index) merge() {
 	x.main = make([][]indexEntry, 0, (n+len(add))/blockLen+1)
 	x.n = 0
 	cur := make([]indexEntry, 0, blockLen)
+	// shadowed: entries of gone packs, and all but one copy of a blob.
+	distinct := 0
+	var last ID
+	lastLive := false
 	emit := func(e indexEntry) {
+		live := !x.packs[e.pack].gone
+		if x.n == 0 || e.id != last {
+			last, lastLive = e.id, false
+		}
+		if live && !lastLive {
+			distinct++
+			lastLive = true
+		}
 		cur = append(cur, e)
 		if len(cur) == blockLen {
 			x.main = append(x.main, cur)
@@ -373,6 +419,7 @@ func (x *index) merge() {
 	if len(cur) > 0 {
 		x.main = append(x.main, cur)
 	}
+	x.shadowed = x.n - distinct
 	// A fresh map: clear would keep the old one's buckets allocated.
 	x.recent = make(map[ID]indexEntry)
 	x.fan = make([]uint32, len(x.fan)) // the old one may be a cache file's

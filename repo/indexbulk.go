@@ -27,12 +27,26 @@ func (x *index) bulkAdd(packs []indexPack, mod func(ID) time.Time) {
 	defer x.mu.Unlock()
 	x.unsorted = true
 	for _, p := range packs {
-		if _, ok := x.packIdx[p.ID]; ok {
+		if _, ok := x.packPos(p.ID); ok {
 			continue
 		}
-		pi := x.packNum(p.ID, p.Key, mod(p.ID))
+		pi := x.packNum(p.ID, p.Key, unixNano(mod(p.ID)))
 		for _, b := range p.Blobs {
 			x.appendMain(entryOf(pi, b))
+		}
+	}
+}
+
+// addPacks indexes the blobs of packs one by one (see add), skipping
+// packs already indexed: for a few files on top of a cache's sorted array,
+// which it leaves as it is.
+func (x *index) addPacks(packs []indexPack, mod func(ID) time.Time) {
+	for _, p := range packs {
+		x.mu.RLock()
+		_, ok := x.packPos(p.ID)
+		x.mu.RUnlock()
+		if !ok {
+			x.add(p.ID, p.Key, mod(p.ID), p.Blobs)
 		}
 	}
 }

@@ -36,27 +36,51 @@ func (r *Repository) listPacks(ctx context.Context) (map[ID]packMeta, error) {
 }
 
 func (r *Repository) listIndexFiles(ctx context.Context) ([]string, error) {
-	var names []string
+	infos, err := r.listIndexInfos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(infos))
+	for i, oi := range infos {
+		names[i] = oi.Key
+	}
+	return names, nil
+}
+
+// listIndexInfos lists the index files, in name order.
+func (r *Repository) listIndexInfos(ctx context.Context) ([]backend.ObjectInfo, error) {
+	var infos []backend.ObjectInfo
 	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
-		names = append(names, oi.Key)
+		infos = append(infos, oi)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("listing index: %w", err)
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(infos, func(a, b backend.ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
+	return infos, nil
 }
 
 // indexLoad reports what loading the index files found.
 type indexLoad struct {
-	files   []string   // the index files read
+	files   []string   // the index files read (or taken from the cache)
 	damaged []Problem  // index files that did not authenticate or decode: skipped
 	missing map[ID]int // packs that index files name but that do not exist: their blob counts
+	// For the cache: the packs each file names, for the files whose
+	// packs all exist; and what changed against the cache.
+	named      map[string][]ID
+	incomplete map[string]bool // files naming a pack that does not exist
+	fromDisk   int // index files the cache held
+	read     int // index files read from the repository
+	newBlobs int // blobs in them
 }
 
 // damage reports whether an error reading an object is damage to it
 // (authentication, format) rather than a failure to read it.
 func damage(err error) bool { return errors.Is(err, ErrAuth) || errors.Is(err, errFormat) }
+
+// minIndexEntry is the fewest bytes an index file spends on one blob, so
+// that its size bounds the blobs it can hold.
+const minIndexEntry = 1 + 32 + 1 + 1 + 1 + 1
 
 // loadIndexFiles reads every index file into a fresh in-memory index,
 // keeping only the entries of packs that exist: packs lists them (listed
@@ -65,26 +89,52 @@ func damage(err error) bool { return errors.Is(err, ErrAuth) || errors.Is(err, e
 // added to packs. An index file deleted while it is read (replaced by gc's
 // compaction) makes the listing start over; a damaged one is skipped and
 // reported; any other error fails the load.
-func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, condemned []ID) (*indexLoad, error) {
-	idx := newIndex()
-	idx.condemn(condemned)
-	res := &indexLoad{missing: map[ID]int{}}
+//
+// With a cache (see indexcache.go), the index starts as the cache's, only
+// the listed files the cache lacks are read, and the cache's packs that no
+// listed file names, or that do not exist, are left out. estimate, if not
+// nil, is called once before any index file is read with an upper bound of
+// the blobs the index will hold.
+func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, condemned []ID, cache *indexCache, estimate func(int)) (*indexLoad, error) {
+	var idx *index
+	if cache != nil {
+		idx = cache.index(condemned)
+	} else {
+		idx = newIndex()
+		idx.condemn(condemned)
+	}
+	res := &indexLoad{missing: map[ID]int{}, named: map[string][]ID{}, incomplete: map[string]bool{}}
 	var mu sync.Mutex
-	var aside []indexPack // records of packs not in the listing
+	var aside []asidePack // records of packs not in the listing
 	read := map[string]bool{}
 	for round := 0; ; round++ {
-		names, err := r.listIndexFiles(ctx)
+		infos, err := r.listIndexInfos(ctx)
 		if err != nil {
 			return nil, err
+		}
+		if round == 0 && estimate != nil {
+			n := 0
+			for _, oi := range infos {
+				if _, ok := cache.has(oi.Key); !ok {
+					n += int(oi.Size / minIndexEntry)
+				}
+			}
+			estimate(idx.Len() + n)
 		}
 		var vanished []string
 		g, gctx := safego.WithContext(ctx)
 		g.SetLimit(8)
-		for _, name := range names {
+		for _, oi := range infos {
+			name := oi.Key
 			if read[name] {
 				continue
 			}
 			read[name] = true
+			if _, ok := cache.has(name); ok {
+				res.files = append(res.files, name)
+				res.fromDisk++
+				continue
+			}
 			g.Go(func() error {
 				recs, err := r.readIndexFile(gctx, name)
 				switch {
@@ -104,17 +154,29 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 				// Records of packs not in the listing go aside, the
 				// others into the index, without a lock per entry.
 				known := recs[:0:0]
-				var unknown []indexPack
-				for _, p := range recs {
+				var unknown []asidePack
+				ids := make([]ID, len(recs))
+				blobs := 0
+				for i, p := range recs {
+					ids[i] = p.ID
+					blobs += len(p.Blobs)
 					if _, ok := packs[p.ID]; ok {
 						known = append(known, p)
 					} else {
-						unknown = append(unknown, p)
+						unknown = append(unknown, asidePack{name, p})
 					}
 				}
-				idx.bulkAdd(known, func(id ID) time.Time { return packs[id].mod })
+				mod := func(id ID) time.Time { return packs[id].mod }
+				if cache != nil {
+					idx.addPacks(known, mod)
+				} else {
+					idx.bulkAdd(known, mod)
+				}
 				mu.Lock()
 				res.files = append(res.files, name)
+				res.named[name] = ids
+				res.read++
+				res.newBlobs += blobs
 				aside = append(aside, unknown...)
 				mu.Unlock()
 				return nil
@@ -130,20 +192,66 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 			return nil, fmt.Errorf("index files keep vanishing while read (the last: %s): is a gc or repair running with a broken clock?", vanished[0])
 		}
 	}
-	if err := r.placeAside(ctx, idx, packs, aside, res); err != nil {
+	if err := r.placeAside(ctx, idx, packs, aside, res, cache != nil); err != nil {
 		return nil, err
 	}
-	idx.finish()
+	if cache != nil {
+		leaveOut(idx, cache, res, packs)
+	} else {
+		idx.finish()
+	}
 	slices.Sort(res.files)
 	slices.SortFunc(res.damaged, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
 	r.idx = idx
 	return res, nil
 }
 
+// asidePack is a pack record of an index file whose pack was not in the
+// listing.
+type asidePack struct {
+	file string
+	p    indexPack
+}
+
+// leaveOut marks gone the cache's packs that no listed index file names
+// (their files were replaced or deleted since the cache was written) or
+// that do not exist; the latter are counted as missing.
+func leaveOut(x *index, c *indexCache, res *indexLoad, packs map[ID]packMeta) {
+	named := make([]bool, x.nBase)
+	for _, name := range res.files {
+		if nums, ok := c.has(name); ok {
+			for _, p := range nums {
+				named[p] = true
+			}
+			continue
+		}
+		for _, id := range res.named[name] {
+			if p, ok := x.packPos(id); ok && int(p) < x.nBase {
+				named[p] = true
+			}
+		}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := range x.nBase {
+		p := &x.packs[i]
+		_, exists := packs[p.id]
+		switch {
+		case !named[i]:
+		case !exists:
+			res.missing[p.id] += int(p.blobs)
+		default:
+			continue
+		}
+		p.gone = true
+		x.shadowed += int(p.blobs)
+	}
+}
+
 // placeAside indexes the records of packs that were not in the listing if
 // the packs exist now (written since the listing), and counts the others
-// as missing.
-func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]packMeta, aside []indexPack, res *indexLoad) error {
+// as missing; the index file of a missing pack is left out of the cache.
+func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]packMeta, aside []asidePack, res *indexLoad, cached bool) error {
 	if len(aside) == 0 {
 		return nil
 	}
@@ -154,7 +262,8 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 			return err
 		}
 	}
-	for _, p := range aside {
+	for _, a := range aside {
+		p := a.p
 		m, ok := now[p.ID]
 		if now == nil {
 			oi, err := r.be.Stat(ctx, PackKey(p.ID))
@@ -168,10 +277,16 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 		}
 		if !ok {
 			res.missing[p.ID] += len(p.Blobs)
+			res.incomplete[a.file] = true
 			continue
 		}
 		packs[p.ID] = m
-		idx.bulkAdd([]indexPack{p}, func(ID) time.Time { return m.mod })
+		mod := func(ID) time.Time { return m.mod }
+		if cached {
+			idx.addPacks([]indexPack{p}, mod)
+		} else {
+			idx.bulkAdd([]indexPack{p}, mod)
+		}
 	}
 	return nil
 }
@@ -181,6 +296,12 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 // of a blob, one in a pack that no gc condemns. A damaged index file is
 // skipped, with a warning (see Warnings), so that the snapshots whose data
 // other index files describe stay readable.
+//
+// With Options.IndexCache set, it starts from the repository's cache file
+// there, reads only the index files the cache lacks, and writes the cache
+// again when enough has changed (see indexcache.go). A cache that cannot be
+// used is rebuilt; one that cannot be written is left alone: the cache
+// never makes LoadIndex fail.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	condemned, err := r.newestCondemned(ctx)
 	if err != nil {
@@ -190,12 +311,28 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := r.loadIndexFiles(ctx, packs, condemned)
+	var cache *indexCache
+	if r.opts.IndexCache != "" {
+		if cache, err = r.readIndexCache(r.opts.IndexCache); err != nil {
+			r.cacheNote(fmt.Errorf("index cache %s not used: %w", r.cachePath(r.opts.IndexCache), err))
+			cache = nil
+		}
+	}
+	res, err := r.loadIndexFiles(ctx, packs, condemned, cache, r.opts.IndexEstimate)
 	if err != nil {
 		return err
 	}
+	if r.opts.IndexCache != "" && cacheStale(r.idx, cache, res) {
+		files := map[string][]uint32{}
+		if r.cacheFiles(cache, res, files) {
+			if err := r.writeIndexCache(r.opts.IndexCache, r.idx, files); err != nil {
+				r.cacheNote(fmt.Errorf("index cache %s not written: %w", r.cachePath(r.opts.IndexCache), err))
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.loaded = IndexStats{Files: len(res.files), Cached: res.fromDisk, Read: res.read, Blobs: r.idx.Len()}
 	r.warnings = nil
 	for _, p := range res.damaged {
 		r.warnings = append(r.warnings, fmt.Errorf("%w: %s was skipped (%s); snapshots whose chunks only it lists cannot be read", ErrIndexDamaged, p.Object, p.Err))
@@ -208,6 +345,95 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		r.warnings = append(r.warnings, fmt.Errorf("the index names %d packs (%d blobs) that do not exist; their blobs were left out: %w", n, blobs, ErrBlobMissing))
 	}
 	return nil
+}
+
+// Rewrite policy of the cache: the next open reads every index file the
+// cache lacks, so the cache is written again when that would be more than
+// a few files, or the changes are a sixteenth of it.
+const (
+	cacheMaxNewFiles = 8
+	cacheMaxChange   = 16
+)
+
+// cacheStale reports whether the cache should be written again after a
+// load: there was none (or it was unusable), or enough changed.
+func cacheStale(x *index, c *indexCache, res *indexLoad) bool {
+	if c == nil {
+		return true
+	}
+	gone := len(c.files) - res.fromDisk
+	n := x.Len()
+	return res.read+gone >= cacheMaxNewFiles || res.newBlobs*cacheMaxChange > n || x.shadowed-c.shadowed > n/cacheMaxChange
+}
+
+// cacheFiles fills files with the packs (by number) that each index file
+// the cache will hold names: the files read or taken from the cache whose
+// packs all exist. It reports false if there is nothing to cache.
+func (r *Repository) cacheFiles(c *indexCache, res *indexLoad, files map[string][]uint32) bool {
+	x := r.idx
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+outer:
+	for _, name := range res.files {
+		if res.incomplete[name] {
+			continue
+		}
+		if nums, ok := c.has(name); ok {
+			for _, p := range nums {
+				if x.packs[p].gone {
+					continue outer
+				}
+			}
+			files[name] = nums
+			continue
+		}
+		ids, ok := res.named[name]
+		if !ok {
+			continue
+		}
+		nums := make([]uint32, 0, len(ids))
+		for _, id := range ids {
+			p, ok := x.packPos(id)
+			if !ok || x.packs[p].gone {
+				continue outer
+			}
+			nums = append(nums, p)
+		}
+		files[name] = nums
+	}
+	return len(files) > 0 || c != nil
+}
+
+// IndexStats says where the last LoadIndex found the index.
+type IndexStats struct {
+	Files  int `json:"files"`  // index files listed and used
+	Cached int `json:"cached"` // of those, taken from the local cache
+	Read   int `json:"read"`   // read from the repository
+	Blobs  int `json:"blobs"`  // blobs indexed
+}
+
+// IndexStats says where the last LoadIndex found the index.
+func (r *Repository) IndexStats() IndexStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loaded
+}
+
+// cacheNote records why the index cache was not used or written: never an
+// error of the command (see CacheNotes).
+func (r *Repository) cacheNote(err error) {
+	r.mu.Lock()
+	r.cacheNotes = append(r.cacheNotes, err)
+	r.mu.Unlock()
+}
+
+// CacheNotes returns why the local index cache was not used or not
+// written at the last opens, if it was not: for a debug log. The
+// repository works the same without its cache.
+func (r *Repository) CacheNotes() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.cacheNotes)
 }
 
 // Warnings returns what opening the repository found damaged but could

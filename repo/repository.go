@@ -253,6 +253,15 @@ type Options struct {
 	// NoIndex skips loading the index at Open (for Check and repair,
 	// which read index files themselves and report damage).
 	NoIndex bool
+	// IndexCache is the directory of the local index cache ("" for none;
+	// DefaultIndexCache names the usual place): LoadIndex reads only the
+	// index files that are new since the cache was written. See
+	// LoadIndex.
+	IndexCache string
+	// IndexEstimate, if set, is called by LoadIndex before it reads any
+	// index file, with an upper bound of the blobs the index will hold:
+	// a caller can set its memory limit before the load.
+	IndexEstimate func(blobs int)
 }
 
 // InitOptions are the choices fixed at init.
@@ -290,6 +299,9 @@ type Repository struct {
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
 	warnings   []error  // damage LoadIndex worked around
+	opts       Options
+	loaded     IndexStats
+	cacheNotes []error
 }
 
 // Init creates a repository on be, sealed under password. The location
@@ -516,6 +528,7 @@ func (e listError) Error() string {
 func (e listError) Unwrap() []error { return e.errs }
 
 func (r *Repository) setup(opts Options) error {
+	r.opts = opts
 	aead, err := newAEAD(r.key.Enc[:])
 	if err != nil {
 		return err
