@@ -69,9 +69,9 @@ type indexLoad struct {
 	// packs all exist; and what changed against the cache.
 	named      map[string][]ID
 	incomplete map[string]bool // files naming a pack that does not exist
-	fromDisk   int // index files the cache held
-	read     int // index files read from the repository
-	newBlobs int // blobs in them
+	fromDisk   int             // index files the cache held
+	read       int             // index files read from the repository
+	newBlobs   int             // blobs in them
 }
 
 // damage reports whether an error reading an object is damage to it
