@@ -362,3 +362,44 @@ func TestIndexCacheFileReplaced(t *testing.T) {
 		t.Fatalf("index of %d blobs, want %d", got.IndexLen(), 4000-150)
 	}
 }
+
+// TestIndexEstimateBeforeLoad: Options.IndexEstimate is called before any
+// index file is read (so a memory limit is in force for the load), with a
+// bound no lower than the blobs the index then holds, with and without a
+// cache.
+func TestIndexEstimateBeforeLoad(t *testing.T) {
+	ctx := context.Background()
+	r, mbe := newTestRepo(t)
+	if err := GenerateIndex(ctx, r, GenerateIndexOptions{Blobs: 7000, BlobsPerPack: 10, PacksPerFile: 10, Seed: 8}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var gets int
+	be := backend.NewObserve(mbe, func(e backend.RequestEvent) {
+		if e.Op == backend.OpGet && strings.HasPrefix(e.Key, indexPrefix) {
+			mu.Lock()
+			gets++
+			mu.Unlock()
+		}
+	})
+	dir := t.TempDir()
+	for _, cache := range []string{"", dir, dir} {
+		mu.Lock()
+		gets = 0
+		mu.Unlock()
+		calls, bound, readBefore := 0, 0, -1
+		got, err := Open(ctx, be, testPassword, Options{IndexCache: cache, IndexEstimate: func(cfg Config, blobs int) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls, bound, readBefore = calls+1, blobs, gets
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer got.Close()
+		t.Logf("cache %q: estimate %d for %d blobs; %d index files read, none before", cache, bound, got.IndexLen(), gets)
+		if calls != 1 || readBefore != 0 || bound < got.IndexLen() || bound > 2*got.IndexLen() {
+			t.Fatalf("estimate called %d times, after %d index reads, bound %d for %d blobs", calls, readBefore, bound, got.IndexLen())
+		}
+	}
+}

@@ -19,21 +19,49 @@ type packMeta struct {
 	mod  time.Time
 }
 
-// listPacks lists every pack object.
+// listPacks lists every pack object. A large repository's packs are
+// listed by their 256 prefix directories in parallel (an S3 listing is a
+// request per thousand keys, one after another; a directory's a stat per
+// file): the first prefix tells whether it is worth it.
 func (r *Repository) listPacks(ctx context.Context) (map[ID]packMeta, error) {
+	var mu sync.Mutex
 	packs := map[ID]packMeta{}
-	err := r.be.List(ctx, dataPrefix, func(oi backend.ObjectInfo) error {
-		id, err := ParseID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
-		if err == nil && PackKey(id) == oi.Key {
-			packs[id] = packMeta{size: oi.Size, mod: oi.ModTime}
+	list := func(ctx context.Context, prefix string) error {
+		var found []backend.ObjectInfo
+		err := r.be.List(ctx, prefix, func(oi backend.ObjectInfo) error {
+			found = append(found, oi)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("listing packs: %w", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, oi := range found {
+			id, err := ParseID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
+			if err == nil && PackKey(id) == oi.Key {
+				packs[id] = packMeta{size: oi.Size, mod: oi.ModTime}
+			}
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing packs: %w", err)
 	}
-	return packs, nil
+	if err := list(ctx, dataPrefix+"00/"); err != nil {
+		return nil, err
+	}
+	if len(packs) < parallelListMin/256 {
+		return packs, list(ctx, dataPrefix)
+	}
+	g, gctx := safego.WithContext(ctx)
+	g.SetLimit(16)
+	for k := 1; k < 256; k++ {
+		g.Go(func() error { return list(gctx, fmt.Sprintf("%s%02x/", dataPrefix, k)) })
+	}
+	return packs, g.Wait()
 }
+
+// parallelListMin is how many packs a repository must hold for listPacks
+// to list them by prefix in parallel.
+const parallelListMin = 16 << 10
 
 func (r *Repository) listIndexFiles(ctx context.Context) ([]string, error) {
 	infos, err := r.listIndexInfos(ctx)
@@ -95,7 +123,7 @@ const minIndexEntry = 1 + 32 + 1 + 1 + 1 + 1
 // listed file names, or that do not exist, are left out. estimate, if not
 // nil, is called once before any index file is read with an upper bound of
 // the blobs the index will hold.
-func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, condemned []ID, cache *indexCache, estimate func(int)) (*indexLoad, error) {
+func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, condemned []ID, cache *indexCache, estimate func(Config, int)) (*indexLoad, error) {
 	var idx *index
 	if cache != nil {
 		idx = cache.index(condemned)
@@ -119,7 +147,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 					n += int(oi.Size / minIndexEntry)
 				}
 			}
-			estimate(idx.Len() + n)
+			estimate(r.cfg, idx.Len()+n)
 		}
 		var vanished []string
 		g, gctx := safego.WithContext(ctx)

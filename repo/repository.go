@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -259,9 +261,10 @@ type Options struct {
 	// LoadIndex.
 	IndexCache string
 	// IndexEstimate, if set, is called by LoadIndex before it reads any
-	// index file, with an upper bound of the blobs the index will hold:
-	// a caller can set its memory limit before the load.
-	IndexEstimate func(blobs int)
+	// index file, with the repository's config and an upper bound of the
+	// blobs the index will hold: a caller can set its memory limit before
+	// the load.
+	IndexEstimate func(cfg Config, blobs int)
 }
 
 // InitOptions are the choices fixed at init.
@@ -384,6 +387,16 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 		return nil, fmt.Errorf("init: writing config: %w", err)
 	}
 	return r, nil
+}
+
+// DefaultIndexCache returns the usual directory of the local index cache:
+// blockmover/index in the user's cache directory (os.UserCacheDir).
+func DefaultIndexCache() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "blockmover", "index"), nil
 }
 
 // Open opens the repository on be with password, and loads its index.
