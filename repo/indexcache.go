@@ -32,10 +32,18 @@ import (
 //     to someone without the key is the number and sizes of blobs, as the
 //     pack objects themselves do.
 //   - It records which index files it holds, and which packs each names.
-//     An open lists the packs, then the index files, as without a cache:
-//     it reads only the files the cache lacks, and leaves out every pack
-//     that no listed index file names or that does not exist. Entries
-//     whose index file is gone are never used.
+//     An open lists the index files, reads only those the cache lacks, and
+//     leaves out every pack that no listed index file names: entries whose
+//     index file is gone are never used. gc deletes a pack only after the
+//     index files that name it (FORMAT.md, crash invariants 1 and 2), so
+//     that is how an open learns of deleted packs without listing them.
+//   - The packs of the index files read are looked up (a Stat each, or a
+//     listing when there are many). The cache's own packs existed when they
+//     were listed; a pack lost to damage since (not deleted by gc) goes
+//     unnoticed by an open until the cache's pack list is older than
+//     cacheRelist, when the open lists every pack again as it does without
+//     a cache, and leaves out (and warns of) those that are missing.
+//     `mover check` finds it at once.
 //   - Writers write a new file beside it and rename it over the old one,
 //     so concurrent processes each see a whole file; the last rename wins.
 //
@@ -75,6 +83,7 @@ func init64(n int) int { return (n + 63) &^ 63 }
 // cacheLayout is where each section of a cache file starts.
 type cacheLayout struct {
 	entries, shadowed, files, filePacks, packs, sealed       int // counts
+	listed int64 // see indexCache.listed
 	fan, filesOff, filePacksOff, packsOff, footer, mac, size int // offsets
 }
 
@@ -100,6 +109,7 @@ func (l cacheLayout) footerBytes(repo ID) []byte {
 	for _, v := range []int{l.entries, l.shadowed, l.files, l.filePacks, l.packs} {
 		b = binary.LittleEndian.AppendUint64(b, uint64(v))
 	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(l.listed))
 	return append(b, make([]byte, cacheFooter-len(b))...)
 }
 
@@ -124,6 +134,7 @@ func parseCacheFooter(b []byte, repo ID, size int64) (cacheLayout, error) {
 		v[i] = int(u)
 	}
 	l := newCacheLayout(v[0], v[1], v[2], v[3], v[4])
+	l.listed = int64(binary.LittleEndian.Uint64(b[96:]))
 	if int64(l.size) != size {
 		return cacheLayout{}, fmt.Errorf("%d bytes, the footer says %d", size, l.size)
 	}
@@ -238,6 +249,9 @@ type indexCache struct {
 	packs    []packRef    // sorted by ID
 	files    map[string][]uint32
 	shadowed int
+	// listed is when (Unix seconds, local clock) the packs of the cache
+	// were last checked against a listing of the repository's packs.
+	listed int64
 }
 
 // has returns the pack numbers that index file name names, if the cache
@@ -302,7 +316,7 @@ func (r *Repository) readIndexCache(dir string) (*indexCache, error) {
 // decodeIndexCache reads the sections of an authenticated cache file.
 func (r *Repository) decodeIndexCache(m *cacheMap, l cacheLayout) (*indexCache, error) {
 	b := m.data
-	c := &indexCache{m: m, shadowed: l.shadowed, files: make(map[string][]uint32, l.files)}
+	c := &indexCache{m: m, shadowed: l.shadowed, listed: l.listed, files: make(map[string][]uint32, l.files)}
 	if l.entries > 0 {
 		c.entries = unsafe.Slice((*indexEntry)(unsafe.Pointer(&b[0])), l.entries)
 	}
@@ -381,7 +395,7 @@ func (c *indexCache) index(condemned []ID) *index {
 // the index files that name them (files: pack numbers of x) as this
 // repository's cache file in dir, through a temporary file renamed over
 // the old one.
-func (r *Repository) writeIndexCache(dir string, x *index, files map[string][]uint32) (err error) {
+func (r *Repository) writeIndexCache(dir string, x *index, files map[string][]uint32, listed int64) (err error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -470,6 +484,7 @@ func (r *Repository) writeIndexCache(dir string, x *index, files map[string][]ui
 	if err := mw.pad(l.footer); err != nil {
 		return err
 	}
+	l.listed = listed
 	if _, err := mw.Write(l.footerBytes(r.id)); err != nil {
 		return err
 	}

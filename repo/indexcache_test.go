@@ -249,8 +249,12 @@ func flipFile(t *testing.T, path string, off int64) {
 	}
 }
 
-// TestIndexCacheMissingPack: a pack deleted behind the index's back is
-// left out, with the warning a fresh load gives, on every open.
+// TestIndexCacheMissingPack: a pack lost behind the index's back (not
+// deleted by gc) is left out, with the warning a fresh load gives, by
+// every open that lists the packs: once the cache's pack list is older
+// than cacheRelist; from then on every open, as the file naming it is left
+// out of the cache. Before that, a warm open lists no pack and does not
+// notice (indexcache.go).
 func TestIndexCacheMissingPack(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -261,10 +265,18 @@ func TestIndexCacheMissingPack(t *testing.T) {
 	if err := be.Delete(ctx, PackKey(victim)); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		got, _ := cachedOpen(t, be, dir)
+	if got, _ := cachedOpen(t, be, dir); len(got.Warnings()) != 0 {
+		t.Fatalf("a warm open listed the packs: %v", got.Warnings())
+	}
+	for _, relist := range []time.Duration{time.Nanosecond, 0, 0} {
+		got := reopen(t, be, Options{IndexCache: dir, cacheRelist: relist})
 		if len(got.Warnings()) != 1 || !strings.Contains(got.Warnings()[0].Error(), "do not exist") {
 			t.Fatalf("warnings %v, want the missing pack", got.Warnings())
+		}
+		if _, ok := got.Lookup(s.Pages[0]); ok {
+			if ref, _ := got.Lookup(s.Pages[0]); ref.Pack == victim {
+				t.Fatal("an entry of the missing pack is used")
+			}
 		}
 		sameIndex(t, got, reopen(t, be, Options{}))
 	}

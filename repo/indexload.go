@@ -223,9 +223,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 	if err := r.placeAside(ctx, idx, packs, aside, res, cache != nil); err != nil {
 		return nil, err
 	}
-	if cache != nil {
-		leaveOut(idx, cache, res, packs)
-	} else {
+	if cache == nil {
 		idx.finish()
 	}
 	slices.Sort(res.files)
@@ -242,9 +240,10 @@ type asidePack struct {
 }
 
 // leaveOut marks gone the cache's packs that no listed index file names
-// (their files were replaced or deleted since the cache was written) or
-// that do not exist; the latter are counted as missing.
-func leaveOut(x *index, c *indexCache, res *indexLoad, packs map[ID]packMeta) {
+// (their files were replaced or deleted since the cache was written) and,
+// if listed (packs is a listing of every pack), those that do not exist,
+// counted as missing.
+func leaveOut(x *index, c *indexCache, res *indexLoad, packs map[ID]packMeta, listed bool) {
 	named := make([]bool, x.nBase)
 	for _, name := range res.files {
 		if nums, ok := c.has(name); ok {
@@ -266,7 +265,7 @@ func leaveOut(x *index, c *indexCache, res *indexLoad, packs map[ID]packMeta) {
 		_, exists := packs[p.id]
 		switch {
 		case !named[i]:
-		case !exists:
+		case listed && !exists:
 			res.missing[p.id] += int(p.blobs)
 		default:
 			continue
@@ -335,10 +334,6 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	packs, err := r.listPacks(ctx)
-	if err != nil {
-		return err
-	}
 	var cache *indexCache
 	if r.opts.IndexCache != "" {
 		if cache, err = r.readIndexCache(r.opts.IndexCache); err != nil {
@@ -346,14 +341,32 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			cache = nil
 		}
 	}
+	// Without a cache, or with one whose packs were listed too long ago,
+	// every pack is listed (before the index files, see loadIndexFiles);
+	// with a cache, only the packs of the index files it lacks are looked
+	// up (see indexcache.go).
+	now := time.Now().Unix()
+	packs, listed, all := map[ID]packMeta{}, int64(0), false
+	if cache != nil {
+		listed = cache.listed
+	}
+	if cache == nil || now-cache.listed >= int64(r.cacheRelist()/time.Second) {
+		if packs, err = r.listPacks(ctx); err != nil {
+			return err
+		}
+		listed, all = now, true
+	}
 	res, err := r.loadIndexFiles(ctx, packs, condemned, cache, r.opts.IndexEstimate)
 	if err != nil {
 		return err
 	}
+	if cache != nil {
+		leaveOut(r.idx, cache, res, packs, all)
+	}
 	if r.opts.IndexCache != "" && cacheStale(r.idx, cache, res) {
 		files := map[string][]uint32{}
 		if r.cacheFiles(cache, res, files) {
-			if err := r.writeIndexCache(r.opts.IndexCache, r.idx, files); err != nil {
+			if err := r.writeIndexCache(r.opts.IndexCache, r.idx, files, listed); err != nil {
 				r.cacheNote(fmt.Errorf("index cache %s not written: %w", r.cachePath(r.opts.IndexCache), err))
 			}
 		}
@@ -373,6 +386,17 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		r.warnings = append(r.warnings, fmt.Errorf("the index names %d packs (%d blobs) that do not exist; their blobs were left out: %w", n, blobs, ErrBlobMissing))
 	}
 	return nil
+}
+
+// cacheRelist is how long the packs of a cache file are trusted to exist
+// without listing the repository's packs again (see indexcache.go).
+const cacheRelist = time.Hour
+
+func (r *Repository) cacheRelist() time.Duration {
+	if r.opts.cacheRelist != 0 {
+		return r.opts.cacheRelist
+	}
+	return cacheRelist
 }
 
 // Rewrite policy of the cache: the next open reads every index file the

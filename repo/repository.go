@@ -265,6 +265,8 @@ type Options struct {
 	// blobs the index will hold: a caller can set its memory limit before
 	// the load.
 	IndexEstimate func(cfg Config, blobs int)
+	// cacheRelist overrides cacheRelist (tests).
+	cacheRelist time.Duration
 }
 
 // InitOptions are the choices fixed at init.
