@@ -82,9 +82,9 @@ func init64(n int) int { return (n + 63) &^ 63 }
 
 // cacheLayout is where each section of a cache file starts.
 type cacheLayout struct {
-	entries, shadowed, files, filePacks, packs, sealed       int // counts
-	listed int64 // see indexCache.listed
-	fan, filesOff, filePacksOff, packsOff, footer, mac, size int // offsets
+	entries, shadowed, files, filePacks, packs, sealed       int   // counts
+	listed                                                   int64 // see indexCache.listed
+	fan, filesOff, filePacksOff, packsOff, footer, mac, size int   // offsets
 }
 
 func newCacheLayout(entries, shadowed, files, filePacks, packs int) cacheLayout {
