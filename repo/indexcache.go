@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/zeebo/blake3"
@@ -220,14 +222,24 @@ func verifyCacheMAC(f *os.File, key []byte, size int) error {
 	nseg := (body + cacheSegment - 1) / cacheSegment
 	segs := make([][32]byte, nseg)
 	errs := make([]error, nseg)
-	parallel(runtime.GOMAXPROCS(0), nseg, func(i int) {
-		buf := make([]byte, min(cacheSegment, body-i*cacheSegment))
-		if _, err := f.ReadAt(buf, int64(i*cacheSegment)); err != nil {
-			errs[i] = err
-			return
-		}
-		segs[i] = segmentMAC(key, i, buf)
-	})
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), nseg) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, cacheSegment) // one per worker
+			for i := int(next.Add(1) - 1); i < nseg; i = int(next.Add(1) - 1) {
+				b := buf[:min(cacheSegment, body-i*cacheSegment)]
+				if _, err := f.ReadAt(b, int64(i*cacheSegment)); err != nil {
+					errs[i] = err
+					return
+				}
+				segs[i] = segmentMAC(key, i, b)
+			}
+		}()
+	}
+	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

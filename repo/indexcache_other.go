@@ -22,3 +22,4 @@ func mapCache(f *os.File, size int) (*cacheMap, error) {
 
 func (m *cacheMap) close()               { m.data = nil }
 func (m *cacheMap) release([]indexEntry) {}
+func (m *cacheMap) releaseAll()          {}

@@ -197,6 +197,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 				mod := func(id ID) time.Time { return packs[id].mod }
 				if cache != nil {
 					idx.addPacks(known, mod)
+					cache.m.releaseAll()
 				} else {
 					idx.bulkAdd(known, mod)
 				}
@@ -362,6 +363,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	}
 	if cache != nil {
 		leaveOut(r.idx, cache, res, packs, all)
+		cache.m.releaseAll()
 	}
 	if r.opts.IndexCache != "" && cacheStale(r.idx, cache, res) {
 		files := map[string][]uint32{}
