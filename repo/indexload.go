@@ -366,11 +366,9 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		cache.m.releaseAll()
 	}
 	if r.opts.IndexCache != "" && cacheStale(r.idx, cache, res) {
-		files := map[string][]uint32{}
-		if r.cacheFiles(cache, res, files) {
-			if err := r.writeIndexCache(r.opts.IndexCache, r.idx, files, listed); err != nil {
-				r.cacheNote(fmt.Errorf("index cache %s not written: %w", r.cachePath(r.opts.IndexCache), err))
-			}
+		files := r.cacheFiles(cache, res)
+		if err := r.writeIndexCache(r.opts.IndexCache, r.idx, files, listed); err != nil {
+			r.cacheNote(fmt.Errorf("index cache %s not written: %w", r.cachePath(r.opts.IndexCache), err))
 		}
 	}
 	r.mu.Lock()
@@ -420,10 +418,11 @@ func cacheStale(x *index, c *indexCache, res *indexLoad) bool {
 	return res.read+gone >= cacheMaxNewFiles || res.newBlobs*cacheMaxChange > n || x.shadowed-c.shadowed > n/cacheMaxChange
 }
 
-// cacheFiles fills files with the packs (by number) that each index file
-// the cache will hold names: the files read or taken from the cache whose
-// packs all exist. It reports false if there is nothing to cache.
-func (r *Repository) cacheFiles(c *indexCache, res *indexLoad, files map[string][]uint32) bool {
+// cacheFiles returns the packs (by number) that each index file the cache
+// will hold names: the files read or taken from the cache whose packs all
+// exist.
+func (r *Repository) cacheFiles(c *indexCache, res *indexLoad) map[string][]uint32 {
+	files := map[string][]uint32{}
 	x := r.idx
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -455,7 +454,7 @@ outer:
 		}
 		files[name] = nums
 	}
-	return len(files) > 0 || c != nil
+	return files
 }
 
 // IndexStats says where the last LoadIndex found the index.

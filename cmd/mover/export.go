@@ -154,7 +154,7 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		blobs += int(src.Size() / int64(max(cfg.Chunking.MinChunk(), 1)))
 		unlimit = g.limitMemory(mover.ExportMemory(memOpts, cfg) + int64(blobs)*indexBytesPerBlob)
 	}
-	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers, IndexEstimate: estimate})
+	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers, IndexEstimate: estimate, IndexCache: g.indexCacheDir()})
 	if err != nil {
 		return err
 	}

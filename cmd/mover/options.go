@@ -51,7 +51,7 @@ func (g *globalOptions) registerRepo(cmd *cobra.Command) {
 	f.StringVarP(&g.repo, "repo", "r", "", "repository location: a directory or s3://BUCKET/PREFIX (default $MOVER_REPOSITORY)")
 	f.StringVar(&g.passwordFile, "password-file", "", "read the repository password from this file (default $MOVER_PASSWORD)")
 	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
-	f.StringVar(&g.indexCache, "index-cache", "", `directory of the local index cache, so that opening reads only new index files (default $MOVER_INDEX_CACHE, else $XDG_CACHE_HOME/blockmover/index or $HOME/.cache/blockmover/index; "off": none)`)
+	f.StringVar(&g.indexCache, "index-cache", "", `directory of the local index cache of export and import, so that opening reads only new index files (default $MOVER_INDEX_CACHE, else $XDG_CACHE_HOME/blockmover/index or $HOME/.cache/blockmover/index; "off": none)`)
 }
 
 // indexCacheDir returns the directory of the local index cache, or ""
@@ -167,9 +167,6 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 	if err != nil {
 		be.Close()
 		return nil, err
-	}
-	if !opts.NoIndex && opts.IndexCache == "" {
-		opts.IndexCache = g.indexCacheDir()
 	}
 	r, err := repo.Open(ctx, be, pw, opts)
 	if err != nil {
