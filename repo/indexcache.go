@@ -449,35 +449,14 @@ func (r *Repository) writeIndexCache(dir string, x *index, files map[string][]ui
 	if err := binary.Write(mw, binary.NativeEndian, fan); err != nil {
 		return err
 	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	l := newCacheLayout(n, shadowed, len(names), 0, len(keep))
-	if err := mw.pad(l.filesOff); err != nil {
+	if err := mw.pad(newCacheLayout(n, shadowed, len(files), 0, len(keep)).filesOff); err != nil {
 		return err
 	}
-	var fp []uint32
-	for _, name := range names {
-		id, err := ParseID(name[len(indexPrefix):])
-		if err != nil {
-			return err
-		}
-		first := len(fp)
-		for _, p := range files[name] {
-			fp = append(fp, renum[p])
-		}
-		rec := binary.LittleEndian.AppendUint32(append(id[:0:0], id[:]...), uint32(first))
-		rec = binary.LittleEndian.AppendUint32(rec, uint32(len(fp)-first))
-		if _, err := mw.Write(rec); err != nil {
-			return err
-		}
-	}
-	l = newCacheLayout(n, shadowed, len(names), len(fp), len(keep))
-	if err := binary.Write(mw, binary.NativeEndian, fp); err != nil {
+	nfp, err := writeFileTable(mw, files, renum)
+	if err != nil {
 		return err
 	}
+	l := newCacheLayout(n, shadowed, len(files), nfp, len(keep))
 	plain := make([]byte, 0, len(keep)*packRecSize)
 	for i, pi := range keep {
 		p := x.packs[pi]
@@ -511,6 +490,33 @@ func (r *Repository) writeIndexCache(dir string, x *index, files map[string][]ui
 	}
 	// No fsync: a file cut short by a crash fails its MAC and is rebuilt.
 	return os.Rename(tmp.Name(), r.cachePath(dir))
+}
+
+// writeFileTable writes the file table and the pack numbers it points
+// into (renumbered), and returns how many of those it wrote.
+func writeFileTable(w io.Writer, files map[string][]uint32, renum []uint32) (int, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var fp []uint32
+	for _, name := range names {
+		id, err := ParseID(name[len(indexPrefix):])
+		if err != nil {
+			return 0, err
+		}
+		first := len(fp)
+		for _, p := range files[name] {
+			fp = append(fp, renum[p])
+		}
+		rec := binary.LittleEndian.AppendUint32(append(id[:0:0], id[:]...), uint32(first))
+		rec = binary.LittleEndian.AppendUint32(rec, uint32(len(fp)-first))
+		if _, err := w.Write(rec); err != nil {
+			return 0, err
+		}
+	}
+	return len(fp), binary.Write(w, binary.NativeEndian, fp)
 }
 
 // writeEntries writes the entries of packs that are not gone, main and
