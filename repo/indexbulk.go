@@ -42,13 +42,30 @@ func (x *index) bulkAdd(packs []indexPack, mod func(ID) time.Time) {
 // which it leaves as it is.
 func (x *index) addPacks(packs []indexPack, mod func(ID) time.Time) {
 	for _, p := range packs {
-		x.mu.RLock()
-		_, ok := x.packPos(p.ID)
-		x.mu.RUnlock()
-		if !ok {
+		if !x.knows(p.ID) {
 			x.add(p.ID, p.Key, mod(p.ID), p.Blobs)
 		}
 	}
+}
+
+// knows reports whether pack is indexed.
+func (x *index) knows(pack ID) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	_, ok := x.packPos(pack)
+	return ok
+}
+
+// baseBlobs returns how many entries a cache file holds of pack, if it is
+// one of the cache's packs.
+func (x *index) baseBlobs(pack ID) (int, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	pi, ok := x.packPos(pack)
+	if !ok || int(pi) >= x.nBase {
+		return 0, false
+	}
+	return int(x.packs[pi].blobs), true
 }
 
 // appendMain appends e to main, unsorted. Caller holds mu.

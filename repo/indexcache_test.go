@@ -415,3 +415,41 @@ func TestIndexEstimateBeforeLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexCacheRepairedPack: a repair that keeps only some blobs of a
+// pack writes a file naming it with fewer blobs; the cache, which holds
+// all of them, is then not used, and the dropped blob is not found.
+func TestIndexCacheRepairedPack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r, be := newTestRepo(t)
+	if err := GenerateIndex(ctx, r, GenerateIndexOptions{Blobs: 400, BlobsPerPack: 10, PacksPerFile: 10, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	files := indexFiles(t, be)
+	cachedOpen(t, be, dir)
+	recs, err := r.readIndexFile(ctx, files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := recs[0].Blobs[3].ID
+	recs[0].Blobs = append(recs[0].Blobs[:3:3], recs[0].Blobs[4:]...)
+	data := seal(r.aead, nil, encodeIndex(recs), []byte(aadIndex))
+	if err := be.Put(ctx, indexPrefix+fileID(data).String(), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Delete(ctx, files[0]); err != nil {
+		t.Fatal(err)
+	}
+	got, st := cachedOpen(t, be, dir)
+	if len(got.CacheNotes()) != 1 || !strings.Contains(got.CacheNotes()[0].Error(), "disagree") || st.Read != len(files) {
+		t.Fatalf("open %+v, notes %v: want the cache refused and every file read", st, got.CacheNotes())
+	}
+	if _, ok := got.Lookup(dropped); ok {
+		t.Fatal("a blob the repair dropped is still found")
+	}
+	sameIndex(t, got, reopen(t, be, Options{}))
+	if _, st := cachedOpen(t, be, dir); st.Read != 0 {
+		t.Fatalf("the cache was not rebuilt: %+v", st)
+	}
+}

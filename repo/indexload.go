@@ -118,9 +118,10 @@ const minIndexEntry = 1 + 32 + 1 + 1 + 1 + 1
 // compaction) makes the listing start over; a damaged one is skipped and
 // reported; any other error fails the load.
 //
-// With a cache (see indexcache.go), the index starts as the cache's, only
-// the listed files the cache lacks are read, and the cache's packs that no
-// listed file names, or that do not exist, are left out. estimate, if not
+// With a cache (see indexcache.go), the index starts as the cache's and
+// only the listed files the cache lacks are read; their packs that the
+// cache holds are taken as they are (LoadIndex then leaves out the
+// cache's packs that no listed file names). estimate, if not
 // nil, is called once before any index file is read with an upper bound of
 // the blobs the index will hold.
 func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, condemned []ID, cache *indexCache, estimate func(Config, int)) (*indexLoad, error) {
@@ -187,6 +188,16 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 				blobs := 0
 				for i, p := range recs {
 					ids[i] = p.ID
+					if cache != nil && idx.knows(p.ID) {
+						// The cache's pack, named again by a file that
+						// gc's compaction or a repair wrote: the same
+						// blobs, unless a repair kept only those that
+						// verify, and then the cache must not be used.
+						if n, ok := idx.baseBlobs(p.ID); ok && n != len(p.Blobs) {
+							return fmt.Errorf("%w: %s names %d blobs of pack %s, the cache %d", errCacheMismatch, name, len(p.Blobs), p.ID.Short(), n)
+						}
+						continue
+					}
 					blobs += len(p.Blobs)
 					if _, ok := packs[p.ID]; ok {
 						known = append(known, p)
@@ -232,6 +243,10 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 	r.idx = idx
 	return res, nil
 }
+
+// errCacheMismatch: an index file describes one of the cache's packs
+// differently from the cache.
+var errCacheMismatch = errors.New("an index file and the cache disagree")
 
 // asidePack is a pack record of an index file whose pack was not in the
 // listing.
@@ -358,6 +373,17 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		listed, all = now, true
 	}
 	res, err := r.loadIndexFiles(ctx, packs, condemned, cache, r.opts.IndexEstimate)
+	if errors.Is(err, errCacheMismatch) {
+		r.cacheNote(fmt.Errorf("index cache %s not used: %w", r.cachePath(r.opts.IndexCache), err))
+		cache = nil
+		if !all {
+			if packs, err = r.listPacks(ctx); err != nil {
+				return err
+			}
+			listed, all = now, true
+		}
+		res, err = r.loadIndexFiles(ctx, packs, condemned, nil, nil)
+	}
 	if err != nil {
 		return err
 	}
