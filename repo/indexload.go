@@ -133,8 +133,8 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 		idx.condemn(condemned)
 	}
 	res := &indexLoad{missing: map[ID]int{}, named: map[string][]ID{}, incomplete: map[string]bool{}}
+	ld := &loading{idx: idx, cache: cache, packs: packs, res: res}
 	var mu sync.Mutex
-	var aside []asidePack // records of packs not in the listing
 	read := map[string]bool{}
 	for round := 0; ; round++ {
 		infos, err := r.listIndexInfos(ctx)
@@ -160,66 +160,20 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 			}
 			read[name] = true
 			if _, ok := cache.has(name); ok {
+				ld.mu.Lock() // readers of other files append too
 				res.files = append(res.files, name)
 				res.fromDisk++
+				ld.mu.Unlock()
 				continue
 			}
 			g.Go(func() error {
-				recs, err := r.readIndexFile(gctx, name)
-				switch {
-				case errors.Is(err, backend.ErrNotFound):
+				gone, err := r.loadIndexFile(gctx, ld, name)
+				if gone {
 					mu.Lock()
 					vanished = append(vanished, name)
 					mu.Unlock()
-					return nil
-				case damage(err):
-					mu.Lock()
-					res.damaged = append(res.damaged, Problem{Object: name, Err: strings.TrimPrefix(err.Error(), "index file "+name+": ")})
-					mu.Unlock()
-					return nil
-				case err != nil:
-					return err
 				}
-				// Records of packs not in the listing go aside, the
-				// others into the index, without a lock per entry.
-				known := recs[:0:0]
-				var unknown []asidePack
-				ids := make([]ID, len(recs))
-				blobs := 0
-				for i, p := range recs {
-					ids[i] = p.ID
-					if cache != nil && idx.knows(p.ID) {
-						// The cache's pack, named again by a file that
-						// gc's compaction or a repair wrote: the same
-						// blobs, unless a repair kept only those that
-						// verify, and then the cache must not be used.
-						if n, ok := idx.baseBlobs(p.ID); ok && n != len(p.Blobs) {
-							return fmt.Errorf("%w: %s names %d blobs of pack %s, the cache %d", errCacheMismatch, name, len(p.Blobs), p.ID.Short(), n)
-						}
-						continue
-					}
-					blobs += len(p.Blobs)
-					if _, ok := packs[p.ID]; ok {
-						known = append(known, p)
-					} else {
-						unknown = append(unknown, asidePack{name, p})
-					}
-				}
-				mod := func(id ID) time.Time { return packs[id].mod }
-				if cache != nil {
-					idx.addPacks(known, mod)
-					cache.m.releaseAll()
-				} else {
-					idx.bulkAdd(known, mod)
-				}
-				mu.Lock()
-				res.files = append(res.files, name)
-				res.named[name] = ids
-				res.read++
-				res.newBlobs += blobs
-				aside = append(aside, unknown...)
-				mu.Unlock()
-				return nil
+				return err
 			})
 		}
 		if err := g.Wait(); err != nil {
@@ -232,7 +186,7 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 			return nil, fmt.Errorf("index files keep vanishing while read (the last: %s): is a gc or repair running with a broken clock?", vanished[0])
 		}
 	}
-	if err := r.placeAside(ctx, idx, packs, aside, res, cache != nil); err != nil {
+	if err := r.placeAside(ctx, idx, packs, ld.aside, res, cache != nil); err != nil {
 		return nil, err
 	}
 	if cache == nil {
@@ -242,6 +196,75 @@ func (r *Repository) loadIndexFiles(ctx context.Context, packs map[ID]packMeta, 
 	slices.SortFunc(res.damaged, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
 	r.idx = idx
 	return res, nil
+}
+
+// loading is the state of one loadIndexFiles shared by its readers.
+type loading struct {
+	idx   *index
+	cache *indexCache
+	packs map[ID]packMeta // read only while files are read
+	mu    sync.Mutex      // guards res and aside
+	res   *indexLoad
+	aside []asidePack // records of packs not in the listing
+}
+
+// loadIndexFile reads index file name into ld.idx. It reports gone if the
+// file no longer exists, records damage in ld.res, and returns any other
+// error.
+func (r *Repository) loadIndexFile(ctx context.Context, ld *loading, name string) (gone bool, err error) {
+	recs, err := r.readIndexFile(ctx, name)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return true, nil
+	case damage(err):
+		ld.mu.Lock()
+		ld.res.damaged = append(ld.res.damaged, Problem{Object: name, Err: strings.TrimPrefix(err.Error(), "index file "+name+": ")})
+		ld.mu.Unlock()
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	idx, cache := ld.idx, ld.cache
+	// Records of packs not in the listing go aside, the others into the
+	// index, without a lock per entry.
+	known := recs[:0:0]
+	var unknown []asidePack
+	ids := make([]ID, len(recs))
+	blobs := 0
+	for i, p := range recs {
+		ids[i] = p.ID
+		if cache != nil && idx.knows(p.ID) {
+			// The cache's pack, named again by a file that gc's
+			// compaction or a repair wrote: the same blobs, unless a
+			// repair kept only those that verify, and then the cache
+			// must not be used.
+			if n, ok := idx.baseBlobs(p.ID); ok && n != len(p.Blobs) {
+				return false, fmt.Errorf("%w: %s names %d blobs of pack %s, the cache %d", errCacheMismatch, name, len(p.Blobs), p.ID.Short(), n)
+			}
+			continue
+		}
+		blobs += len(p.Blobs)
+		if _, ok := ld.packs[p.ID]; ok {
+			known = append(known, p)
+		} else {
+			unknown = append(unknown, asidePack{name, p})
+		}
+	}
+	mod := func(id ID) time.Time { return ld.packs[id].mod }
+	if cache != nil {
+		idx.addPacks(known, mod)
+		cache.m.releaseAll()
+	} else {
+		idx.bulkAdd(known, mod)
+	}
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	ld.res.files = append(ld.res.files, name)
+	ld.res.named[name] = ids
+	ld.res.read++
+	ld.res.newBlobs += blobs
+	ld.aside = append(ld.aside, unknown...)
+	return false, nil
 }
 
 // errCacheMismatch: an index file describes one of the cache's packs
