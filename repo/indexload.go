@@ -350,6 +350,7 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 		mod := func(ID) time.Time { return m.mod }
 		if cached {
 			idx.addPacks([]indexPack{p}, mod)
+			idx.mapped.releaseAll() // see cacheMap.releaseAll
 		} else {
 			idx.bulkAdd([]indexPack{p}, mod)
 		}
