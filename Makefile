@@ -111,7 +111,7 @@ test-short: vet
 
 # A short run of every fuzz target.
 fuzz:
-	@for t in FuzzPackHeader FuzzIndex FuzzPage FuzzKeyFile FuzzConfigFile; do \
+	@for t in FuzzPackHeader FuzzIndex FuzzPage FuzzKeyFile FuzzConfigFile FuzzCacheFooter; do \
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./repo || exit 1; done
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
 	@for t in FuzzParseChanges FuzzParseChangesSnapshotMetadata FuzzParseChangesRBD FuzzParseChangesEBS FuzzChangeList; do \

@@ -208,7 +208,7 @@ func (g *gc) run(ctx context.Context) error {
 	if n := len(g.states); n > 0 {
 		condemned = g.states[n-1].condemned
 	}
-	load, err := r.loadIndexFiles(ctx, packs, condemned)
+	load, err := r.loadIndexFiles(ctx, packs, condemned, nil, nil)
 	if err != nil {
 		return err
 	}

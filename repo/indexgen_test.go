@@ -67,44 +67,63 @@ func scaleRepo(b *testing.B, blobs int) string {
 
 // BenchmarkOpenIndex opens a directory repository with a synthetic index
 // of 1M blobs (and 10M with BLOCKMOVER_SCALE=1; skipped with -short) in
-// the export's layout: 16 blobs a pack, 32 packs an index file. It
-// reports the index file bytes read per second, the heap bytes retained
-// per blob, and the time per blob.
+// the export's layout: 16 blobs a pack, 32 packs an index file; without
+// the local index cache, and with a warm one. It reports the index file
+// bytes per second, the heap bytes retained per blob, and the time per
+// blob.
 func BenchmarkOpenIndex(b *testing.B) {
 	sizes := []int{1 << 20}
 	if os.Getenv("BLOCKMOVER_SCALE") != "" && !testing.Short() {
 		sizes = append(sizes, 10<<20)
 	}
 	for _, n := range sizes {
-		b.Run(fmt.Sprintf("blobs=%dMi", n>>20), func(b *testing.B) {
-			dir := scaleRepo(b, n)
-			var indexBytes int64
-			files, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
-			for _, f := range files {
-				if fi, err := os.Stat(f); err == nil {
-					indexBytes += fi.Size()
-				}
-			}
-			be := repotest.OpenDir(b, dir)
-			b.SetBytes(indexBytes)
-			var retained uint64
-			for b.Loop() {
-				before := heapBytes()
-				r, err := repo.Open(context.Background(), be, repotest.Password(), repo.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if r.IndexLen() != n {
-					b.Fatalf("index holds %d blobs, want %d", r.IndexLen(), n)
-				}
-				retained = heapBytes() - before
-				runtime.KeepAlive(r)
-				r.Close()
-			}
-			b.ReportMetric(float64(retained)/float64(n), "B/chunk")
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/chunk")
-		})
+		for _, cache := range []string{"none", "warm"} {
+			b.Run(fmt.Sprintf("blobs=%dMi/cache=%s", n>>20, cache), func(b *testing.B) {
+				benchOpen(b, n, cache == "warm")
+			})
+		}
 	}
+}
+
+func benchOpen(b *testing.B, n int, warm bool) {
+	dir := scaleRepo(b, n)
+	var indexBytes int64
+	files, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			indexBytes += fi.Size()
+		}
+	}
+	be := repotest.OpenDir(b, dir)
+	opts := repo.Options{}
+	if warm {
+		opts.IndexCache = filepath.Join(filepath.Dir(dir), "cache")
+		r, err := repo.Open(context.Background(), be, repotest.Password(), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Close()
+	}
+	b.SetBytes(indexBytes)
+	var retained uint64
+	for b.Loop() {
+		before := heapBytes()
+		r, err := repo.Open(context.Background(), be, repotest.Password(), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r.IndexLen() != n {
+			b.Fatalf("index holds %d blobs, want %d", r.IndexLen(), n)
+		}
+		if st := r.IndexStats(); warm && st.Read > 0 {
+			b.Fatalf("warm cache, yet %d index files read", st.Read)
+		}
+		retained = heapBytes() - before
+		runtime.KeepAlive(r)
+		r.Close()
+	}
+	b.ReportMetric(float64(retained)/float64(n), "B/chunk")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/chunk")
 }
 
 func heapBytes() uint64 {

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -253,6 +255,18 @@ type Options struct {
 	// NoIndex skips loading the index at Open (for Check and repair,
 	// which read index files themselves and report damage).
 	NoIndex bool
+	// IndexCache is the directory of the local index cache ("" for none;
+	// DefaultIndexCache names the usual place): LoadIndex reads only the
+	// index files that are new since the cache was written. See
+	// LoadIndex.
+	IndexCache string
+	// IndexEstimate, if set, is called by LoadIndex before it reads any
+	// index file, with the repository's config and an upper bound of the
+	// blobs the index will hold: a caller can set its memory limit before
+	// the load.
+	IndexEstimate func(cfg Config, blobs int)
+	// cacheRelist overrides cacheRelist (tests).
+	cacheRelist time.Duration
 }
 
 // InitOptions are the choices fixed at init.
@@ -291,6 +305,9 @@ type Repository struct {
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
 	warnings   []error  // damage LoadIndex worked around
+	opts       Options
+	loaded     IndexStats
+	cacheNotes []error
 }
 
 // Init creates a repository on be, sealed under password. The location
@@ -373,6 +390,16 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 		return nil, fmt.Errorf("init: writing config: %w", err)
 	}
 	return r, nil
+}
+
+// DefaultIndexCache returns the usual directory of the local index cache:
+// blockmover/index in the user's cache directory (os.UserCacheDir).
+func DefaultIndexCache() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "blockmover", "index"), nil
 }
 
 // Open opens the repository on be with password, and loads its index.
@@ -517,6 +544,7 @@ func (e listError) Error() string {
 func (e listError) Unwrap() []error { return e.errs }
 
 func (r *Repository) setup(opts Options) error {
+	r.opts = opts
 	aead, err := newAEAD(r.key.Enc[:])
 	if err != nil {
 		return err
