@@ -192,8 +192,8 @@ func (c *Clients) Export(ctx context.Context, args ExportArgs) (*ExportResult, e
 }
 
 // settle ends an operation whose run returned runErr. A run interrupted by
-// ctx, or one that failed while keepOnFailure, keeps every object (for a
-// rerun, or a look); so does a run that failed otherwise than by giving up
+// ctx, or one that failed while keepOnFailure or with a *keepError, keeps
+// every object (for a rerun, or a look); so does a run that failed otherwise than by giving up
 // (a wait's timeout, a failed Job: gaveUp) while its mover Job may still
 // be running: an API error must not make cleanup delete a Job that is
 // doing its work, which a rerun adopts. Any other outcome deletes the
@@ -202,7 +202,8 @@ func (c *Clients) Export(ctx context.Context, args ExportArgs) (*ExportResult, e
 // (described by done) the error of the cleanup; a cleanup that fails after
 // a failed run is logged.
 func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done string, keepOnFailure, keepSnapshot bool, log *slog.Logger) error {
-	if runErr != nil && (ctx.Err() != nil || keepOnFailure) {
+	var keep *keepError
+	if runErr != nil && (ctx.Err() != nil || keepOnFailure || errors.As(runErr, &keep)) {
 		return runErr
 	}
 	if runErr != nil && !gaveUp(runErr) {
@@ -222,6 +223,17 @@ func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done 
 	log.Warn("cleanup failed", "error", cerr)
 	return runErr
 }
+
+// keepError is a failure after which the operation's objects must stay
+// for a rerun: an import whose finished Job holds a result that could not
+// be recorded on the target PVC.
+type keepError struct{ err error }
+
+func (e *keepError) Error() string {
+	return e.err.Error() + " (the operation's objects are kept: run it again to finish)"
+}
+
+func (e *keepError) Unwrap() error { return e.err }
 
 // gaveUp reports whether err ends an operation for good: a wait that ran
 // out of time or a mover Job that failed (or could not start).
