@@ -635,6 +635,15 @@ func TestImportBlock(t *testing.T) {
 	if got, err := os.ReadFile(e.volumeFile("restored-3")); err != nil || !bytes.Equal(got[:volSize], data) {
 		t.Errorf("the second restored volume differs from the snapshot (%v)", err)
 	}
+	// The record's patch names the PVC's UID: it never lands on another
+	// PVC of the same name.
+	stale := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{UID: "00000000-0000-0000-0000-000000000000"}}
+	if err := e.orch.recordImport(e.ctx, e.ns, "restored-3", stale, `{"operation":"other"}`, time.Millisecond); err == nil {
+		t.Error("a record for a PVC of another UID was written")
+	}
+	if pvc, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored-3", metav1.GetOptions{}); err != nil || !strings.Contains(pvc.Annotations[AnnotationImport], `"operation":"restore-3"`) {
+		t.Errorf("the record after a patch for another UID: %q (%v)", pvc.Annotations[AnnotationImport], err)
+	}
 }
 
 // sameJSON reports whether a and b are the same JSON text but for
@@ -672,10 +681,23 @@ func TestImportFilesystem(t *testing.T) {
 	if res.Pending {
 		t.Error("pending on an Immediate class")
 	}
+	if rec := pvc.Annotations[AnnotationImport]; !strings.Contains(rec, `"operation":"restore-fs"`) || !strings.Contains(rec, res.Snapshot) {
+		t.Errorf("annotation %s: %q", AnnotationImport, rec)
+	}
 	e.settles(0, 1, 0)
 	if got, err := os.ReadFile(e.volumeFile("files")); err != nil || !bytes.Equal(got[:volSize], data) {
 		t.Errorf("the restored Filesystem volume differs from the snapshot (%v)", err)
 	}
+	// Once done, a rerun returns the recorded result: no Job, no staging
+	// volume, no snapshot.
+	again, err := e.orch.Import(e.ctx, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.seen.jobsNamed(ObjectName("restore-fs")); n != 1 || again.Snapshot != res.Snapshot || again.Pending || again.PVC != "files" {
+		t.Errorf("the rerun of a finished Filesystem import: %d Jobs, %+v", n, again)
+	}
+	e.settles(0, 1, 0)
 }
 
 // waitAllowed waits until RBAC lets the orchestrator do verb (the
