@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 )
 
 // volSize is the size of the tests' volumes: small, so that each mover
@@ -484,7 +487,12 @@ func (e *env) repoSnapshot(data []byte) string {
 }
 
 // TestImportBlock: a new Block PVC and the import Job; the PVC stays and
-// holds the snapshot's bytes.
+// holds the snapshot's bytes. The control plane dies while the Job runs,
+// which then finishes with nobody watching (the crash window between the
+// Job's end and the record of its result on the PVC): the rerun takes the
+// finished Job's result and records it. Once the import is done, a rerun
+// of the operation returns the recorded result and writes nothing: what
+// an application wrote on the restored volume meanwhile stays.
 func TestImportBlock(t *testing.T) {
 	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
@@ -494,16 +502,24 @@ func TestImportBlock(t *testing.T) {
 	snap := e.repoSnapshot(data)
 	args := ImportArgs{Namespace: e.ns, PVC: "restored", Operation: "restore-1", Snapshot: snap, Size: volSize,
 		StorageClass: testStorageClass, Job: e.jobOptions(), Timing: fastTiming()}
-	// First call: the control plane dies while the Job runs.
+	// First call: the control plane dies while the Job runs, and the Job
+	// finishes before it is back.
 	e.interruptWhileJobRuns("restore-1", func(ctx context.Context) error {
 		_, err := e.orch.Import(ctx, args)
 		return err
+	})
+	e.waitFor("the import Job to finish on its own", func() bool {
+		job, err := e.admin.Kube.BatchV1().Jobs(e.ns).Get(e.ctx, ObjectName("restore-1"), metav1.GetOptions{})
+		return err == nil && jobCond(job, batchv1.JobComplete)
 	})
 	first, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The rerun finds the PVC and the Job.
+	if v, ok := first.Annotations[AnnotationImport]; ok {
+		t.Fatalf("the PVC records an import nobody saw finish: %s", v)
+	}
+	// The rerun finds the PVC and the finished Job.
 	res, err := e.orch.Import(e.ctx, args)
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +527,7 @@ func TestImportBlock(t *testing.T) {
 	if n := e.seen.jobsNamed(ObjectName("restore-1")); n != 1 {
 		t.Errorf("%d Jobs created over both calls, want 1", n)
 	}
-	if res.PVC != "restored" || res.Pending || res.Size != volSize {
+	if res.PVC != "restored" || res.Pending || res.Size != volSize || res.Snapshot != snap {
 		t.Errorf("%+v", res)
 	}
 	pvc, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored", metav1.GetOptions{})
@@ -520,6 +536,13 @@ func TestImportBlock(t *testing.T) {
 	}
 	if *pvc.Spec.VolumeMode != corev1.PersistentVolumeBlock || pvc.Spec.Resources.Requests.Storage().Value() < volSize || pvc.UID != first.UID {
 		t.Errorf("PVC %+v", pvc.Spec)
+	}
+	var rec struct {
+		Operation, Snapshot string
+		Result              json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(pvc.Annotations[AnnotationImport]), &rec); err != nil || rec.Operation != "restore-1" || rec.Snapshot != snap || !sameJSON(rec.Result, res.Raw) {
+		t.Errorf("annotation %s: %q (%v), want operation restore-1, snapshot %s and the result %s", AnnotationImport, pvc.Annotations[AnnotationImport], err, snap, res.Raw)
 	}
 	e.settles(0, 1, 0)
 	if got, err := os.ReadFile(e.volumeFile("restored")); err != nil || !bytes.Equal(got[:volSize], data) {
@@ -530,27 +553,104 @@ func TestImportBlock(t *testing.T) {
 	if !strings.HasPrefix(args2, "import --snapshot="+snap+" --target="+DevicePath) || job.Spec.Template.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly {
 		t.Errorf("import Job args %q", args2)
 	}
-	// Again, after the cleanup: nothing tells that the import is done
-	// (the Job that held the result is gone), so it runs once more and
-	// writes the same bytes onto its own PVC. A PVC of that name that
-	// another operation owns is never written.
-	if _, err := e.orch.Import(e.ctx, args); err != nil {
+
+	// An application writes on the restored volume; the operation runs
+	// again after its cleanup and returns the recorded result, with no Job.
+	app := pattern(30, 4096)
+	e.fill("restored", 0, app)
+	again, err := e.orch.Import(e.ctx, args)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n := e.seen.jobsNamed(ObjectName("restore-1")); n != 2 {
-		t.Errorf("%d Jobs of the operation after it ran again, want 2", n)
+	if n := e.seen.jobsNamed(ObjectName("restore-1")); n != 1 {
+		t.Errorf("%d Jobs of the operation after it ran again, want 1", n)
 	}
-	args.Operation = "restore-2"
-	if _, err := e.orch.Import(e.ctx, args); !errors.Is(err, ErrConflict) {
+	if again.PVC != "restored" || again.Snapshot != snap || again.Size != res.Size || !sameJSON(again.Raw, res.Raw) {
+		t.Errorf("the rerun's result %+v, want the recorded %s", again, res.Raw)
+	}
+	want := bytes.Clone(data)
+	copy(want, app)
+	if got, err := os.ReadFile(e.volumeFile("restored")); err != nil || !bytes.Equal(got[:volSize], want) {
+		t.Errorf("the rerun changed the restored volume (%v)", err)
+	}
+	// The same operation asking for another snapshot, and another
+	// operation onto the PVC, are refused.
+	other := args
+	other.Snapshot = "latest"
+	if _, err := e.orch.Import(e.ctx, other); !errors.Is(err, ErrConflict) {
+		t.Errorf("the operation again with another snapshot: %v", err)
+	}
+	other = args
+	other.Operation = "restore-2"
+	if _, err := e.orch.Import(e.ctx, other); !errors.Is(err, ErrConflict) {
 		t.Errorf("import onto a PVC of another operation: %v", err)
 	}
 	if n := e.seen.jobsNamed(ObjectName("restore-2")); n != 0 {
 		t.Errorf("%d Jobs of the conflicting operation, want none", n)
 	}
 	e.settles(0, 1, 0)
-	if got, err := os.ReadFile(e.volumeFile("restored")); err != nil || !bytes.Equal(got[:volSize], data) {
-		t.Errorf("the restored volume differs from the snapshot after the rerun (%v)", err)
+
+	// The crash window between the record and the cleanup: the
+	// orchestrator dies as it deletes the finished Job. The result is on
+	// the PVC by then, and the rerun returns it without a new Job.
+	args.PVC, args.Operation = "restored-3", "restore-3"
+	ctx, kill := context.WithCancel(e.ctx)
+	defer kill()
+	var atDelete atomic.Value // the PVC's record when the Job's deletion was asked
+	cfg := rest.CopyConfig(e.orchCfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodDelete && strings.HasSuffix(r.URL.Path, "/jobs/"+ObjectName("restore-3")) {
+				pvc, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(context.Background(), "restored-3", metav1.GetOptions{})
+				if err == nil {
+					atDelete.Store(pvc.Annotations[AnnotationImport])
+				}
+				kill()
+				return nil, ctx.Err()
+			}
+			return rt.RoundTrip(r)
+		})
 	}
+	dying, err := NewClients(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dying.Import(ctx, args); err == nil {
+		t.Fatal("the import killed in its cleanup succeeded")
+	}
+	if v, _ := atDelete.Load().(string); !strings.Contains(v, `"operation":"restore-3"`) {
+		t.Fatalf("the PVC's record when the Job was deleted: %q", v)
+	}
+	if _, _, jobs, _ := e.count(); jobs != 1 {
+		t.Fatalf("%d Jobs after the kill, want the finished one", jobs)
+	}
+	res3, err := e.orch.Import(e.ctx, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.seen.jobsNamed(ObjectName("restore-3")); n != 1 || res3.Snapshot != snap || res3.Size != volSize {
+		t.Errorf("the rerun after a kill in the cleanup: %d Jobs, result %+v", n, res3)
+	}
+	e.settles(0, 2, 0)
+	if got, err := os.ReadFile(e.volumeFile("restored-3")); err != nil || !bytes.Equal(got[:volSize], data) {
+		t.Errorf("the second restored volume differs from the snapshot (%v)", err)
+	}
+	// The record's patch names the PVC's UID: it never lands on another
+	// PVC of the same name.
+	stale := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{UID: "00000000-0000-0000-0000-000000000000"}}
+	if err := e.orch.recordImport(e.ctx, e.ns, "restored-3", stale, `{"operation":"other"}`, time.Millisecond); err == nil {
+		t.Error("a record for a PVC of another UID was written")
+	}
+	if pvc, err := e.admin.Kube.CoreV1().PersistentVolumeClaims(e.ns).Get(e.ctx, "restored-3", metav1.GetOptions{}); err != nil || !strings.Contains(pvc.Annotations[AnnotationImport], `"operation":"restore-3"`) {
+		t.Errorf("the record after a patch for another UID: %q (%v)", pvc.Annotations[AnnotationImport], err)
+	}
+}
+
+// sameJSON reports whether a and b are the same JSON text but for
+// insignificant space.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // TestImportFilesystem: block staging PVC, import, snapshot with the
@@ -581,10 +681,23 @@ func TestImportFilesystem(t *testing.T) {
 	if res.Pending {
 		t.Error("pending on an Immediate class")
 	}
+	if rec := pvc.Annotations[AnnotationImport]; !strings.Contains(rec, `"operation":"restore-fs"`) || !strings.Contains(rec, res.Snapshot) {
+		t.Errorf("annotation %s: %q", AnnotationImport, rec)
+	}
 	e.settles(0, 1, 0)
 	if got, err := os.ReadFile(e.volumeFile("files")); err != nil || !bytes.Equal(got[:volSize], data) {
 		t.Errorf("the restored Filesystem volume differs from the snapshot (%v)", err)
 	}
+	// Once done, a rerun returns the recorded result: no Job, no staging
+	// volume, no snapshot.
+	again, err := e.orch.Import(e.ctx, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.seen.jobsNamed(ObjectName("restore-fs")); n != 1 || again.Snapshot != res.Snapshot || again.Pending || again.PVC != "files" {
+		t.Errorf("the rerun of a finished Filesystem import: %d Jobs, %+v", n, again)
+	}
+	e.settles(0, 1, 0)
 }
 
 // waitAllowed waits until RBAC lets the orchestrator do verb (the
