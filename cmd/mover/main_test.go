@@ -17,8 +17,9 @@ import (
 
 // cli runs mover in-process with the given environment variables.
 type cli struct {
-	t   *testing.T
-	env map[string]string
+	t       *testing.T
+	env     map[string]string
+	homeDir string // see home
 }
 
 type result struct {
