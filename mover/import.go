@@ -56,6 +56,10 @@ type ImportOptions struct {
 	// ID, each hole checked for zeros. For a target whose content is not
 	// known for certain. The target must implement io.ReaderAt.
 	VerifyTarget bool
+	// Buffered writes through the target's page cache even where it
+	// could be written directly (Device.OpenDirect; see importdirect.go):
+	// for comparisons, and for storage that misbehaves with O_DIRECT.
+	Buffered bool
 	// Window is how many volume bytes are planned at once (default 1 GiB);
 	// it bounds the plan's memory.
 	Window int64
@@ -79,9 +83,12 @@ type ImportResult struct {
 	// VerifyTarget); VerifiedBytes of the target were read to check.
 	WrittenBytes, ZeroedBytes, FetchedBytes int64
 	SkippedBytes, VerifiedBytes             int64
-	Chunks                                  int64
-	Duration                                time.Duration
-	Stages                                  Stages
+	// DirectBytes of the written ones went around the page cache
+	// (O_DIRECT: see ImportOptions.Buffered), the rest through it.
+	DirectBytes int64
+	Chunks      int64
+	Duration    time.Duration
+	Stages      Stages
 }
 
 // fetch is a run of blobs of one pack, loaded with one ranged read, and
@@ -100,12 +107,12 @@ type want struct {
 type zeroRun struct{ off, n int64 }
 
 // write is a verified chunk on its way to a writer, or a zero run (plain
-// nil). plain comes from the importer's buffers and goes back to them once
-// written.
+// nil). plain lies in buf, one of the importer's buffers, which goes back
+// to them once written.
 type write struct {
-	plain []byte
-	offs  []int64
-	zero  zeroRun
+	plain, buf []byte
+	offs       []int64
+	zero       zeroRun
 }
 
 type importer struct {
@@ -115,9 +122,12 @@ type importer struct {
 	opts  ImportOptions
 	start time.Time
 
-	written, zeroed, fetched, chunks, skipped, verified atomic.Int64
+	written, zeroed, fetched, chunks, skipped, verified, directBytes atomic.Int64
 
 	bufs plainBuffers
+	// direct, if set, writes the aligned middle of each chunk around the
+	// page cache (importdirect.go).
+	direct *DirectFile
 	// kick asks the writeback goroutine to start writing back (nil: the
 	// target cannot); sinceKick counts the bytes written since.
 	kick      chan struct{}
@@ -195,9 +205,17 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 	if o.Writers <= 0 {
 		o.Writers = 1
 	}
+	align := int64(4096)
+	if dt, ok := dst.(interface{ OpenDirect() (*DirectFile, error) }); ok && !o.Buffered {
+		// Where the target cannot, the page cache it is, as before.
+		if df, err := dt.OpenDirect(); err == nil {
+			defer df.Close()
+			im.direct, align = df, df.Align()
+		}
+	}
 	// Chunks in flight between the workers and the writers: enough for
 	// every worker to decode one while the writers hold two each.
-	im.bufs.init(o.Downloads + 2*o.Writers)
+	im.bufs.init(o.Downloads+2*o.Writers, align)
 	g, gctx := safego.WithContext(ctx)
 	jobs := make(chan *fetch, o.Downloads)
 	writes := make(chan write, o.Downloads+o.Writers)
@@ -238,7 +256,7 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 	return &ImportResult{
 		Snapshot: snap, Size: snap.Size,
 		WrittenBytes: im.written.Load(), ZeroedBytes: im.zeroed.Load(), FetchedBytes: im.fetched.Load(),
-		SkippedBytes: im.skipped.Load(), VerifiedBytes: im.verified.Load(),
+		SkippedBytes: im.skipped.Load(), VerifiedBytes: im.verified.Load(), DirectBytes: im.directBytes.Load(),
 		Chunks: im.chunks.Load(), Duration: time.Since(im.start), Stages: im.stages,
 	}, nil
 }
@@ -490,11 +508,17 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 		im.mu.Unlock()
 	}()
 	for f := range jobs {
-		ls, err := im.st.LoadBlobsInto(ctx, &o, f.refs, func(_, n int) ([]byte, error) {
-			return im.bufs.get(ctx, n)
+		var buf []byte // blob i's, from buf(i) to fn(i)
+		ls, err := im.st.LoadBlobsInto(ctx, &o, f.refs, func(i, n int) ([]byte, error) {
+			// Decoded in phase with the target's alignment: see
+			// importdirect.go.
+			ph := im.phase(f.offs[i][0])
+			b, err := im.bufs.get(ctx, ph+n)
+			buf = b
+			return b[ph:ph], err
 		}, func(i int, plain []byte) error {
-			if err := sendCtx(ctx, writes, write{plain: plain, offs: f.offs[i]}); err != nil {
-				im.bufs.put(plain)
+			if err := sendCtx(ctx, writes, write{plain: plain, buf: buf, offs: f.offs[i]}); err != nil {
+				im.bufs.put(buf)
 				return err
 			}
 			return nil
@@ -513,6 +537,7 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 // zeroes runs (unless the target is zeroed already).
 func (im *importer) writer(ctx context.Context, writes <-chan write) error {
 	var busy time.Duration
+	var scratch []byte
 	defer func() {
 		im.mu.Lock()
 		im.stages.Write += busy
@@ -529,14 +554,14 @@ func (im *importer) writer(ctx context.Context, writes <-chan write) error {
 			im.zeroed.Add(w.zero.n)
 		} else {
 			for _, off := range w.offs {
-				if _, err := im.dst.WriteAt(w.plain, off); err != nil {
-					return fmt.Errorf("writing at %d: %w", off, err)
+				if err := im.writeAt(w.plain, off, &scratch); err != nil {
+					im.bufs.put(w.buf)
+					return err
 				}
 				im.written.Add(int64(len(w.plain)))
 				im.chunks.Add(1)
 			}
-			im.bufs.put(w.plain)
-			im.wrote(int64(len(w.plain) * len(w.offs)))
+			im.bufs.put(w.buf)
 		}
 		busy += time.Since(t)
 		if err := ctx.Err(); err != nil {
@@ -603,11 +628,13 @@ func (im *importer) wrote(n int64) {
 type plainBuffers struct {
 	tokens chan struct{} // one per buffer handed out
 	free   chan []byte
+	align  int64 // of every buffer's first byte
 }
 
-func (p *plainBuffers) init(max int) {
+func (p *plainBuffers) init(max int, align int64) {
 	p.tokens = make(chan struct{}, max)
 	p.free = make(chan []byte, max)
+	p.align = align
 }
 
 // get returns an empty buffer with capacity for n bytes.
@@ -624,7 +651,7 @@ func (p *plainBuffers) get(ctx context.Context, n int) ([]byte, error) {
 	}
 	if cap(b) < n {
 		// Rounded up, so that a buffer serves the chunks of about its size.
-		b = make([]byte, 0, (n+(1<<20)-1)&^(1<<20-1))
+		b = alignedBuffer(nil, (n+(1<<20)-1)&^(1<<20-1), p.align)
 	}
 	return b[:0], nil
 }
