@@ -135,33 +135,6 @@ type importer struct {
 
 	mu     sync.Mutex
 	stages Stages
-
-	// pages caches the entries of pages by ID for the planner (one
-	// goroutine): identical pages, every all-hole page of a sparse volume
-	// first, are fetched once (issue 18).
-	pages map[repo.ID][]repo.Entry
-}
-
-// maxCachedPages bounds the page cache: a page lists at most a segment's
-// chunks (64 at the defaults, 48 bytes each), so it holds about a MiB.
-const maxCachedPages = 256
-
-// page returns the entries of page i of s, from the cache when a page of
-// the same ID was loaded. The entries are shared: callers only read them.
-func (im *importer) page(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error) {
-	id := s.Pages[i]
-	if e, ok := im.pages[id]; ok {
-		return e, nil
-	}
-	e, err := im.st.LoadPage(ctx, o, s, i)
-	if err != nil {
-		return nil, err
-	}
-	if im.pages == nil || len(im.pages) >= maxCachedPages {
-		im.pages = map[repo.ID][]repo.Entry{}
-	}
-	im.pages[id] = e
-	return e, nil
 }
 
 // Import writes snapshot snap from st onto dst and syncs it. Every chunk is
@@ -268,30 +241,66 @@ func (im *importer) current() Progress {
 	}
 }
 
-// plan reads the snapshot's pages a window at a time and sends fetch jobs
-// to the workers and zero runs to the writers.
+// plan reads the snapshot's pages a window at a time, as the pager
+// (importpages.go) fetches them, and sends fetch jobs to the workers and
+// zero runs to the writers.
 func (im *importer) plan(ctx context.Context, jobs chan<- *fetch, writes chan<- write) error {
-	var o repo.BlobOpener
+	pctx, cancel := context.WithCancel(ctx)
+	items := make(chan pageItem, pageBatch)
+	var perr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer safego.Recover(&perr)
+		perr = im.pageAheadRun(pctx, items)
+	}()
+	err := im.planPages(ctx, items, jobs, writes)
+	cancel()
+	<-done
+	if perr != nil && (err == nil || errors.Is(err, errPagesEnded)) {
+		err = perr
+	}
+	return err
+}
+
+// errPagesEnded: the pager stopped before the last page (its own error
+// says why).
+var errPagesEnded = errors.New("import: the page fetches ended early")
+
+// planPages is plan: items brings the pages in order.
+func (im *importer) planPages(ctx context.Context, items <-chan pageItem, jobs chan<- *fetch, writes chan<- write) error {
 	pagesPerWindow := max(1, int(im.opts.Window/im.snap.SegmentSize))
 	for first := 0; first < len(im.snap.Pages); first += pagesPerWindow {
 		byID := map[repo.ID]*want{}
 		var zeros []zeroRun
 		var checks []check
 		for i := first; i < min(first+pagesPerWindow, len(im.snap.Pages)); i++ {
+			var it pageItem
+			select {
+			case v, ok := <-items:
+				if !ok {
+					return errPagesEnded
+				}
+				it = v
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if it.i != i {
+				return fmt.Errorf("import: internal: page %d planned as page %d", it.i, i)
+			}
 			start, end := im.snap.PageRange(i)
-			base := im.basePage(i)
-			if base != nil && *base == im.snap.Pages[i] {
+			if it.skip {
 				im.skipped.Add(end - start)
 				continue
 			}
-			entries, err := im.page(ctx, &o, im.snap, i)
+			entries, err := it.page.wait(ctx)
 			if err != nil {
 				return err
 			}
 			var same map[basePiece]bool
 			var holes []zeroRun // the base's holes in this page, merged
-			if base != nil {
-				be, err := im.page(ctx, &o, im.opts.AssumeBase, i)
+			if it.base != nil {
+				be, err := it.base.wait(ctx)
 				if err != nil {
 					return fmt.Errorf("base snapshot: %w", err)
 				}
