@@ -254,7 +254,7 @@ func (im *importer) plan(ctx context.Context, jobs chan<- *fetch, writes chan<- 
 		defer safego.Recover(&perr)
 		perr = im.pageAheadRun(pctx, items)
 	}()
-	err := im.planPages(ctx, items, jobs, writes)
+	err := im.planPages(ctx, items, done, jobs, writes)
 	cancel()
 	<-done
 	if perr != nil && (err == nil || errors.Is(err, errPagesEnded)) {
@@ -267,8 +267,9 @@ func (im *importer) plan(ctx context.Context, jobs chan<- *fetch, writes chan<- 
 // says why).
 var errPagesEnded = errors.New("import: the page fetches ended early")
 
-// planPages is plan: items brings the pages in order.
-func (im *importer) planPages(ctx context.Context, items <-chan pageItem, jobs chan<- *fetch, writes chan<- write) error {
+// planPages is plan: items brings the pages in order; pagerDone is closed
+// when the pager has returned.
+func (im *importer) planPages(ctx context.Context, items <-chan pageItem, pagerDone <-chan struct{}, jobs chan<- *fetch, writes chan<- write) error {
 	pagesPerWindow := max(1, int(im.opts.Window/im.snap.SegmentSize))
 	for first := 0; first < len(im.snap.Pages); first += pagesPerWindow {
 		byID := map[repo.ID]*want{}
@@ -293,14 +294,14 @@ func (im *importer) planPages(ctx context.Context, items <-chan pageItem, jobs c
 				im.skipped.Add(end - start)
 				continue
 			}
-			entries, err := it.page.wait(ctx)
+			entries, err := it.page.wait(ctx, pagerDone)
 			if err != nil {
 				return err
 			}
 			var same map[basePiece]bool
 			var holes []zeroRun // the base's holes in this page, merged
 			if it.base != nil {
-				be, err := it.base.wait(ctx)
+				be, err := it.base.wait(ctx, pagerDone)
 				if err != nil {
 					return fmt.Errorf("base snapshot: %w", err)
 				}

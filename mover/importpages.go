@@ -51,13 +51,23 @@ type pageLoad struct {
 	err     error
 }
 
-// wait returns the page's entries once they are loaded.
-func (l *pageLoad) wait(ctx context.Context) ([]repo.Entry, error) {
+// wait returns the page's entries once they are loaded. pagerDone is
+// closed when the pager has returned, after every read it started: a
+// load not done by then never will be (a read panicked), and wait returns
+// errPagesEnded.
+func (l *pageLoad) wait(ctx context.Context, pagerDone <-chan struct{}) ([]repo.Entry, error) {
 	select {
 	case <-l.done:
 		return l.entries, l.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-pagerDone:
+		select {
+		case <-l.done:
+			return l.entries, l.err
+		default:
+			return nil, errPagesEnded
+		}
 	}
 }
 
