@@ -272,9 +272,7 @@ var errPagesEnded = errors.New("import: the page fetches ended early")
 func (im *importer) planPages(ctx context.Context, items <-chan pageItem, pagerDone <-chan struct{}, jobs chan<- *fetch, writes chan<- write) error {
 	pagesPerWindow := max(1, int(im.opts.Window/im.snap.SegmentSize))
 	for first := 0; first < len(im.snap.Pages); first += pagesPerWindow {
-		byID := map[repo.ID]*want{}
-		var zeros []zeroRun
-		var checks []check
+		w := windowPlan{byID: map[repo.ID]*want{}}
 		for i := first; i < min(first+pagesPerWindow, len(im.snap.Pages)); i++ {
 			var it pageItem
 			select {
@@ -289,65 +287,82 @@ func (im *importer) planPages(ctx context.Context, items <-chan pageItem, pagerD
 			if it.i != i {
 				return fmt.Errorf("import: internal: page %d planned as page %d", it.i, i)
 			}
-			start, end := im.snap.PageRange(i)
-			if it.skip {
-				im.skipped.Add(end - start)
-				continue
-			}
-			entries, err := it.page.wait(ctx, pagerDone)
-			if err != nil {
+			if err := im.planPage(ctx, it, pagerDone, &w); err != nil {
 				return err
 			}
-			var same map[basePiece]bool
-			var holes []zeroRun // the base's holes in this page, merged
-			if it.base != nil {
-				be, err := it.base.wait(ctx, pagerDone)
-				if err != nil {
-					return fmt.Errorf("base snapshot: %w", err)
-				}
-				same = map[basePiece]bool{}
-				off := start
-				for _, e := range be {
-					same[basePiece{off, e}] = true
-					if e.Hole {
-						holes = addZero(holes, off, e.Length)
-					}
-					off += e.Length
-				}
-			}
-			off := start
-			for _, e := range entries {
-				switch {
-				case same[basePiece{off, e}] || e.Hole && inHoles(holes, off, e.Length):
-					im.skipped.Add(e.Length)
-				case im.opts.VerifyTarget:
-					checks = append(checks, check{off: off, e: e})
-				case e.Hole:
-					zeros = addZero(zeros, off, e.Length)
-				default:
-					if err := im.want(byID, e, off); err != nil {
-						return err
-					}
-				}
-				off += e.Length
-			}
 		}
-		if len(checks) > 0 {
+		if len(w.checks) > 0 {
 			var err error
-			if zeros, err = im.verify(ctx, checks, byID, zeros); err != nil {
+			if w.zeros, err = im.verify(ctx, w.checks, w.byID, w.zeros); err != nil {
 				return err
 			}
 		}
-		for _, z := range zeros {
+		for _, z := range w.zeros {
 			if err := sendCtx(ctx, writes, write{zero: z}); err != nil {
 				return err
 			}
 		}
-		for _, f := range im.coalesce(byID) {
+		for _, f := range im.coalesce(w.byID) {
 			if err := sendCtx(ctx, jobs, f); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// windowPlan is what the pages of one window ask for: blobs to fetch,
+// zero runs, and target ranges to check (VerifyTarget).
+type windowPlan struct {
+	byID   map[repo.ID]*want
+	zeros  []zeroRun
+	checks []check
+}
+
+// planPage adds page it.i to w, once its entries (and its base's) are
+// loaded.
+func (im *importer) planPage(ctx context.Context, it pageItem, pagerDone <-chan struct{}, w *windowPlan) error {
+	start, end := im.snap.PageRange(it.i)
+	if it.skip {
+		im.skipped.Add(end - start)
+		return nil
+	}
+	entries, err := it.page.wait(ctx, pagerDone)
+	if err != nil {
+		return err
+	}
+	var same map[basePiece]bool
+	var holes []zeroRun // the base's holes in this page, merged
+	if it.base != nil {
+		be, err := it.base.wait(ctx, pagerDone)
+		if err != nil {
+			return fmt.Errorf("base snapshot: %w", err)
+		}
+		same = map[basePiece]bool{}
+		off := start
+		for _, e := range be {
+			same[basePiece{off, e}] = true
+			if e.Hole {
+				holes = addZero(holes, off, e.Length)
+			}
+			off += e.Length
+		}
+	}
+	off := start
+	for _, e := range entries {
+		switch {
+		case same[basePiece{off, e}] || e.Hole && inHoles(holes, off, e.Length):
+			im.skipped.Add(e.Length)
+		case im.opts.VerifyTarget:
+			w.checks = append(w.checks, check{off: off, e: e})
+		case e.Hole:
+			w.zeros = addZero(w.zeros, off, e.Length)
+		default:
+			if err := im.want(w.byID, e, off); err != nil {
+				return err
+			}
+		}
+		off += e.Length
 	}
 	return nil
 }
