@@ -36,11 +36,15 @@ type ImportOptions struct {
 	// workers (default 2·GOMAXPROCS, at least 4).
 	Downloads int
 	// Writers is the number of goroutines that write verified chunks (and
-	// zero holes) on the target, fed by the download workers (default 1).
-	// Buffered writes to one file are serialised by the kernel (the inode
-	// lock), so a second writer to a file only waits, spinning or asleep,
-	// while a core could decode; with one writer the decoding runs beside
-	// it. (On a loop device two writers measured no faster than one.)
+	// zero holes) on the target, fed by the download workers (default 1,
+	// or 2 with direct writes). Buffered writes to one file are serialised
+	// by the kernel (the inode lock), so a second writer to a file only
+	// waits, spinning or asleep, while a core could decode; with one
+	// writer the decoding runs beside it. (On a loop device two writers
+	// measured no faster than one.) A direct write waits for the storage
+	// instead, using no CPU; two keep a second write queued (1 MiB direct
+	// writes onto the project's ext4 disk: 1.8–2.4 s for 2.4 GiB from two
+	// goroutines, 1.9–3.7 s from one, at load 13–20).
 	Writers int
 	// TargetZeroed promises that the target reads as zeros already, so
 	// holes are not written. A Target with a method Fresh() bool that
@@ -175,15 +179,18 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 	if b := o.AssumeBase; b != nil && b.SegmentSize != snap.SegmentSize {
 		return nil, fmt.Errorf("import: base snapshot %s has segments of %d bytes, snapshot %s of %d: not from the same repository", b.ID.Short(), b.SegmentSize, snap.ID.Short(), snap.SegmentSize)
 	}
-	if o.Writers <= 0 {
-		o.Writers = 1
-	}
 	align := int64(4096)
 	if dt, ok := dst.(interface{ OpenDirect() (*DirectFile, error) }); ok && !o.Buffered {
 		// Where the target cannot, the page cache it is, as before.
 		if df, err := dt.OpenDirect(); err == nil {
 			defer df.Close()
 			im.direct, align = df, df.Align()
+		}
+	}
+	if o.Writers <= 0 {
+		o.Writers = 1
+		if im.direct != nil {
+			o.Writers = 2
 		}
 	}
 	// Chunks in flight between the workers and the writers: enough for
