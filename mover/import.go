@@ -43,8 +43,8 @@ type ImportOptions struct {
 	// writer the decoding runs beside it. (On a loop device two writers
 	// measured no faster than one.) A direct write waits for the storage
 	// instead, using no CPU; two keep a second write queued (1 MiB direct
-	// writes onto the project's ext4 disk: 1.8–2.4 s for 2.4 GiB from two
-	// goroutines, 1.9–3.7 s from one, at load 13–20).
+	// writes of 2.4 GiB onto the project's ext4 disk: a median 2.1 s from
+	// two goroutines, 3.05 s from one, at load 13–20).
 	Writers int
 	// TargetZeroed promises that the target reads as zeros already, so
 	// holes are not written. A Target with a method Fresh() bool that
