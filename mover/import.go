@@ -36,15 +36,17 @@ type ImportOptions struct {
 	// workers (default 2·GOMAXPROCS, at least 4).
 	Downloads int
 	// Writers is the number of goroutines that write verified chunks (and
-	// zero holes) on the target, fed by the download workers (default 1,
-	// or 2 with direct writes). Buffered writes to one file are serialised
-	// by the kernel (the inode lock), so a second writer to a file only
-	// waits, spinning or asleep, while a core could decode; with one
-	// writer the decoding runs beside it. (On a loop device two writers
-	// measured no faster than one.) A direct write waits for the storage
-	// instead, using no CPU; two keep a second write queued (1 MiB direct
-	// writes of 2.4 GiB onto the project's ext4 disk: a median 2.1 s from
-	// two goroutines, 3.05 s from one, at load 13–20).
+	// zero holes) on the target, fed by the download workers (default 1).
+	// Buffered writes to one file are serialised by the kernel (the inode
+	// lock), so a second writer to a file only waits, spinning or asleep,
+	// while a core could decode; with one writer the decoding runs beside
+	// it. (On a loop device two writers measured no faster than one.) A
+	// direct write waits for the storage instead, using no CPU, and two
+	// writers keep a second one queued (1 MiB direct writes of 2.4 GiB
+	// onto the project's ext4 disk: a median 2.1 s from two goroutines,
+	// 3.05 s from one, at load 13–20), at the cost of two more chunk
+	// buffers and a second scratch buffer (peak heap 76 → 121 MB); whole
+	// imports on a loaded machine could not tell one from two.
 	Writers int
 	// TargetZeroed promises that the target reads as zeros already, so
 	// holes are not written. A Target with a method Fresh() bool that
@@ -189,9 +191,6 @@ func Import(ctx context.Context, st ImportRepo, snap *repo.Snapshot, dst Target,
 	}
 	if o.Writers <= 0 {
 		o.Writers = 1
-		if im.direct != nil {
-			o.Writers = 2
-		}
 	}
 	// Chunks in flight between the workers and the writers: enough for
 	// every worker to decode one while the writers hold two each.
@@ -545,7 +544,7 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 			// Decoded in phase with the target's alignment: see
 			// importdirect.go.
 			ph := im.phase(f.offs[i][0])
-			b, err := im.bufs.get(ctx, ph+n)
+			b, err := im.bufs.get(ctx, n, ph)
 			buf = b
 			return b[ph:ph], err
 		}, func(i int, plain []byte) error {
@@ -669,8 +668,9 @@ func (p *plainBuffers) init(max int, align int64) {
 	p.align = align
 }
 
-// get returns an empty buffer with capacity for n bytes.
-func (p *plainBuffers) get(ctx context.Context, n int) ([]byte, error) {
+// get returns an empty buffer with capacity for n bytes after a phase of
+// ph bytes (ph < the alignment; see importdirect.go).
+func (p *plainBuffers) get(ctx context.Context, n, ph int) ([]byte, error) {
 	select {
 	case p.tokens <- struct{}{}:
 	case <-ctx.Done():
@@ -681,9 +681,10 @@ func (p *plainBuffers) get(ctx context.Context, n int) ([]byte, error) {
 	case b = <-p.free:
 	default:
 	}
-	if cap(b) < n {
-		// Rounded up, so that a buffer serves the chunks of about its size.
-		b = alignedBuffer(nil, (n+(1<<20)-1)&^(1<<20-1), p.align)
+	if cap(b) < ph+n {
+		// Rounded up, so that a buffer serves the chunks of about its
+		// size in any phase.
+		b = alignedBuffer(nil, (n+(1<<20)-1)&^(1<<20-1)+int(p.align), p.align)
 	}
 	return b[:0], nil
 }
