@@ -66,8 +66,12 @@ type ImportOptions struct {
 	// could be written directly (Device.OpenDirect; see importdirect.go):
 	// for comparisons, and for storage that misbehaves with O_DIRECT.
 	Buffered bool
-	// Window is how many volume bytes are planned at once (default 1 GiB);
-	// it bounds the plan's memory.
+	// Window is how many bytes of chunks (holes not counted) are planned
+	// at once (default 1 GiB), in at most maxWindowPages pages: it bounds
+	// the plan's memory, which grows with the chunks and zero runs
+	// planned, not with holes. Chunks of one window are fetched together,
+	// a run of a pack's blobs per ranged read, so a sparse volume is read
+	// in few requests.
 	Window int64
 	// MaxGap: blobs of one pack at most this far apart are fetched in one
 	// ranged read (default 1 MiB). MaxRange bounds one read (default
@@ -276,10 +280,10 @@ var errPagesEnded = errors.New("import: the page fetches ended early")
 // planPages is plan: items brings the pages in order; pagerDone is closed
 // when the pager has returned.
 func (im *importer) planPages(ctx context.Context, items <-chan pageItem, pagerDone <-chan struct{}, jobs chan<- *fetch, writes chan<- write) error {
-	pagesPerWindow := max(1, int(im.opts.Window/im.snap.SegmentSize))
-	for first := 0; first < len(im.snap.Pages); first += pagesPerWindow {
+	for first := 0; first < len(im.snap.Pages); {
 		w := windowPlan{byID: map[repo.ID]*want{}}
-		for i := first; i < min(first+pagesPerWindow, len(im.snap.Pages)); i++ {
+		i := first
+		for ; i < len(im.snap.Pages) && i-first < maxWindowPages && w.data < im.opts.Window; i++ {
 			var it pageItem
 			select {
 			case v, ok := <-items:
@@ -297,6 +301,7 @@ func (im *importer) planPages(ctx context.Context, items <-chan pageItem, pagerD
 				return err
 			}
 		}
+		first = i
 		if len(w.checks) > 0 {
 			var err error
 			if w.zeros, err = im.verify(ctx, w.checks, w.byID, w.zeros); err != nil {
@@ -323,7 +328,12 @@ type windowPlan struct {
 	byID   map[repo.ID]*want
 	zeros  []zeroRun
 	checks []check
+	data   int64 // bytes of chunks planned
 }
+
+// maxWindowPages bounds the pages of one planning window (256 GiB of
+// volume at the default segment size), and so its zero runs.
+const maxWindowPages = 4096
 
 // planPage adds page it.i to w, once its entries (and its base's) are
 // loaded.
@@ -361,12 +371,14 @@ func (im *importer) planPage(ctx context.Context, it pageItem, pagerDone <-chan 
 			im.skipped.Add(e.Length)
 		case im.opts.VerifyTarget:
 			w.checks = append(w.checks, check{off: off, e: e})
+			w.data += e.Length
 		case e.Hole:
 			w.zeros = addZero(w.zeros, off, e.Length)
 		default:
 			if err := im.want(w.byID, e, off); err != nil {
 				return err
 			}
+			w.data += e.Length
 		}
 		off += e.Length
 	}

@@ -1,6 +1,7 @@
 package mover_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"os"
@@ -177,17 +178,52 @@ func importHolesS3(t testing.TB, srv *s3test.Server, size, dataEvery int64) (tim
 	if fi, err := os.Stat(out); err != nil || fi.Size() != size {
 		t.Fatalf("target: %v, %v", fi, err)
 	}
+	if dataEvery > 0 {
+		// The data blocks, and the bytes on either side of them.
+		a, b := make([]byte, 8192), make([]byte, 8192)
+		for off := int64(0); off < size; off += dataEvery {
+			at := max(off-2048, 0)
+			if err := readAt(vol, a, at); err != nil {
+				t.Fatal(err)
+			}
+			if err := readAt(out, b, at); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatalf("the target differs from the volume around %d", off)
+			}
+		}
+	}
 	return d, gets.Load()
 }
 
+// readAt reads len(p) bytes of path at off.
+func readAt(path string, p []byte, off int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.ReadAt(p, off)
+	return err
+}
+
 // TestImportHolesFromS3: a 64 GiB volume of holes (1,024 identical pages)
-// imports from S3 with a handful of GETs, not one per page.
+// imports from S3 with a handful of GETs, not one per page; so does one
+// with 4 KiB of data in every 64 MiB segment (1,024 distinct pages and
+// chunks): pages are read a batch at a time, and its chunks are planned
+// in one window, a run of a pack's blobs per read.
 func TestImportHolesFromS3(t *testing.T) {
 	srv := s3test.Start(t, false)
 	d, gets := importHolesS3(t, srv, 64<<30, 0)
 	t.Logf("64 GiB of holes imported from S3 in %v with %d GETs", d, gets)
 	if gets > 4 {
 		t.Errorf("%d GETs for 1,024 identical pages, want at most 4", gets)
+	}
+	d, gets = importHolesS3(t, srv, 64<<30, 64<<20)
+	t.Logf("64 GiB with 4 KiB per segment imported from S3 in %v with %d GETs", d, gets)
+	if gets > 16 {
+		t.Errorf("%d GETs for 1,024 distinct pages and 1,024 small chunks, want at most 16", gets)
 	}
 }
 
