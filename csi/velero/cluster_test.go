@@ -559,8 +559,8 @@ func TestDataUploadNoPod(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if base, err := c.baseSnapshot(ctx, du); err != nil || base != "bbbb" {
-			t.Errorf("base %q, %v; want bbbb", base, err)
+		if base, err := c.baseUpload(ctx, du); err != nil || base == nil || base.Status.SnapshotID != "bbbb" {
+			t.Errorf("base %+v, %v; want old-2's, snapshot bbbb", base, err)
 		}
 	})
 

@@ -130,6 +130,9 @@ type Controller struct {
 	kick    chan struct{}
 
 	maint *maintenance
+	// basesCollected is when the last pass collected the base snapshots
+	// (only the Reconcile loop reads and writes it).
+	basesCollected time.Time
 
 	mu      sync.Mutex
 	running map[types.UID]*operation // operations of this process
@@ -301,13 +304,20 @@ func (c *Controller) Kick() {
 // pass looks at every object once, oldest first so that slots go in
 // creation order.
 func (c *Controller) pass(ctx context.Context, uploads, downloads []any) {
+	var all []*velerov2.DataUpload
 	for _, o := range sortByCreation(uploads) {
 		du, err := fromUnstructured[velerov2.DataUpload](o)
 		if err != nil {
 			c.cfg.Log.Warn("skipping DataUpload", "error", err)
 			continue
 		}
+		all = append(all, du)
 		c.reconcileUpload(ctx, du)
+	}
+	// The kept base snapshots, at most once per Resync (bases.go).
+	if time.Since(c.basesCollected) >= c.cfg.Resync && len(all) == len(uploads) {
+		c.basesCollected = time.Now()
+		c.collectBases(ctx, all)
 	}
 	for _, o := range sortByCreation(downloads) {
 		dd, err := fromUnstructured[velerov2.DataDownload](o)

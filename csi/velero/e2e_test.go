@@ -13,12 +13,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/csi"
 	"github.com/blockmover/blockmover/csi/internal/testcluster"
 	"github.com/blockmover/blockmover/mover"
 	"github.com/blockmover/blockmover/repo"
@@ -29,6 +31,7 @@ import (
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	velerov2 "github.com/vmware-tanzu/velero/pkg/apis/velero/v2alpha1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -108,11 +111,32 @@ func TestVeleroEndToEnd(t *testing.T) {
 	if r := du2.Status.DataMoverResult; r == nil || (*r)["parent"] != du1.Status.SnapshotID {
 		t.Errorf("second backup's dataMoverResult %v, want parent %s", r, du1.Status.SnapshotID)
 	}
+	maxChunk := int64(chunk.DefaultParams(0).MaxSize)
+	// Changed-block tracking: the first backup kept its VolumeSnapshot,
+	// the second asked the driver's SnapshotMetadata service (the real
+	// csi-snapshot-metadata sidecar) for the blocks changed since and read
+	// only around them; then the first's snapshot went, the second's
+	// stays for the next backup.
+	res2 := *du2.Status.DataMoverResult
+	read, _ := strconv.ParseInt(res2[resultReadBytes], 10, 64)
+	t.Logf("second backup: changed blocks %s, read %d bytes of %d for 1 MiB changed", res2[resultChangedBlocks], read, e2eVolumeSizeBytes)
+	// At most from the content-defined cut before the change to the one
+	// after it: a largest chunk on each side (1.9 MiB in runs here).
+	if maxRead := int64(1<<20) + 2*maxChunk; res2[resultChangedBlocks] != "true" || read <= 0 || read > maxRead {
+		t.Errorf("second backup read %d bytes (changed blocks %q), want at most %d", read, res2[resultChangedBlocks], maxRead)
+	}
+	w.waitFor(time.Minute, "the first backup's base VolumeSnapshot deleted", func() (bool, string) {
+		_, err := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(veleroNS).Get(w.ctx, csi.ObjectName(OperationID("du", string(du1.UID))), metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	kept := csi.ObjectName(OperationID("du", string(du2.UID)))
+	if _, err := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(veleroNS).Get(w.ctx, kept, metav1.GetOptions{}); err != nil {
+		t.Errorf("the second backup's base VolumeSnapshot: %v", err)
+	}
 	// New: the changed MiB and the content-defined chunks it falls in,
 	// at most a largest chunk on each side (where the cuts fall depends on
 	// the repository's random polynomial: 2.0–5.0 MB in runs here); far
 	// less than the volume.
-	maxChunk := int64(chunk.DefaultParams(0).MaxSize)
 	if n := du2.Status.IncrementalBytes; n <= 0 || n > 1<<20+2*maxChunk || n >= e2eVolumeSizeBytes {
 		t.Errorf("second backup stored %d new bytes for a 1 MiB change", n)
 	}
@@ -140,6 +164,12 @@ func TestVeleroEndToEnd(t *testing.T) {
 	// pack sizes through lister (no index loaded).
 	lister := openRepositoryWith(t, srv, bucket, repo.Options{NoIndex: true})
 	defer func() { lister.Close(); lister.Backend().Close() }()
+	// One export per DataUpload: the repository holds exactly their two
+	// snapshots (a reconcile on a stale cache once ran a finished
+	// DataUpload's export again).
+	if ids := snapshotIDs(t, lister); len(ids) != 2 || !ids[du1.Status.SnapshotID] || !ids[du2.Status.SnapshotID] {
+		t.Fatalf("repository snapshots %v, want only the two backups' %s and %s", ids, du1.Status.SnapshotID, du2.Status.SnapshotID)
+	}
 	// A third backup, b-keep, has a snapshot written
 	// here (its Backup exists throughout), and one snapshot belongs to no
 	// Velero backup: neither is ever forgotten.
@@ -171,6 +201,10 @@ func TestVeleroEndToEnd(t *testing.T) {
 		Identity: "e2e-2", ServiceAccount: "blockmover-mover", Resync: 2 * time.Second, Log: testLogger(t),
 		OrphanGrace: time.Second, GCEvery: time.Second, GCArgs: []string{"--grace=0s"}})
 	defer stopController()
+	w.waitFor(time.Minute, "the deleted b2's base VolumeSnapshot deleted", func() (bool, string) {
+		_, err := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(veleroNS).Get(w.ctx, kept, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
 	w.waitFor(3*time.Minute, "b2's snapshot forgotten on start", func() (bool, string) {
 		ids := snapshotIDs(t, lister)
 		return !ids[du2.Status.SnapshotID], fmt.Sprint(ids)
