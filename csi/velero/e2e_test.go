@@ -55,11 +55,14 @@ func e2eCluster(t *testing.T) func(*testcluster.Options) {
 // TestVeleroEndToEnd: a DataUpload created as Velero creates it reaches
 // Completed, and its snapshot imports byte-identical to the volume; a
 // second backup after some blocks changed is incremental (its parent is
-// the first, it stores only the change); a DataDownload restores it into a
-// PVC as Velero's restore leaves it, whose volume holds the same bytes.
-// (The bytes are compared in the driver's backing files; reading them
-// back through a pod needs an image with a reader, which `make image` does
-// not build.)
+// the first, it reads only around the change, as the driver's
+// SnapshotMetadata service lists it, and stores only the change); a
+// DataDownload restores it into a PVC as Velero's restore leaves it, which
+// a pod reads back identical; a Filesystem PVC goes the same way, a file
+// written and read back by pods. Then Velero deletes the first backup
+// while the controller runs, and the second while it is down: their
+// snapshots are forgotten (online, and by the next controller's catch-up),
+// another backup's and an untagged snapshot stay, and gc frees the data.
 func TestVeleroEndToEnd(t *testing.T) {
 	w := startWorld(t, e2eCluster(t))
 	s3test.SetTestEnv()
@@ -156,19 +159,40 @@ func TestVeleroEndToEnd(t *testing.T) {
 	if err != nil || restored.Status.Phase != corev1.ClaimBound {
 		t.Fatalf("restored PVC: %v %v", restored.Status.Phase, err)
 	}
-	if got := w.volumeBytes(restored); !bytes.Equal(got, data) {
-		t.Fatalf("the restored volume differs from the backed-up one")
+	// A pod reads the restored volume back, as the application would.
+	if got := w.readBack(restored, image, "/dev/xvda", e2eVolumeSizeBytes); !bytes.Equal(got, data) {
+		t.Fatalf("the restored volume, read through a pod, differs from the backed-up one")
+	}
+
+	// A Filesystem PVC in the same backup b2: a pod writes a file into it,
+	// the DataUpload exports the volume at block level, a DataDownload
+	// restores it into a Filesystem PVC, and a pod reads the file back.
+	fsPVC := w.filesystemPVC("files", "16Mi")
+	fileData := bytes.Repeat([]byte("blockmover filesystem "), 100000)
+	w.writeFile(fsPVC, image, "blob", fileData)
+	w.snapshot("files", "velero-files-2")
+	duFS := w.waitUpload(w.dataUpload("b2-files", fsPVC, "velero-files-2", DefaultName, "default", ofBackup(b2)).Name, velerov2.DataUploadPhaseCompleted, 10*time.Minute)
+	fsTarget := w.targetPVC("files-restored", corev1.PersistentVolumeFilesystem)
+	w.waitDownload(w.dataDownload("r1-files", fsTarget.Name, DefaultName, func(d *velerov2.DataDownload) {
+		d.Spec.SnapshotID, d.Spec.SnapshotSize = duFS.Status.SnapshotID, duFS.Status.Progress.TotalBytes
+	}).Name, velerov2.DataDownloadPhaseCompleted, 10*time.Minute)
+	fsRestored, err := w.admin.Kube.CoreV1().PersistentVolumeClaims(w.ns).Get(w.ctx, fsTarget.Name, metav1.GetOptions{})
+	if err != nil || fsRestored.Status.Phase != corev1.ClaimBound {
+		t.Fatalf("restored Filesystem PVC: %v %v", fsRestored.Status.Phase, err)
+	}
+	if got := w.readBack(fsRestored, image, "/data/blob", int64(len(fileData))); !bytes.Equal(got, fileData) {
+		t.Fatalf("the file read back from the restored Filesystem PVC differs from the one written")
 	}
 
 	// Backup deletion. The test reads the repository's snapshot list and
 	// pack sizes through lister (no index loaded).
 	lister := openRepositoryWith(t, srv, bucket, repo.Options{NoIndex: true})
 	defer func() { lister.Close(); lister.Backend().Close() }()
-	// One export per DataUpload: the repository holds exactly their two
+	// One export per DataUpload: the repository holds exactly their three
 	// snapshots (a reconcile on a stale cache once ran a finished
 	// DataUpload's export again).
-	if ids := snapshotIDs(t, lister); len(ids) != 2 || !ids[du1.Status.SnapshotID] || !ids[du2.Status.SnapshotID] {
-		t.Fatalf("repository snapshots %v, want only the two backups' %s and %s", ids, du1.Status.SnapshotID, du2.Status.SnapshotID)
+	if ids := snapshotIDs(t, lister); len(ids) != 3 || !ids[du1.Status.SnapshotID] || !ids[du2.Status.SnapshotID] || !ids[duFS.Status.SnapshotID] {
+		t.Fatalf("repository snapshots %v, want only the DataUploads' %s, %s and %s", ids, du1.Status.SnapshotID, du2.Status.SnapshotID, duFS.Status.SnapshotID)
 	}
 	// A third backup, b-keep, has a snapshot written
 	// here (its Backup exists throughout), and one snapshot belongs to no
@@ -185,7 +209,7 @@ func TestVeleroEndToEnd(t *testing.T) {
 		ids := snapshotIDs(t, lister)
 		return !ids[du1.Status.SnapshotID], fmt.Sprint(ids)
 	})
-	for _, id := range []string{du2.Status.SnapshotID, keepID, otherID} {
+	for _, id := range []string{du2.Status.SnapshotID, duFS.Status.SnapshotID, keepID, otherID} {
 		if !snapshotIDs(t, lister)[id] {
 			t.Fatalf("snapshot %s forgotten with b1", id)
 		}
@@ -205,9 +229,9 @@ func TestVeleroEndToEnd(t *testing.T) {
 		_, err := w.admin.Snapshot.SnapshotV1().VolumeSnapshots(veleroNS).Get(w.ctx, kept, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
-	w.waitFor(3*time.Minute, "b2's snapshot forgotten on start", func() (bool, string) {
+	w.waitFor(3*time.Minute, "b2's snapshots forgotten on start", func() (bool, string) {
 		ids := snapshotIDs(t, lister)
-		return !ids[du2.Status.SnapshotID], fmt.Sprint(ids)
+		return !ids[du2.Status.SnapshotID] && !ids[duFS.Status.SnapshotID], fmt.Sprint(ids)
 	})
 	w.waitFor(3*time.Minute, "gc frees the data of b1 and b2", func() (bool, string) {
 		n := dataBytes(t, lister)
@@ -412,16 +436,8 @@ func (w *world) volumeFile(pvc *corev1.PersistentVolumeClaim) string {
 	return filepath.Join(w.state, "volumes", pv.Spec.CSI.VolumeHandle+".img")
 }
 
-func (w *world) volumeBytes(pvc *corev1.PersistentVolumeClaim) []byte {
-	b, err := os.ReadFile(w.volumeFile(pvc))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return b
-}
-
-// fillVolume writes the volume's bytes (the storage's own backing, as an
-// application would through a pod): all of it from seed when old is nil,
+// fillVolume writes the volume's bytes (into the storage's own backing,
+// quicker than a pod and the same to a snapshot): all of it from seed when old is nil,
 // else 1 MiB of old in the middle changed.
 func (w *world) fillVolume(pvc *corev1.PersistentVolumeClaim, seed byte, old []byte) []byte {
 	data := bytes.Clone(old)
