@@ -27,7 +27,7 @@ func newControllerCommand(ctx context.Context, g *globalOptions) *cobra.Command 
 		Short: "Serve Velero as its data mover (DataUpload and DataDownload)",
 		Long: `Reconcile Velero's DataUploads and DataDownloads whose spec.datamover is
 --name: export each backed-up PVC's snapshot into a blockmover repository under
-the BackupStorageLocation (prefix blockmover/), and restore from it. Replicas
+the BackupStorageLocation (prefix plugins/blockmover/), and restore from it. Replicas
 elect a leader through a Lease; see docs/velero.md and deploy/controller.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runController(ctx, g, &o) },

@@ -648,7 +648,7 @@ func (w *world) checkJob(du *velerov2.DataUpload, pvc *corev1.PersistentVolumeCl
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{csi.SecretKeyRepository: "s3://velero/cluster/blockmover", csi.SecretKeyPassword: "correct horse",
+	for k, v := range map[string]string{csi.SecretKeyRepository: "s3://velero/cluster/plugins/blockmover", csi.SecretKeyPassword: "correct horse",
 		"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123", "AWS_REGION": "minio", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
 		caBundleKey: testCA} {
 		if string(sec.Data[k]) != v {

@@ -471,7 +471,7 @@ func openRepository(t *testing.T, srv *s3test.Server, bucket string) *repo.Repos
 func openRepositoryWith(t *testing.T, srv *s3test.Server, bucket string, opts repo.Options) *repo.Repository {
 	t.Helper()
 	s3test.SetTestEnv()
-	be, err := location.Open(t.Context(), "s3://"+bucket+"/cluster/blockmover", location.Options{S3: s3.Options{Endpoint: srv.Endpoint, Region: s3test.Region, PathStyle: true}})
+	be, err := location.Open(t.Context(), "s3://"+bucket+"/cluster/plugins/blockmover", location.Options{S3: s3.Options{Endpoint: srv.Endpoint, Region: s3test.Region, PathStyle: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

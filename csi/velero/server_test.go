@@ -4,7 +4,9 @@ package velero
 // module proxy by hack/install-velero.sh with its S3 object-store plugin,
 // velero-plugin-for-aws v1.14.3) in a pod of the test cluster, as `velero
 // install` deploys it, and drives it with the velero CLI: Velero itself
-// creates the DataUpload and the DataDownload that the controller serves.
+// creates the DataUploads and the DataDownload that the controller serves,
+// and `velero backup delete` deletes the backup whose snapshot the
+// controller then forgets.
 // It is opt-in (BLOCKMOVER_VELERO_SERVER=1, about 3 minutes) and skips
 // without the binaries.
 
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	velerov2 "github.com/vmware-tanzu/velero/pkg/apis/velero/v2alpha1"
@@ -112,36 +115,46 @@ func TestVeleroServer(t *testing.T) {
 		}
 		return string(out)
 	}
-	start := time.Now()
-	t.Log(cli("backup", "create", "b1", "--include-namespaces", w.ns, "--snapshot-move-data", "--data-mover", DefaultName))
-	w.waitFor(5*time.Minute, "Backup b1 Completed", func() (bool, string) {
-		b, err := getObject[velerov1.Backup](ctx, w.admin.Dynamic, backupsGVR(), veleroNS, "b1")
+	backup := func(name string) {
+		t.Helper()
+		start := time.Now()
+		t.Log(cli("backup", "create", name, "--include-namespaces", w.ns, "--snapshot-move-data", "--data-mover", DefaultName))
+		w.waitFor(5*time.Minute, "Backup "+name+" Completed", func() (bool, string) {
+			b, err := getObject[velerov1.Backup](ctx, w.admin.Dynamic, backupsGVR(), veleroNS, name)
+			if err != nil {
+				return false, err.Error()
+			}
+			if b.Status.Phase == velerov1.BackupPhaseFailed || b.Status.Phase == velerov1.BackupPhasePartiallyFailed {
+				t.Fatalf("Backup %s %s: %s", name, b.Status.Phase, cli("backup", "describe", name, "--details"))
+			}
+			return b.Status.Phase == velerov1.BackupPhaseCompleted, string(b.Status.Phase)
+		})
+		t.Logf("velero backup create %s → Completed in %v", name, time.Since(start))
+	}
+	// uploadOf is the one DataUpload Velero made for backup name.
+	uploadOf := func(name string) *velerov2.DataUpload {
+		t.Helper()
+		list, err := w.admin.Dynamic.Resource(uploadsGVR()).Namespace(veleroNS).List(ctx, metav1.ListOptions{
+			LabelSelector: labels.SelectorFromSet(labels.Set{velerov1.BackupNameLabel: name}).String()})
+		if err != nil || len(list.Items) != 1 {
+			t.Fatalf("DataUploads of %s: %d (%v)", name, len(list.Items), err)
+		}
+		du, err := fromUnstructured[velerov2.DataUpload](&list.Items[0])
 		if err != nil {
-			return false, err.Error()
+			t.Fatal(err)
 		}
-		if b.Status.Phase == velerov1.BackupPhaseFailed || b.Status.Phase == velerov1.BackupPhasePartiallyFailed {
-			t.Fatalf("Backup b1 %s: %s", b.Status.Phase, cli("backup", "describe", "b1", "--details"))
+		if du.Spec.DataMover != DefaultName || du.Status.Phase != velerov2.DataUploadPhaseCompleted {
+			t.Fatalf("Velero's DataUpload of %s: mover %q phase %s", name, du.Spec.DataMover, du.Status.Phase)
 		}
-		return b.Status.Phase == velerov1.BackupPhaseCompleted, string(b.Status.Phase)
-	})
-	t.Logf("velero backup create → Completed in %v", time.Since(start))
-	list, err := w.admin.Dynamic.Resource(uploadsGVR()).Namespace(veleroNS).List(ctx, metav1.ListOptions{
-		LabelSelector: labels.SelectorFromSet(labels.Set{velerov1.BackupNameLabel: "b1"}).String()})
-	if err != nil || len(list.Items) != 1 {
-		t.Fatalf("DataUploads of b1: %d (%v)", len(list.Items), err)
+		return du
 	}
-	du, err := fromUnstructured[velerov2.DataUpload](&list.Items[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if du.Spec.DataMover != DefaultName || du.Status.Phase != velerov2.DataUploadPhaseCompleted {
-		t.Fatalf("Velero's DataUpload: mover %q phase %s", du.Spec.DataMover, du.Status.Phase)
-	}
+	backup("b1")
+	du := uploadOf("b1")
 	if got := importSnapshot(t, openRepository(t, srv, bucket), du.Status.SnapshotID); !bytes.Equal(got, data) {
 		t.Fatalf("the snapshot of Velero's DataUpload differs from the volume")
 	}
 
-	start = time.Now()
+	start := time.Now()
 	t.Log(cli("restore", "create", "r1", "--from-backup", "b1", "--namespace-mappings", w.ns+":restored"))
 	w.waitFor(5*time.Minute, "Restore r1 Completed", func() (bool, string) {
 		r, err := getObject[velerov1.Restore](ctx, w.admin.Dynamic, velerov1.SchemeGroupVersion.WithResource("restores"), veleroNS, "r1")
@@ -172,6 +185,39 @@ func TestVeleroServer(t *testing.T) {
 	}
 	if got := w.readBack(restored, image, "/dev/xvda", e2eVolumeSizeBytes); !bytes.Equal(got, data) {
 		t.Fatalf("the volume Velero restored through blockmover, read through a pod, differs")
+	}
+
+	// A second backup after 1 MiB changed: incremental on the first, with
+	// the changed blocks.
+	data = w.fillVolume(pvc, 2, data)
+	backup("b2")
+	du2 := uploadOf("b2")
+	if r := du2.Status.DataMoverResult; r == nil || (*r)["parent"] != du.Status.SnapshotID || (*r)[resultChangedBlocks] != "true" {
+		t.Errorf("b2's dataMoverResult %v: want parent %s and changed blocks", r, du.Status.SnapshotID)
+	}
+	t.Logf("b2 read %s bytes", (*du2.Status.DataMoverResult)[resultReadBytes])
+	if got := importSnapshot(t, openRepository(t, srv, bucket), du2.Status.SnapshotID); !bytes.Equal(got, data) {
+		t.Fatalf("the snapshot of b2 differs from the volume")
+	}
+
+	// velero backup delete b1: Velero deletes it; the controller forgets
+	// its snapshot and keeps b2's.
+	t.Log(cli("backup", "delete", "b1", "--confirm"))
+	lister := openRepositoryWith(t, srv, bucket, repo.Options{NoIndex: true})
+	defer func() { lister.Close(); lister.Backend().Close() }()
+	w.waitFor(3*time.Minute, "b1's snapshot forgotten", func() (bool, string) {
+		ids := snapshotIDs(t, lister)
+		dbrs, err := w.admin.Dynamic.Resource(velerov1.SchemeGroupVersion.WithResource("deletebackuprequests")).Namespace(veleroNS).List(ctx, metav1.ListOptions{})
+		var state []string
+		for i := range dbrs.Items {
+			if d, err := fromUnstructured[velerov1.DeleteBackupRequest](&dbrs.Items[i]); err == nil {
+				state = append(state, fmt.Sprintf("%s %s %v", d.Name, d.Status.Phase, d.Status.Errors))
+			}
+		}
+		return !ids[du.Status.SnapshotID], fmt.Sprintf("snapshots %v; DeleteBackupRequests %v (%v)", ids, state, err)
+	})
+	if ids := snapshotIDs(t, lister); len(ids) != 1 || !ids[du2.Status.SnapshotID] {
+		t.Errorf("after velero backup delete b1, snapshots %v; want only b2's %s", ids, du2.Status.SnapshotID)
 	}
 }
 
