@@ -9,7 +9,7 @@ DEMO_SIZE ?= 1GiB
 DEVICE    ?=
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: all build demo test test-short vet fuzz bench soak tools clean k8s-tools cluster-tools image cluster cluster-down
+.PHONY: all build demo test test-short vet fuzz bench soak scale tools clean k8s-tools cluster-tools image cluster cluster-down
 
 all: build
 
@@ -111,7 +111,7 @@ test-short: vet
 
 # A short run of every fuzz target.
 fuzz:
-	@for t in FuzzPackHeader FuzzIndex FuzzPage FuzzKeyFile FuzzConfigFile; do \
+	@for t in FuzzPackHeader FuzzIndex FuzzPage FuzzKeyFile FuzzConfigFile FuzzCacheFooter; do \
 		$(GO) test -run XXX -fuzz "^$$t$$" -fuzztime 20s ./repo || exit 1; done
 	$(GO) test -run XXX -fuzz '^FuzzCut$$' -fuzztime 20s ./chunk
 	@for t in FuzzParseChanges FuzzParseChangesSnapshotMetadata FuzzParseChangesRBD FuzzParseChangesEBS FuzzChangeList; do \
@@ -138,6 +138,20 @@ bench: build tools
 # Long runs: 50 SIGKILL points in exports, and the concurrency test.
 soak:
 	BLOCKMOVER_SOAK=1 $(GO) test -timeout 3h -count 1 -run 'Crash|Concurrent|Soak' -v ./...
+
+# Scale (issue 18; opt-in, not part of test or soak): repositories of 0, 1M
+# and 10M chunks (synthetic index files in the real format) and of 1,000 and
+# 10,000 snapshots, on a directory and on S3 (versitygw), and a table of
+# wall time, peak RSS and S3 requests per command (bench/scale). The
+# directory repositories stay in SCALE_WORK (about 3 GB, 625,000 files at
+# 10M chunks) and are reused by the next run, so that two binaries are
+# measured on the same repositories: MOVER_BIN=path/to/old/mover make scale.
+SCALE_WORK ?= out/scale
+scale: build
+	@hack/install-versitygw.sh >/dev/null
+	@mkdir -p $(SCALE_WORK)
+	BLOCKMOVER_SCALE=1 MOVER_BIN=$${MOVER_BIN:-$(CURDIR)/$(BIN)} SCALE_WORK=$(abspath $(SCALE_WORK)) \
+		$(GO) test -timeout 3h -count=1 -run '^TestScale$$' -v ./bench/scale
 
 clean:
 	rm -rf bin out

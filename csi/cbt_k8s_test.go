@@ -2,42 +2,30 @@ package csi
 
 import (
 	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
-	"math/big"
-	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/blockmover/blockmover/changes"
-	"github.com/blockmover/blockmover/internal/testutil"
-	"github.com/kubernetes-csi/external-snapshot-metadata/pkg/api"
+	"github.com/blockmover/blockmover/csi/internal/testcluster"
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // TestCBTInCluster: as the mover pod's ServiceAccount, find the driver's
 // SnapshotMetadataService, get a token with its audience (TokenRequest),
-// and read the allocated blocks of a snapshot from a real gRPC service over
-// TLS verified with the advertised CA.
+// and read the allocated blocks of a snapshot, and its delta against
+// itself, from the real csi-snapshot-metadata sidecar over TLS verified
+// with the advertised CA. (The advertised address is in the pod network;
+// the test dials the sidecar's own address on the host.)
 func TestCBTInCluster(t *testing.T) {
+	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
 	e := newEnv(t)
-	const audience = "blockmover-test-sms"
-	srv := &metadataServer{devices: map[string]string{}}
-	addr := e.serveSnapshotMetadata(srv, audience)
+	const size = 8 << 20
 	e.boundPVC("data", "8Mi", corev1.PersistentVolumeBlock)
+	e.fill("data", 2<<20, bytes.Repeat([]byte{9}, 100_000))
 	pvc := "data"
 	if _, err := e.admin.Snapshot.SnapshotV1().VolumeSnapshots(e.ns).Create(e.ctx, &snapv1.VolumeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{Name: "snap-1"},
@@ -45,7 +33,7 @@ func TestCBTInCluster(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.admin.WaitSnapshotReady(e.ctx, e.ns, "snap-1", 20*time.Millisecond, 20*time.Second); err != nil {
+	if _, err := e.admin.WaitSnapshotReady(e.ctx, e.ns, "snap-1", 100*time.Millisecond, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
@@ -58,12 +46,13 @@ func TestCBTInCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conn.Service.Address != addr || conn.Service.Audience != audience || conn.BaseSnapshotID == "" {
+	if !strings.HasPrefix(conn.Service.Address, testcluster.PodGateway+":") || conn.Service.Audience != testcluster.SnapshotMetadataAudience ||
+		!strings.HasPrefix(conn.BaseSnapshotID, "snap-") {
 		t.Errorf("connection %+v", conn)
 	}
 	// The token is the mover's, for the service's audience only.
 	tr, err := e.admin.Kube.AuthenticationV1().TokenReviews().Create(e.ctx, &authnv1.TokenReview{
-		Spec: authnv1.TokenReviewSpec{Token: conn.Token, Audiences: []string{audience}}}, metav1.CreateOptions{})
+		Spec: authnv1.TokenReviewSpec{Token: conn.Token, Audiences: []string{conn.Service.Audience}}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,84 +60,43 @@ func TestCBTInCluster(t *testing.T) {
 		t.Errorf("token review %+v", tr.Status)
 	}
 	// The mover may not get a token for another ServiceAccount.
-	if _, _, err := mover1.RequestToken(e.ctx, e.ns, orchestratorSA, audience, 0); err == nil {
+	if _, _, err := mover1.RequestToken(e.ctx, e.ns, orchestratorSA, conn.Service.Audience, 0); err == nil {
 		t.Error("the mover got a token of the orchestrator")
 	}
 
-	const size = 8 << 20
-	dev := testutil.LoopDevice(t, size)
-	writeAt(t, dev, 2<<20, bytes.Repeat([]byte{9}, 100_000))
-	srv.token = conn.Token
-	srv.devices["snap-1"] = dev
+	conn.Service.Address = cluster.SnapshotMetadataAddr()
 	client, closer, err := conn.Service.Dial()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closer.Close()
-	conn.BaseSnapshotID = "" // allocated blocks: the test server's delta wants another namespace
+	// Against itself: nothing changed.
 	src, err := conn.Source(client)
 	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := changes.CollectChanges(e.ctx, src, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delta.Bytes() != 0 {
+		t.Errorf("delta of a snapshot against itself: %v", delta)
+	}
+	// Allocated: the driver's 64 KiB blocks (FIXED_LENGTH) that hold the
+	// 100,000 bytes written, from SEEK_DATA on its snapshot's file.
+	conn.BaseSnapshotID = ""
+	if src, err = conn.Source(client); err != nil {
 		t.Fatal(err)
 	}
 	alloc, err := changes.CollectChanges(e.ctx, src, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if alloc.Bytes() != 102400 {
-		t.Errorf("allocated %v (%d bytes)", alloc, alloc.Bytes())
+	if alloc.Bytes() != 128<<10 || len(alloc) != 1 || alloc[0].Offset != 2<<20 {
+		t.Errorf("allocated %v (%d bytes), want 128 KiB at 2 MiB", alloc, alloc.Bytes())
 	}
-}
-
-// serveSnapshotMetadata serves srv over TLS (a self-signed certificate)
-// and advertises it, as the CSI driver's deployment of the
-// external-snapshot-metadata sidecar does, in the test driver's
-// SnapshotMetadataService object with audience. It returns the address.
-func (e *env) serveSnapshotMetadata(srv api.SnapshotMetadataServer, audience string) string {
-	t := e.t
-	t.Helper()
-	certPEM, tlsCert := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := e.admin.Snapshot.SnapshotV1().VolumeSnapshots(e.ns).Delete(e.ctx, "snap-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{tlsCert}})))
-	api.RegisterSnapshotMetadataServer(g, srv)
-	go g.Serve(l)
-	t.Cleanup(g.Stop)
-	gvr := SnapshotMetadataServiceGVRs()[1] // the version the test CRD serves
-	sms := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": gvr.GroupVersion().String(), "kind": "SnapshotMetadataService",
-		"metadata": map[string]any{"name": testDriver},
-		"spec":     map[string]any{"address": l.Addr().String(), "audience": audience, "caCert": base64.StdEncoding.EncodeToString(certPEM)},
-	}}
-	if _, err := e.admin.Dynamic.Resource(gvr).Create(e.ctx, sms, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.admin.Dynamic.Resource(gvr).Delete(context.Background(), testDriver, metav1.DeleteOptions{})
-	})
-	return l.Addr().String()
-}
-
-func selfSigned(t *testing.T) ([]byte, tls.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "snapshot-metadata"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	kb, _ := x509.MarshalECPrivateKey(key)
-	c, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, c
+	e.settles(0, 1, 0)
 }

@@ -192,14 +192,26 @@ func (c *Clients) Export(ctx context.Context, args ExportArgs) (*ExportResult, e
 }
 
 // settle ends an operation whose run returned runErr. A run interrupted by
-// ctx, or one that failed while keepOnFailure, keeps every object (for a
-// rerun, or a look); any other outcome deletes the operation's objects
-// (Cleanup), leaving the VolumeSnapshot after a success when keepSnapshot.
-// It returns runErr, or after a successful run (described by done) the
-// error of the cleanup; a cleanup that fails after a failed run is logged.
+// ctx, or one that failed while keepOnFailure or with a *keepError, keeps
+// every object (for a rerun, or a look); so does a run that failed otherwise than by giving up
+// (a wait's timeout, a failed Job: gaveUp) while its mover Job may still
+// be running: an API error must not make cleanup delete a Job that is
+// doing its work, which a rerun adopts. Any other outcome deletes the
+// operation's objects (Cleanup), leaving the VolumeSnapshot after a
+// success when keepSnapshot. It returns runErr, or after a successful run
+// (described by done) the error of the cleanup; a cleanup that fails after
+// a failed run is logged.
 func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done string, keepOnFailure, keepSnapshot bool, log *slog.Logger) error {
-	if runErr != nil && (ctx.Err() != nil || keepOnFailure) {
+	var keep *keepError
+	if runErr != nil && (ctx.Err() != nil || keepOnFailure || errors.As(runErr, &keep)) {
 		return runErr
+	}
+	if runErr != nil && !gaveUp(runErr) {
+		if running, err := c.jobRunning(ctx, ns, op); running || err != nil {
+			log.Warn("the operation failed while its mover Job may still run: every object is kept", "error", runErr, "job", ObjectName(op))
+			return fmt.Errorf("%w (the mover Job %s/%s may still be running: it is kept with the operation's other objects; run the operation again to adopt it, or Cleanup)",
+				runErr, ns, ObjectName(op))
+		}
 	}
 	cerr := c.cleanup(ctx, ns, op, runErr == nil && keepSnapshot)
 	switch {
@@ -210,6 +222,37 @@ func (c *Clients) settle(ctx context.Context, ns, op string, runErr error, done 
 	}
 	log.Warn("cleanup failed", "error", cerr)
 	return runErr
+}
+
+// keepError is a failure after which the operation's objects must stay
+// for a rerun: an import whose finished Job holds a result that could not
+// be recorded on the target PVC.
+type keepError struct{ err error }
+
+func (e *keepError) Error() string {
+	return e.err.Error() + " (the operation's objects are kept: run it again to finish)"
+}
+
+func (e *keepError) Unwrap() error { return e.err }
+
+// gaveUp reports whether err ends an operation for good: a wait that ran
+// out of time or a mover Job that failed (or could not start).
+func gaveUp(err error) bool {
+	var jf *JobFailedError
+	return errors.Is(err, ErrTimeout) || errors.As(err, &jf)
+}
+
+// jobRunning reports whether the operation's Job exists and has not
+// finished. An error means that it cannot tell.
+func (c *Clients) jobRunning(ctx context.Context, ns, op string) (bool, error) {
+	job, err := c.Kube.BatchV1().Jobs(ns).Get(ctx, ObjectName(op), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return job.Labels[LabelOperation] == op && jobCondition(job, batchv1.JobComplete) == nil && jobCondition(job, batchv1.JobFailed) == nil, nil
 }
 
 func (c *Clients) export(ctx context.Context, args *ExportArgs, tm Timing, log *slog.Logger) (*ExportResult, error) {

@@ -2,12 +2,17 @@ package csi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ImportArgs say what to restore where.
@@ -114,8 +119,21 @@ func (c *Clients) Import(ctx context.Context, args ImportArgs) (*ImportResult, e
 
 func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log *slog.Logger) (*ImportResult, error) {
 	ns, op := args.Namespace, args.Operation
-	size := *resource.NewQuantity(args.Size, resource.BinarySI)
 	fs := args.VolumeMode == corev1.PersistentVolumeFilesystem
+	// A PVC that holds this operation's import already is never written
+	// again: an application may use it by now.
+	out, target, err := c.importedBefore(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	if out != nil {
+		log.Info("the PVC holds this operation's import already", "pvc", args.PVC, "snapshot", out.Snapshot)
+		if !fs {
+			return out, nil
+		}
+		return c.filesystemReady(ctx, args, target, out, tm)
+	}
+	size := *resource.NewQuantity(args.Size, resource.BinarySI)
 	blockName, role := args.PVC, RoleTarget
 	if fs {
 		blockName, role = ObjectName(op), RoleClone
@@ -124,13 +142,17 @@ func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log
 	if err != nil {
 		return nil, err
 	}
+	var block *corev1.PersistentVolumeClaim // the Block-mode target, when known
+	if !fs {
+		block = target
+	}
 	if res == nil {
 		spec := pvcSpec{name: blockName, storageClass: args.StorageClass, size: size, mode: corev1.PersistentVolumeBlock, labels: args.Job.Labels}
 		if !fs {
 			spec.accessModes = args.AccessModes
 		}
-		block, created, err := c.ensurePVC(ctx, ns, op, role, spec)
-		if err != nil {
+		var created bool
+		if block, created, err = c.ensurePVC(ctx, ns, op, role, spec); err != nil {
 			return nil, err
 		}
 		log.Info("block-mode PVC", "pvc", block.Name, "size", size.String(), "created", created)
@@ -142,14 +164,29 @@ func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log
 	} else {
 		log.Info("found the finished mover Job of an earlier run")
 	}
-	out := &ImportResult{Result: *res, PVC: args.PVC}
+	out = &ImportResult{Result: *res, PVC: args.PVC}
+	rec, err := newImportRecord(op, args.Snapshot, res)
+	if err != nil {
+		return nil, err
+	}
 	if !fs {
+		// Before the Job that holds the result is deleted; if that
+		// fails, the Job stays for a rerun to record its result.
+		if err := c.recordImport(ctx, ns, args.PVC, block, rec, tm.Poll); err != nil {
+			return nil, &keepError{err}
+		}
 		return out, nil
 	}
+	return c.restoreFilesystem(ctx, args, out, rec, tm, log)
+}
 
-	// Filesystem destination: snapshot the staging block PVC, let the
-	// snapshot be restored in another mode, restore it under args.PVC.
-	bindMode, provisioner, err := c.bindingMode(ctx, args.StorageClass)
+// restoreFilesystem snapshots the staging block PVC of a Filesystem
+// import, lets the snapshot be restored in another mode and restores it
+// under args.PVC, which is created with the import's record.
+func (c *Clients) restoreFilesystem(ctx context.Context, args *ImportArgs, out *ImportResult, rec string, tm Timing, log *slog.Logger) (*ImportResult, error) {
+	ns, op := args.Namespace, args.Operation
+	blockName := ObjectName(op)
+	_, provisioner, err := c.bindingMode(ctx, args.StorageClass)
 	if err != nil {
 		return nil, err
 	}
@@ -178,19 +215,141 @@ func (c *Clients) importOp(ctx context.Context, args *ImportArgs, tm Timing, log
 		return nil, err
 	}
 	target, created, err := c.ensurePVC(ctx, ns, op, RoleTarget, pvcSpec{
-		name: args.PVC, storageClass: args.StorageClass, size: restoreSize(vs, size),
+		name: args.PVC, storageClass: args.StorageClass, size: restoreSize(vs, *resource.NewQuantity(args.Size, resource.BinarySI)),
 		mode: corev1.PersistentVolumeFilesystem, dataSource: vs.Name, labels: args.Job.Labels, accessModes: args.AccessModes,
+		annotations: map[string]string{AnnotationImport: rec},
 	})
 	if err != nil {
 		return nil, err
 	}
 	log.Info("filesystem-mode PVC", "pvc", target.Name, "created", created)
-	if bindMode == storagev1.VolumeBindingWaitForFirstConsumer {
+	return c.filesystemReady(ctx, args, target, out, tm)
+}
+
+// filesystemReady waits until the Filesystem-mode target of an import is
+// bound, or marks the result Pending when its class binds on first use
+// and it is not bound yet.
+func (c *Clients) filesystemReady(ctx context.Context, args *ImportArgs, target *corev1.PersistentVolumeClaim, out *ImportResult, tm Timing) (*ImportResult, error) {
+	bindMode, _, err := c.bindingMode(ctx, args.StorageClass)
+	if err != nil {
+		return nil, err
+	}
+	if bindMode == storagev1.VolumeBindingWaitForFirstConsumer && target.Status.Phase != corev1.ClaimBound {
 		out.Pending = true
 		return out, nil
 	}
-	if err := c.waitBound(ctx, ns, target.Name, tm.Poll, tm.Bind); err != nil {
+	if err := c.waitBound(ctx, args.Namespace, target.Name, tm.Poll, tm.Bind); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// AnnotationImport on the target PVC of an import records that the import
+// finished: a JSON object with the operation, the snapshot as the import
+// named it (ImportArgs.Snapshot) and the mover's result. It is set before
+// the Job that holds the result is deleted (on a Filesystem-mode target,
+// when the PVC is created), so that a rerun of the operation, at any point
+// of a crash, returns the recorded result instead of importing again over
+// a volume an application may have started to use. It stays on the PVC:
+// where its data came from.
+const AnnotationImport = "blockmover.io/import"
+
+// importRecord is the value of AnnotationImport.
+type importRecord struct {
+	Operation string          `json:"operation"`
+	Snapshot  string          `json:"snapshot"`
+	Result    json.RawMessage `json:"result"`
+}
+
+// newImportRecord returns the AnnotationImport value for the import of
+// snapshot by op with result res.
+func newImportRecord(op, snapshot string, res *Result) (string, error) {
+	raw := res.Raw
+	if len(raw) == 0 {
+		var err error
+		if raw, err = json.Marshal(res); err != nil {
+			return "", fmt.Errorf("recording the import's result: %w", err)
+		}
+	}
+	b, err := json.Marshal(importRecord{Operation: op, Snapshot: snapshot, Result: raw})
+	if err != nil {
+		return "", fmt.Errorf("recording the import's result: %w", err)
+	}
+	return string(b), nil
+}
+
+// importedBefore returns the recorded result when args.PVC holds the
+// import of this operation already, nil when it does not exist or holds no
+// record yet; and the PVC when it exists. A record of another snapshot, or
+// a PVC that belongs to another operation, is an ErrConflict.
+func (c *Clients) importedBefore(ctx context.Context, args *ImportArgs) (*ImportResult, *corev1.PersistentVolumeClaim, error) {
+	ns, op := args.Namespace, args.Operation
+	pvc, err := c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, args.PVC, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("PVC %s/%s: %w", ns, args.PVC, explain(err))
+	}
+	if err := checkOwned("PVC", pvc, op); err != nil {
+		return nil, nil, err
+	}
+	v, ok := pvc.Annotations[AnnotationImport]
+	if !ok {
+		return nil, pvc, nil
+	}
+	var rec importRecord
+	if err := json.Unmarshal([]byte(v), &rec); err != nil {
+		return nil, nil, fmt.Errorf("PVC %s/%s: annotation %s: %w", ns, args.PVC, AnnotationImport, err)
+	}
+	if rec.Operation != op || rec.Snapshot != args.Snapshot {
+		return nil, nil, fmt.Errorf("PVC %s/%s: %w (it holds the import of snapshot %q by operation %s; this call asks for %q: use a new operation and PVC)",
+			ns, args.PVC, ErrConflict, rec.Snapshot, rec.Operation, args.Snapshot)
+	}
+	mode := corev1.PersistentVolumeFilesystem
+	if pvc.Spec.VolumeMode != nil {
+		mode = *pvc.Spec.VolumeMode
+	}
+	if want := args.volumeMode(); mode != want {
+		return nil, nil, fmt.Errorf("PVC %s/%s: %w (volume mode is %s, not %s)", ns, args.PVC, ErrConflict, mode, want)
+	}
+	res, err := ParseResult(string(rec.Result))
+	if err != nil {
+		return nil, nil, fmt.Errorf("PVC %s/%s: annotation %s: %w", ns, args.PVC, AnnotationImport, err)
+	}
+	return &ImportResult{Result: *res, PVC: args.PVC}, pvc, nil
+}
+
+// volumeMode is the volume mode of the import's target.
+func (a *ImportArgs) volumeMode() corev1.PersistentVolumeMode {
+	if a.VolumeMode == "" {
+		return corev1.PersistentVolumeBlock
+	}
+	return a.VolumeMode
+}
+
+// recordTimeout bounds the retries of recordImport while the API server
+// fails transiently.
+const recordTimeout = 2 * time.Minute
+
+// recordImport sets AnnotationImport to rec on the Block-mode target PVC
+// the Job wrote (the one of block when known: the patch names its UID, so
+// that it never lands on another PVC of the same name). Transient API
+// errors are retried, every interval at first, for up to recordTimeout.
+func (c *Clients) recordImport(ctx context.Context, ns, name string, block *corev1.PersistentVolumeClaim, rec string, interval time.Duration) error {
+	meta := map[string]any{"annotations": map[string]string{AnnotationImport: rec}}
+	if block != nil {
+		meta["uid"] = block.UID
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
+	if err != nil {
+		return fmt.Errorf("recording the import on PVC %s/%s: %w", ns, name, err)
+	}
+	return poll(ctx, interval, recordTimeout, fmt.Sprintf("recording the import on PVC %s/%s", ns, name), func(ctx context.Context) (bool, string, error) {
+		_, err := c.Kube.CoreV1().PersistentVolumeClaims(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("recording the import on PVC %s/%s (needs the verb \"patch\" on persistentvolumeclaims, deploy/rbac.yaml): %w", ns, name, explain(err))
+		}
+		return true, "", nil
+	})
 }

@@ -427,28 +427,43 @@ func jobCondition(job *batchv1.Job, t batchv1.JobConditionType) *batchv1.JobCond
 // WaitJob waits until the Job completes and returns the mover's result
 // from the termination message of its succeeded pod. A failed Job gives a
 // *JobFailedError carrying the mover's error; a Job still running after
-// timeout an error wrapping ErrTimeout.
+// timeout an error wrapping ErrTimeout. Transient API errors (IsTransient:
+// the API server restarting, overloaded) are retried with backoff until
+// the timeout, so that the wait outlives a short outage of the control
+// plane; any other API error (Forbidden, the Job or its namespace not
+// found) ends it at once.
 func (c *Clients) WaitJob(ctx context.Context, ns, name string, interval, timeout time.Duration) (*Result, error) {
-	var job *batchv1.Job
+	var res *Result
 	err := poll(ctx, interval, timeout, fmt.Sprintf("mover Job %s/%s not finished", ns, name), func(ctx context.Context) (bool, string, error) {
-		var err error
-		job, err = c.Kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+		job, err := c.Kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("mover Job %s/%s: %w", ns, name, explain(err))
 		}
-		if jobCondition(job, batchv1.JobComplete) != nil || jobCondition(job, batchv1.JobFailed) != nil {
-			return true, "", nil
+		if jobCondition(job, batchv1.JobComplete) == nil && jobCondition(job, batchv1.JobFailed) == nil {
+			if err := c.podsNotCreated(ctx, job); err != nil {
+				return false, "", err
+			}
+			return false, fmt.Sprintf("active %d, succeeded %d, failed %d", job.Status.Active, job.Status.Succeeded, job.Status.Failed), nil
 		}
-		if err := c.podsNotCreated(ctx, job); err != nil {
-			return false, "", err
-		}
-		return false, fmt.Sprintf("active %d, succeeded %d, failed %d", job.Status.Active, job.Status.Succeeded, job.Status.Failed), nil
+		res, err = c.jobOutcome(ctx, job)
+		return err == nil, "", err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return res, nil
+}
+
+// jobOutcome returns the result of a finished Job: the mover's result of
+// a succeeded one, a *JobFailedError for a failed one. A transient error
+// reading its pods is returned as it is, for the caller to retry.
+func (c *Clients) jobOutcome(ctx context.Context, job *batchv1.Job) (*Result, error) {
+	ns, name := job.Namespace, job.Name
 	if fc := jobCondition(job, batchv1.JobFailed); fc != nil {
-		msg, _, _ := c.lastTerminationMessage(ctx, job, false)
+		msg, _, err := c.lastTerminationMessage(ctx, job, false)
+		if IsTransient(err) {
+			return nil, err
+		}
 		jf := &JobFailedError{Namespace: ns, Job: name, Reason: fc.Reason, Message: fc.Message}
 		if msg != "" {
 			if r, err := ParseResult(msg); err == nil && r.Error != "" {

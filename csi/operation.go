@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
 
 // Labels and annotations that tie the objects of one operation together.
@@ -131,27 +136,100 @@ func explain(err error) error {
 // ErrTimeout is wrapped when a wait ran out of its time.
 var ErrTimeout = errors.New("timed out")
 
+// IsTransient reports whether err, from a call to the API server, may go
+// away if the call is made again: the server unreachable or restarting
+// (connection refused or reset, EOF, a timeout), overloaded (429 Too Many
+// Requests) or failing inside (5xx). An answer that says something about
+// the request (Forbidden, NotFound, Invalid, Conflict, Unauthorized) is
+// not transient, nor is the end of the caller's context.
+func IsTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		code := st.Status().Code
+		return code == http.StatusTooManyRequests || code >= 500 ||
+			apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err)
+	}
+	var ne net.Error
+	var dns *net.DNSError
+	switch {
+	case utilnet.IsConnectionRefused(err), utilnet.IsConnectionReset(err), utilnet.IsProbableEOF(err),
+		utilnet.IsTimeout(err), utilnet.IsHTTP2ConnectionLost(err),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, context.DeadlineExceeded), // a client-side request timeout
+		errors.As(err, &ne) && ne.Timeout(),
+		errors.As(err, &dns) && (dns.IsTemporary || dns.IsTimeout):
+		return true
+	}
+	return false
+}
+
+// maxBackoff bounds the wait between retries of a failing API call: 15
+// polling intervals, at most 30 s (but never less than one interval).
+func maxBackoff(interval time.Duration) time.Duration {
+	return max(interval, min(15*interval, 30*time.Second))
+}
+
+// restartGrace is how long after a transient API error a Forbidden or
+// Unauthorized answer is taken for a restarting API server's: it serves
+// before its authorizer and authenticator caches are filled, and until
+// then denies every request (RBAC: "clusterrole ... not found"). Seen on
+// the test cluster's kube-apiserver v1.37 within seconds of its restart.
+const restartGrace = 30 * time.Second
+
 // poll calls check every interval until it reports done, fails, the timeout
 // passes (an error wrapping ErrTimeout and describing what was awaited by
-// the last state check returned) or ctx ends.
+// the last state check returned) or ctx ends. An error of check for which
+// IsTransient holds (the API server restarting, say) does not end the
+// wait: check is called again after a backoff that doubles from interval
+// up to maxBackoff, until the timeout, whose error then wraps the last
+// one too; so is a Forbidden or Unauthorized answer within restartGrace of
+// such an error. Any other error of check ends the wait at once.
 func poll(ctx context.Context, interval, timeout time.Duration, what string, check func(context.Context) (done bool, state string, err error)) error {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
 	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	failures := 0
+	var outage time.Time // of the last transient error
 	for {
 		done, state, err := check(ctx)
-		if err != nil || done {
+		transient := err != nil && IsTransient(err)
+		if transient {
+			outage = time.Now()
+		}
+		restarting := err != nil && !outage.IsZero() && time.Since(outage) < restartGrace &&
+			(apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err))
+		switch {
+		case transient || restarting: // or ctx's end, below
+			failures++
+			state = fmt.Sprintf("the API server failed %d times in a row, retrying", failures)
+		case err != nil || done:
 			return err
+		default:
+			failures = 0
 		}
 		if timeout > 0 && time.Now().After(deadline) {
+			if failures > 0 {
+				return fmt.Errorf("%s: %w after %s (%s; the last error: %w)", what, ErrTimeout, timeout, state, err)
+			}
 			if state != "" {
 				state = " (" + state + ")"
 			}
 			return fmt.Errorf("%s: %w after %s%s", what, ErrTimeout, timeout, state)
 		}
+		wait := interval
+		if failures > 0 {
+			wait = min(interval<<min(failures-1, 16), maxBackoff(interval))
+		}
+		if timeout > 0 {
+			wait = max(min(wait, time.Until(deadline)), time.Millisecond)
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: %w", what, ctx.Err())

@@ -21,6 +21,7 @@ type pvcSpec struct {
 	mode         corev1.PersistentVolumeMode
 	dataSource   string // VolumeSnapshot to restore, or none
 	labels       map[string]string
+	annotations  map[string]string                   // added to the PVC's
 	accessModes  []corev1.PersistentVolumeAccessMode // default ReadWriteOnce
 }
 
@@ -30,6 +31,9 @@ type pvcSpec struct {
 func (c *Clients) ensurePVC(ctx context.Context, ns, op, role string, s pvcSpec) (*corev1.PersistentVolumeClaim, bool, error) {
 	meta := objectMeta(ns, op, role, s.labels)
 	meta.Name = s.name
+	for k, v := range s.annotations {
+		meta.Annotations[k] = v
+	}
 	modes := s.accessModes
 	if len(modes) == 0 {
 		modes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}

@@ -41,6 +41,7 @@ func TestRBAC(t *testing.T) {
 		{orchestratorSA, "get", "", "persistentvolumeclaims", "", "", true, true},
 		{orchestratorSA, "create", "", "persistentvolumeclaims", "", "", true, true},
 		{orchestratorSA, "delete", "", "persistentvolumeclaims", "", "", true, true},
+		{orchestratorSA, "patch", "", "persistentvolumeclaims", "", "", true, true}, // the import's record
 		{orchestratorSA, "create", snap, "volumesnapshots", "", "", true, true},
 		{orchestratorSA, "delete", snap, "volumesnapshots", "", "", true, true},
 		{orchestratorSA, "create", "batch", "jobs", "", "", true, true},

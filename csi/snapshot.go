@@ -131,6 +131,8 @@ func (e *SnapshotError) Unwrap() error { return e.Err }
 // Velero (velero-plugin-for-csi #197) and Kanister treat them. A snapshot
 // still not ready after timeout gives an error wrapping ErrTimeout that
 // tells how far it got: a *SnapshotError with the last error reported.
+// Transient API errors (IsTransient) are retried with backoff until the
+// timeout, as in WaitJob; any other API error ends the wait at once.
 func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interval, timeout time.Duration) (*snapv1.VolumeSnapshot, error) {
 	var vs *snapv1.VolumeSnapshot
 	lastErr := ""

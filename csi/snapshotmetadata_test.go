@@ -24,7 +24,11 @@ import (
 // metadataServer is a real SnapshotMetadata gRPC service over a socket. It
 // computes deltas and allocations from real devices (loop devices, or
 // files where none can be had): snapshots are device paths by name, as a
-// CSI driver would map snapshot handles to its storage.
+// CSI driver would map snapshot handles to its storage. It stands for the
+// csi-snapshot-metadata sidecar in the client's own tests, which need what
+// the real sidecar cannot be made to do: a stream that breaks midway (the
+// resume from the last offset), and a refusal with a chosen code. The
+// real sidecar serves TestCBTInCluster and TestIncrementalExport.
 type metadataServer struct {
 	api.UnimplementedSnapshotMetadataServer
 	token     string

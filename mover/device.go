@@ -297,6 +297,96 @@ func (d *Device) StartWriteback() error {
 	return nil
 }
 
+// DirectFile writes a target around the page cache (O_DIRECT): the data
+// goes from the caller's memory to the storage, with no copy into the
+// kernel and no dirty pages left for Sync to write. Every WriteAt must be
+// aligned to Align: its offset, its length and the address of p. It is
+// safe for concurrent use on ranges that do not overlap.
+type DirectFile struct {
+	f     *os.File
+	path  string
+	align int64
+}
+
+// Align is the alignment every WriteAt must keep: a power of two, at
+// least the page size.
+func (w *DirectFile) Align() int64 { return w.align }
+
+// WriteAt writes p at off, both aligned to Align.
+func (w *DirectFile) WriteAt(p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if a := w.align; off%a != 0 || int64(len(p))%a != 0 || int64(uintptr(unsafe.Pointer(&p[0])))%a != 0 {
+		return 0, fmt.Errorf("%s: direct write of %d bytes at %d is not aligned to %d", w.path, len(p), off, a)
+	}
+	n, err := w.f.WriteAt(p, off)
+	if err != nil {
+		return n, fmt.Errorf("%s: direct write at %d: %w", w.path, off, err)
+	}
+	return n, nil
+}
+
+// Close closes the direct descriptor (the Device stays open).
+func (w *DirectFile) Close() error { return w.f.Close() }
+
+// ErrNoDirect: the target cannot be written around the page cache.
+var ErrNoDirect = errors.New("direct I/O not supported")
+
+// OpenDirect opens the target a second time with O_DIRECT for writing,
+// beside the Device's own descriptor, which stays for everything that
+// cannot be aligned (the unaligned tail of a volume, writes that are
+// given up on assembling). Writes through either are made durable by the
+// Device's Sync (fdatasync covers the inode, whichever descriptor wrote).
+// A file on tmpfs (memory: direct I/O would still copy into it) or on a
+// filesystem without direct I/O gives an error wrapping ErrNoDirect.
+//
+// The alignment is the larger of the target's direct-I/O alignments
+// (statx STATX_DIOALIGN; for a block device without it, the logical block
+// size) and the page size: aligned to the filesystem block, ext4 takes no
+// sub-block path that serialises direct writes.
+func (d *Device) OpenDirect() (*DirectFile, error) {
+	fd := int(d.f.Fd())
+	if !d.isDevice {
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(fd, &fs); err != nil {
+			return nil, fmt.Errorf("%s: statfs: %w", d.path, err)
+		}
+		if fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC {
+			return nil, fmt.Errorf("%s is in memory (tmpfs): %w", d.path, ErrNoDirect)
+		}
+	}
+	align := int64(os.Getpagesize())
+	var stx unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &stx)
+	switch {
+	case err == nil && stx.Mask&unix.STATX_DIOALIGN != 0:
+		if stx.Dio_offset_align == 0 {
+			return nil, fmt.Errorf("%s: %w", d.path, ErrNoDirect)
+		}
+		align = max(align, int64(stx.Dio_offset_align), int64(stx.Dio_mem_align))
+	case d.isDevice:
+		ss, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+		if err != nil {
+			return nil, fmt.Errorf("%s: logical block size: %w", d.path, err)
+		}
+		align = max(align, int64(ss))
+	default:
+		return nil, fmt.Errorf("%s: no direct-I/O alignment: %w", d.path, ErrNoDirect)
+	}
+	if align&(align-1) != 0 {
+		return nil, fmt.Errorf("%s: direct-I/O alignment %d is not a power of two: %w", d.path, align, ErrNoDirect)
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("%s: %w", d.path, ErrNoDirect)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening for direct I/O: %w", d.path, err)
+	}
+	return &DirectFile{f: f, path: d.path, align: align}, nil
+}
+
 // Sync flushes written data to stable storage (fdatasync).
 func (d *Device) Sync() error {
 	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {

@@ -3,7 +3,9 @@ package mover
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"sort"
 
 	"github.com/blockmover/blockmover/chunk"
 	"github.com/blockmover/blockmover/repo"
@@ -28,6 +30,12 @@ import (
 //     missed.
 //   - A cut never crosses a segment edge, so a change never spreads past
 //     its segment.
+//   - Known zeros. A base hole that no change touches still reads as
+//     zeros, so the re-cut is given a source that says so (chunk.Sparse,
+//     knownZeros) and reads none of it: the restart and resync points of
+//     a change inside a long hole can lie megabytes away from it, and
+//     the device would be read for zeros the base already recorded. The
+//     bytes are the same, so the chunk list is too.
 
 // span is a changed byte range [start, end).
 type span struct{ start, end int64 }
@@ -77,6 +85,7 @@ func (e *exporter) incrementalSegment(ctx context.Context, w *worker, seg int64,
 		off += be.Length
 	}
 	g := int64(e.p.ZeroBlock)
+	src := knownZeros(e.src, base, changes, segStart)
 	bi := 0 // base[bi] starts at pos
 	pos := segStart
 	reuse := func(upto int) error {
@@ -107,7 +116,7 @@ func (e *exporter) incrementalSegment(ctx context.Context, w *worker, seg int64,
 		pos = base[bi].off
 		end := alignUp(ch.end, g)
 		resynced := false
-		err := w.cutter.Cut(ctx, e.src, pos, segEnd, func(pc chunk.Piece) error {
+		err := w.cutter.Cut(ctx, src, pos, segEnd, func(pc chunk.Piece) error {
 			en, err := w.add(ctx, pc)
 			if err != nil {
 				return err
@@ -144,6 +153,77 @@ func (e *exporter) incrementalSegment(ctx context.Context, w *worker, seg int64,
 		return nil, err
 	}
 	return entries, nil
+}
+
+// zeroSource is a segment's source whose bytes outside data are known to
+// be zeros: a chunk.Sparse for the cutter.
+type zeroSource struct {
+	src   io.ReaderAt
+	inner chunk.Sparse // src's own knowledge of its holes, or nil
+	data  []span       // sorted, disjoint: where bytes may be non-zero
+	end   int64        // the volume's size
+}
+
+// knownZeros returns src for a re-cut of the segment starting at segStart
+// that reports as zeros every base hole (of base, the segment's pieces)
+// that no change (sorted, within the segment) overlaps. Outside the
+// segment nothing is known.
+func knownZeros(src Source, base []basePiece, changes []span, segStart int64) io.ReaderAt {
+	z := &zeroSource{src: src, end: src.Size()}
+	z.inner, _ = src.(chunk.Sparse)
+	addData := func(s, e int64) {
+		if e <= s {
+			return
+		}
+		if n := len(z.data); n > 0 && z.data[n-1].end >= s {
+			z.data[n-1].end = max(z.data[n-1].end, e)
+			return
+		}
+		z.data = append(z.data, span{s, e})
+	}
+	addData(0, segStart)
+	pos := segStart // bytes before pos are in data or known to be zero
+	ci := 0
+	for _, bp := range base {
+		s, e := bp.off, bp.off+bp.e.Length
+		if !bp.e.Hole {
+			addData(pos, e)
+			pos = e
+			continue
+		}
+		// The hole's zeros stand except where a change overlaps it.
+		for ci < len(changes) && changes[ci].end <= s {
+			ci++
+		}
+		for k := ci; k < len(changes) && changes[k].start < e; k++ {
+			addData(max(pos, changes[k].start), min(changes[k].end, e))
+		}
+		pos = e
+	}
+	addData(pos, z.end) // past the segment: unknown
+	return z
+}
+
+func (z *zeroSource) ReadAt(p []byte, off int64) (int, error) { return z.src.ReadAt(p, off) }
+
+// NextData implements chunk.Sparse: the first range at or after off that
+// may hold data by both z's knowledge and the source's own.
+func (z *zeroSource) NextData(off int64) (start, end int64, err error) {
+	for {
+		i := sort.Search(len(z.data), func(i int) bool { return z.data[i].end > off })
+		if i == len(z.data) {
+			return max(off, z.end), max(off, z.end), nil
+		}
+		s, e := max(z.data[i].start, off), z.data[i].end
+		if z.inner == nil {
+			return s, e, nil
+		}
+		s2, e2, err := z.inner.NextData(s)
+		if err != nil || s2 == e2 || s2 < e {
+			return s2, min(e, e2), err
+		}
+		off = s2
+	}
 }
 
 // reused accounts for a base entry taken without reading, and re-reads a

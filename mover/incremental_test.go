@@ -275,6 +275,63 @@ func TestIncrementalReadsLittle(t *testing.T) {
 	}
 }
 
+// TestIncrementalSkipsKnownZeros: a change inside a long run of zeros (a
+// base hole) is re-cut without reading the zeros around it, which the
+// base recorded and no change touches: the export reads the changed bytes
+// and little more, from a source that cannot say where its holes are (a
+// block device). Before, it read from the hole's start to the next base
+// cut point: 8 MiB for 64 KiB changed in 16 MiB. Now it reads the zero
+// blocks (64 KiB) that hold the change, and one read (128 KiB, the read
+// size of incremental exports) where the hole ends, to find that end: a
+// cut point of the base, where the re-cut resyncs.
+func TestIncrementalSkipsKnownZeros(t *testing.T) {
+	ctx := context.Background()
+	const size = 16 << 20
+	r := rand.New(rand.NewPCG(5, 6))
+	img := make([]byte, size)
+	fillRand(r, img[:1<<20])
+	fillRand(r, img[9<<20:9<<20+100_000])
+	rp, _ := testRepo(t, nil) // default chunk sizes: 64 KiB zero blocks
+	base, err := mover.Export(ctx, &memSource{b: img}, rp, mover.ExportOptions{Volume: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		off, n  int64
+		maxRead int64
+	}{
+		{"64 KiB aligned", 5 << 20, 64 << 10, 64<<10 + 128<<10},
+		{"4 KiB unaligned", 3<<20 + 12345, 4096, 64<<10 + 128<<10},
+		{"64 KiB at the end", size - 64<<10, 64 << 10, 64 << 10}, // no hole end to find
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := bytes.Clone(img)
+			fillRand(r, cur[tc.off:tc.off+tc.n])
+			list, err := changes.NewChangeList([]changes.Extent{{Offset: tc.off, Length: tc.n}}, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := &memSource{b: cur}
+			inc, err := mover.Export(ctx, src, rp, mover.ExportOptions{Volume: "v", Base: base.Snapshot, Changes: list})
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := mover.Export(ctx, &memSource{b: cur}, rp, mover.ExportOptions{Volume: "v-full"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !pagesEqual(inc.Snapshot, full.Snapshot) {
+				t.Fatal("incremental chunk list differs from the full export's")
+			}
+			t.Logf("read %d bytes for %d changed", src.read.Load(), tc.n)
+			if got := src.read.Load(); got > tc.maxRead || inc.ReadBytes != got {
+				t.Fatalf("read %d bytes (result says %d) for %d changed inside zeros, want at most %d", got, inc.ReadBytes, tc.n, tc.maxRead)
+			}
+		})
+	}
+}
+
 // TestVerifyUnchangedCatchesWrongChangeList: a change list that misses a
 // change fails the export loudly when a sample is verified.
 func TestVerifyUnchangedCatchesWrongChangeList(t *testing.T) {

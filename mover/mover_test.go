@@ -370,9 +370,9 @@ func (w *watchedTarget) WriteAt(p []byte, off int64) (int, error) {
 	return w.Device.WriteAt(p, off)
 }
 
-// TestImportWriters: one writer (the default) never writes twice at once
-// and asks the target to start writing back as it goes; several writers
-// give the same bytes.
+// TestImportWriters: through the page cache, one writer (the default)
+// never writes twice at once and asks the target to start writing back as
+// it goes; several writers give the same bytes.
 func TestImportWriters(t *testing.T) {
 	const size = 80 << 20 // more than one writeback interval of random data
 	dir := t.TempDir()
@@ -390,7 +390,7 @@ func TestImportWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 		dst := &watchedTarget{Device: d}
-		_, err = mover.Import(context.Background(), r, res.Snapshot, dst, mover.ImportOptions{Writers: writers, Downloads: 4})
+		_, err = mover.Import(context.Background(), r, res.Snapshot, dst, mover.ImportOptions{Writers: writers, Downloads: 4, Buffered: true})
 		d.Close()
 		if err != nil {
 			t.Fatal(err)

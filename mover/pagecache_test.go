@@ -12,7 +12,8 @@ import (
 	"github.com/blockmover/blockmover/repo"
 )
 
-// countingPages counts the pages an import loads.
+// countingPages counts the pages an import loads: by LoadPage, or read
+// as page blobs.
 type countingPages struct {
 	mover.ImportRepo
 	n atomic.Int64
@@ -21,6 +22,15 @@ type countingPages struct {
 func (c *countingPages) LoadPage(ctx context.Context, o *repo.BlobOpener, s *repo.Snapshot, i int) ([]repo.Entry, error) {
 	c.n.Add(1)
 	return c.ImportRepo.LoadPage(ctx, o, s, i)
+}
+
+func (c *countingPages) LoadBlobsInto(ctx context.Context, o *repo.BlobOpener, refs []repo.BlobRef, buf func(i, n int) ([]byte, error), fn func(i int, plain []byte) error) (repo.LoadStats, error) {
+	for _, r := range refs {
+		if r.Type == repo.BlobPage {
+			c.n.Add(1)
+		}
+	}
+	return c.ImportRepo.LoadBlobsInto(ctx, o, refs, buf, fn)
 }
 
 // TestImportLoadsIdenticalPagesOnce: a sparse volume's all-hole pages are

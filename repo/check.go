@@ -187,46 +187,126 @@ func (c *checker) index(ctx context.Context, packSizes map[ID]int64) (map[ID]ind
 	return indexed, nil
 }
 
+// snapshotCheckers bounds the snapshots check and gc read at once, and
+// pageCheckers the pages check reads at once for each of them.
+const (
+	snapshotCheckers = 8
+	pageCheckers     = 4
+)
+
+// snapshots checks every snapshot file, its pages and its summary, reading
+// snapshotCheckers snapshots at once.
 func (c *checker) snapshots(ctx context.Context) error {
-	ids, err := c.r.SnapshotIDs(ctx)
+	sums, err := c.r.listSummaries(ctx) // first: see ReadSummaries
 	if err != nil {
 		return err
 	}
-	c.res.Snapshots = len(ids)
-	o := c.r.NewBlobOpener()
-	seenPage := map[ID]bool{}
-	for _, id := range ids {
-		obj := snapshotPrefix + id.String()
-		s, err := c.r.LoadSnapshot(ctx, id)
-		if err != nil {
-			c.problem(obj, false, "%v", err)
-			continue
-		}
-		missing := 0
-		for i, pid := range s.Pages {
-			if seenPage[pid] {
-				continue
-			}
-			entries, err := c.r.LoadPage(ctx, o, s, i)
-			if err != nil {
-				c.problem(obj, false, "%v", err)
-				continue
-			}
-			seenPage[pid] = true
-			for _, e := range entries {
-				if !e.Hole && !c.r.idx.Has(e.ID) {
-					if missing < 5 {
-						c.problem(obj, false, "page %d: chunk %s is not in the index", i, e.ID.Short())
-					}
-					missing++
-				}
-			}
-		}
-		if missing > 5 {
-			c.problem(obj, false, "%d more chunks are not in the index", missing-5)
+	files, err := c.r.listSnapshotFiles(ctx)
+	if err != nil {
+		return err
+	}
+	c.res.Snapshots = len(files)
+	for id := range sums {
+		if _, ok := files[id]; !ok {
+			c.problem(summaryKey(id), true, "summary of a snapshot that is gone (left by a forget that was stopped, or by an older mover's; the next write removes it)")
 		}
 	}
-	return nil
+	ids := make(chan ID)
+	seen := &seenPages{m: map[ID]bool{}}
+	g, gctx := safego.WithContext(ctx)
+	for range snapshotCheckers {
+		g.Go(func() error {
+			for id := range ids {
+				s := c.snapshot(gctx, id, seen)
+				if sums[id] {
+					c.summary(gctx, id, files[id], s)
+				} else {
+					c.problem(summaryKey(id), true, "missing: the snapshot is listed from its file until the next write adds its summary")
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(ids)
+		for id := range files {
+			select {
+			case ids <- id:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// seenPages are the pages checked, or being checked, by any snapshot.
+type seenPages struct {
+	mu sync.Mutex
+	m  map[ID]bool
+}
+
+// snapshot checks snapshot id and the pages no other snapshot has had
+// checked, and returns it (nil if it is unreadable).
+func (c *checker) snapshot(ctx context.Context, id ID, seen *seenPages) *Snapshot {
+	obj := snapshotPrefix + id.String()
+	s, err := c.r.LoadSnapshot(ctx, id)
+	if err != nil {
+		c.problem(obj, false, "%v", err)
+		return nil
+	}
+	missing := 0
+	var unseen []int
+	seen.mu.Lock()
+	for i, pid := range s.Pages {
+		if !seen.m[pid] {
+			seen.m[pid] = true
+			unseen = append(unseen, i)
+		}
+	}
+	seen.mu.Unlock()
+	// A page that does not load is reported, and the others still read.
+	err = c.r.eachPages(ctx, s, unseen, pageCheckers, func(i int, entries []Entry, err error) error {
+		if err != nil {
+			seen.mu.Lock()
+			delete(seen.m, s.Pages[i]) // the other snapshots naming it report it too
+			seen.mu.Unlock()
+			c.problem(obj, false, "%v", err)
+			return nil
+		}
+		for _, e := range entries {
+			if !e.Hole && !c.r.idx.Has(e.ID) {
+				if missing < 5 {
+					c.problem(obj, false, "page %d: chunk %s is not in the index", i, e.ID.Short())
+				}
+				missing++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.problem(obj, false, "%v", err)
+	}
+	if missing > 5 {
+		c.problem(obj, false, "%d more chunks are not in the index", missing-5)
+	}
+	return s
+}
+
+// summary checks the summary of snapshot id against the snapshot (nil if
+// its file is unreadable), whose file is fileSize bytes.
+func (c *checker) summary(ctx context.Context, id ID, fileSize int64, s *Snapshot) {
+	obj := summaryKey(id)
+	sum, err := c.r.readSummary(ctx, id, fileSize)
+	switch {
+	case err != nil && isDamage(err):
+		c.problem(obj, false, "%v; listings read the snapshot file instead (mover repair snapshots rewrites the summary)", err)
+	case err != nil:
+		c.problem(obj, false, "%v", err)
+	case s != nil && !sameSummary(sum, s):
+		c.problem(obj, false, "%v: it does not describe the snapshot (mover repair snapshots rewrites it)", errSummaryMismatch)
+	}
 }
 
 func (c *checker) readData(ctx context.Context, packSizes map[ID]int64, indexed map[ID]indexPack, opts CheckOptions) error {

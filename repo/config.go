@@ -11,9 +11,13 @@ import (
 	"github.com/blockmover/blockmover/repo/backend"
 )
 
-// FormatVersion is the repository format this code reads and writes.
-// A repository with a higher version is refused with ErrNewerFormat.
-const FormatVersion = 1
+// FormatVersion is the repository format this code writes at init; it
+// reads and writes every version from 1 up to it. A repository with a
+// higher version is refused with ErrNewerFormat. Version 2 added snapshot
+// summaries (FORMAT.md, "Snapshot summaries"); a version 1 repository is
+// migrated to them by its next write, object by object, and keeps its
+// config.
+const FormatVersion = 2
 
 // ErrNewerFormat: the repository was written by a newer mover.
 var ErrNewerFormat = errors.New("repository format is newer than this mover supports")

@@ -30,6 +30,10 @@
 // in-memory index costs about 48 bytes per blob (FORMAT.md, "Index
 // memory"); gc adds one bit per blob. Buffers passed to Put-like calls are
 // not retained; a saved pack's buffer is returned with ReleasePack.
+// Listing snapshots (ReadSummaries), retention (ApplyPolicy) and "latest"
+// read each snapshot's summary, a few hundred bytes, not its page list
+// (FORMAT.md, "Snapshot summaries"); only the snapshots imported,
+// exported against, checked or marked by gc are read in full.
 // Readers load chunks with LoadBlobs, a run of one pack per ranged read,
 // into buffers held by the caller's BlobOpener; a plaintext is valid until
 // the callback it is handed to returns (LoadBlobsInto decodes into the

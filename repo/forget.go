@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
+	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/zeebo/blake3"
 )
 
 // Policy says which snapshots of a volume to keep, as restic's forget does:
@@ -104,9 +107,15 @@ func newer(a, b *Snapshot) bool {
 // Forget deletes the snapshots ids while holding the maintenance lease
 // (staleLease: see LeaseOptions.Stale), checking before each batch that it
 // still holds it. A snapshot already gone counts as forgotten, so a rerun
-// after a kill finishes the work. Their data stays until gc.
+// after a kill finishes the work. Their data stays until gc. It then
+// migrates the repository's summaries (MigrateSummaries), also when ids
+// is empty.
 func (r *Repository) Forget(ctx context.Context, ids []ID, staleLease time.Duration) error {
 	if len(ids) == 0 {
+		// Still a write: it migrates (MigrateSummaries needs no lease).
+		if _, err := r.MigrateSummaries(ctx); err != nil {
+			return fmt.Errorf("forget: %w", err)
+		}
 		return nil
 	}
 	lease, err := r.AcquireLease(ctx, LeaseOptions{Stale: staleLease, Purpose: "forget"})
@@ -124,17 +133,109 @@ func (r *Repository) Forget(ctx context.Context, ids []ID, staleLease time.Durat
 			return err
 		}
 	}
+	// Summaries of snapshots forgotten by an earlier, killed run, and of
+	// snapshots an older mover wrote or forgot.
+	if err := lease.Check(ctx); err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
+	if _, err := r.MigrateSummaries(ctx); err != nil {
+		return fmt.Errorf("forget: %w", err)
+	}
 	return nil
 }
 
-// DeleteSnapshot removes a snapshot object. Its data stays until gc.
-// Prefer Forget, which holds the maintenance lease.
+// DeleteSnapshot removes a snapshot object, then its summary (FORMAT.md,
+// "Snapshot summaries": killed in between, the summary is an orphan that
+// listings ignore and the next write removes). A snapshot already gone is
+// an error wrapping ErrSnapshotNotFound, after its summary is removed too.
+// Its data stays until gc. Prefer Forget, which holds the maintenance
+// lease.
 func (r *Repository) DeleteSnapshot(ctx context.Context, id ID) error {
+	var gone error
 	if err := r.be.Delete(ctx, snapshotPrefix+id.String()); err != nil {
-		if errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("%w: %s", ErrSnapshotNotFound, id.Short())
+		if !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("deleting snapshot %s: %w", id.Short(), err)
 		}
-		return fmt.Errorf("deleting snapshot %s: %w", id.Short(), err)
+		gone = fmt.Errorf("%w: %s", ErrSnapshotNotFound, id.Short())
+	}
+	if err := r.deleteSummary(ctx, id); err != nil {
+		return err
+	}
+	return gone
+}
+
+// VerifySnapshotFile checks that snapshot file id is intact by streaming
+// it through BLAKE3 against its name, holding none of it: an error
+// wrapping ErrAuth if it is damaged, wrapping backend.ErrNotFound if it is
+// gone. The name is the hash of the sealed bytes, which only a holder of
+// the key could have written, so a file that matches it is the snapshot
+// its summary was made from.
+func (r *Repository) VerifySnapshotFile(ctx context.Context, id ID) error {
+	rc, err := r.be.Get(ctx, snapshotPrefix+id.String(), 0, -1)
+	if err != nil {
+		return fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
+	}
+	defer rc.Close()
+	h := blake3.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return fmt.Errorf("reading snapshot %s: %w", id.Short(), err)
+	}
+	if ID(h.Sum(nil)) != id {
+		return fmt.Errorf("snapshot %s: %w: content does not match its name", id.Short(), ErrAuth)
 	}
 	return nil
+}
+
+// ApplyPolicy applies p to the listed snapshots like ApplyByVolume, and
+// reads the file of every snapshot it keeps (VerifySnapshotFile): a kept
+// snapshot whose file is damaged joins the damaged ones and the policy is
+// applied again without it, so that a damaged file never takes the place
+// of an intact snapshot, while the snapshots it removes need not be read.
+// It returns the decisions and every damaged snapshot file, list's and
+// those found.
+func (r *Repository) ApplyPolicy(ctx context.Context, p Policy, list *SnapshotList, volume string) ([]Decision, []UnreadableSnapshot, error) {
+	snaps := slices.Clone(list.Snapshots)
+	damaged := slices.Clone(list.Damaged)
+	verified := map[ID]bool{}
+	for {
+		decisions := p.ApplyByVolume(snaps, volume)
+		var todo []ID
+		for _, d := range decisions {
+			if d.Keep && !verified[d.Snapshot.ID] {
+				todo = append(todo, d.Snapshot.ID)
+			}
+		}
+		if len(todo) == 0 {
+			return decisions, damaged, nil
+		}
+		errs := make([]error, len(todo))
+		g, gctx := safego.WithContext(ctx)
+		g.SetLimit(summaryReaders)
+		for i, id := range todo {
+			g.Go(func() error {
+				err := r.VerifySnapshotFile(gctx, id)
+				if err != nil && !errors.Is(err, ErrAuth) && !errors.Is(err, backend.ErrNotFound) {
+					return err
+				}
+				errs[i] = err
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, nil, err
+		}
+		drop := map[ID]bool{}
+		for i, id := range todo {
+			switch err := errs[i]; {
+			case err == nil:
+				verified[id] = true
+			case errors.Is(err, ErrAuth):
+				damaged = append(damaged, UnreadableSnapshot{ID: id, Err: err})
+				drop[id] = true
+			default: // forgotten meanwhile
+				drop[id] = true
+			}
+		}
+		snaps = slices.DeleteFunc(snaps, func(s *Snapshot) bool { return drop[s.ID] })
+	}
 }

@@ -186,6 +186,13 @@ func (g *gc) run(ctx context.Context) error {
 	// listed here has its chunks in index files listed below, in packs
 	// that exist unless damage removed them. (Snapshots written later are
 	// protected by the grace period, see FORMAT.md.)
+	if g.lease != nil {
+		// Summaries for the snapshots that have none, and none for
+		// snapshots that are gone (FORMAT.md, "Snapshot summaries").
+		if _, err := r.MigrateSummaries(ctx); err != nil {
+			return err
+		}
+	}
 	var err error
 	if g.snapIDs, err = r.SnapshotIDs(ctx); err != nil {
 		return err
@@ -201,7 +208,7 @@ func (g *gc) run(ctx context.Context) error {
 	if n := len(g.states); n > 0 {
 		condemned = g.states[n-1].condemned
 	}
-	load, err := r.loadIndexFiles(ctx, packs, condemned)
+	load, err := r.loadIndexFiles(ctx, packs, condemned, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -398,37 +405,48 @@ func (g *gc) mark(ctx context.Context) error {
 		return was, nil
 	}
 	g.res.Snapshots = len(g.snapIDs)
-	o := r.NewBlobOpener()
-	for _, sid := range g.snapIDs {
-		s, err := r.LoadSnapshot(ctx, sid)
+	err := r.eachSnapshot(ctx, g.snapIDs, snapshotCheckers, func(sid ID, s *Snapshot, err error) error {
 		if errors.Is(err, backend.ErrNotFound) {
 			g.res.Snapshots--
-			continue // forgotten since it was listed
+			return nil // forgotten since it was listed
 		}
 		if err != nil {
 			return fmt.Errorf("%w; gc deletes nothing while a snapshot is unreadable: forget snapshot %s if it is not needed", err, sid.Short())
 		}
+		var unseen []int
 		for i, pid := range s.Pages {
 			seen, err := markID(pid)
 			if err != nil {
 				return fmt.Errorf("snapshot %s page %d: %w; nothing was deleted", sid.Short(), i, err)
 			}
-			if seen {
-				continue
+			if !seen {
+				unseen = append(unseen, i)
 			}
-			entries, err := r.LoadPage(ctx, o, s, i)
+		}
+		// The pages are read in parallel, marked here.
+		var markErr error
+		err = r.eachPages(ctx, s, unseen, snapshotCheckers, func(i int, entries []Entry, err error) error {
 			if err != nil {
-				return fmt.Errorf("%w; nothing was deleted", err)
+				return err
 			}
 			for _, e := range entries {
 				if e.Hole {
 					continue
 				}
 				if _, err := markID(e.ID); err != nil {
-					return fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted", sid.Short(), i, err)
+					markErr = fmt.Errorf("snapshot %s page %d: chunk %w; nothing was deleted", sid.Short(), i, err)
+					return markErr
 				}
 			}
+			return nil
+		})
+		if err != nil && err != markErr {
+			return fmt.Errorf("%w; nothing was deleted", err)
 		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	for _, w := range g.marked {
 		g.res.LiveBlobs += bits.OnesCount64(w)

@@ -39,15 +39,22 @@ const (
 type packRef struct {
 	id  ID
 	key [keySize]byte
-	// mod is the pack's ModTime by the storage's clock, when known (zero
-	// for packs this process wrote): of two copies of a blob, the newer
-	// pack's is preferred, so that a repacked copy wins over the original
-	// whatever order index files load in.
-	mod time.Time
+	// mod is the pack's ModTime by the storage's clock in Unix
+	// nanoseconds, when known (zero for packs this process wrote): of two
+	// copies of a blob, the newer pack's is preferred, so that a repacked
+	// copy wins over the original whatever order index files load in.
+	mod int64
 	// condemned packs are unreferenced and due for deletion by gc: their
 	// blobs can still be read, but writers must not deduplicate against
 	// them (see FORMAT.md, "Garbage collection").
 	condemned bool
+	// gone packs are left out: their entries stay in the sorted array
+	// (which a cache file may back, read-only) but no lookup returns
+	// them. A pack is gone when it does not exist, or when no index file
+	// that still exists names it.
+	gone bool
+	// blobs is the number of the pack's entries in a cache file.
+	blobs uint32
 }
 
 // index maps blob IDs to their packs. Most entries live in one sorted array
@@ -57,8 +64,11 @@ type packRef struct {
 // merge streams block by block, freeing each old block as it is consumed,
 // so memory never doubles. All methods are safe for concurrent use.
 type index struct {
-	mu      sync.RWMutex
-	packs   []packRef
+	mu    sync.RWMutex
+	packs []packRef
+	// nBase: packs[:nBase] are sorted by ID and found by a binary
+	// search (a cache file's); packIdx numbers the others.
+	nBase   int
 	packIdx map[ID]uint32
 	main    [][]indexEntry // blocks of blockLen entries, all full but the last
 	n       int            // entries in main
@@ -68,6 +78,16 @@ type index struct {
 	// condemnedIDs are the packs the newest gc state condemns, also those
 	// not added yet.
 	condemnedIDs map[ID]bool
+	// mapped, if not nil, is the cache file that main and fan point into
+	// (see indexcache.go): it must live as long as the index.
+	mapped *cacheMap
+	// unsorted: entries were appended to main by bulkAdd and not sorted
+	// yet; finish sorts them. No lookup may run meanwhile.
+	unsorted bool
+	// shadowed counts the entries of main that no lookup returns: copies
+	// of a blob that another entry of main also holds, and entries of
+	// gone packs.
+	shadowed int
 }
 
 func newIndex() *index {
@@ -93,23 +113,41 @@ func (x *index) find(id ID) (indexEntry, bool) {
 }
 
 // findPos returns the entry for id and its position in main, or -1 when it
-// is in recent.
+// is in recent. main may hold several entries of one blob (copies in
+// several packs, kept so that a pack can be left out later): of those not
+// in a gone pack, findPos returns the preferred one (see better), the
+// first of equals.
 func (x *index) findPos(id ID) (indexEntry, int, bool) {
 	k := prefix16(id)
-	lo, hi := int(x.fan[k]), int(x.fan[k+1])
+	lo, end := int(x.fan[k]), int(x.fan[k+1])
+	hi := end
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		switch c := bytes.Compare(x.at(m).id[:], id[:]); {
-		case c == 0:
-			return *x.at(m), m, true
-		case c < 0:
+		if bytes.Compare(x.at(m).id[:], id[:]) < 0 {
 			lo = m + 1
-		default:
+		} else {
 			hi = m
 		}
 	}
-	e, ok := x.recent[id]
-	return e, -1, ok
+	best := -1
+	for p := lo; p < end && x.at(p).id == id; p++ {
+		pk := x.at(p).pack
+		if x.packs[pk].gone {
+			continue
+		}
+		if best < 0 || x.better(pk, x.at(best).pack) {
+			best = p
+		}
+	}
+	// recent holds a blob that main holds only if its copy is
+	// preferred (see put).
+	if e, ok := x.recent[id]; ok {
+		return e, -1, true
+	}
+	if best >= 0 {
+		return *x.at(best), best, true
+	}
+	return indexEntry{}, -1, false
 }
 
 // usable reports whether a writer may deduplicate against id: it is
@@ -174,7 +212,7 @@ func (x *index) Reserve(id ID) bool {
 func (x *index) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.n + len(x.recent)
+	return x.n - x.shadowed + len(x.recent)
 }
 
 // add indexes the blobs of a pack whose storage ModTime is mod (zero if
@@ -183,7 +221,7 @@ func (x *index) Len() int {
 func (x *index) add(pack ID, key [keySize]byte, mod time.Time, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key, mod)
+	pi := x.packNum(pack, key, unixNano(mod))
 	for _, b := range blobs {
 		delete(x.pending, b.ID)
 		x.put(pi, b, false)
@@ -194,19 +232,31 @@ func (x *index) add(pack ID, key [keySize]byte, mod time.Time, blobs []PackedBlo
 }
 
 // put indexes blob b of pack pi. A blob already indexed keeps its location
-// unless force is set or pack pi is better (see better). Caller holds mu.
+// unless force is set or pack pi is better (see better). Forced, the entry
+// in main is overwritten, so that its position stays (gc's mark relies on
+// it); otherwise main is left as it is (a cache file may back it) and the
+// preferred copy goes to recent, beside the copy in main. Caller holds mu.
 func (x *index) put(pi uint32, b PackedBlob, force bool) {
 	e, pos, ok := x.findPos(b.ID)
 	switch {
 	case !ok:
 		x.recent[b.ID] = entryOf(pi, b)
+	case force && pos >= 0:
+		*x.at(pos) = entryOf(pi, b)
 	case force || x.better(pi, e.pack):
 		if pos >= 0 {
-			*x.at(pos) = entryOf(pi, b)
-		} else {
-			x.recent[b.ID] = entryOf(pi, b)
+			x.shadowed++ // main's copy, until the next merge
 		}
+		x.recent[b.ID] = entryOf(pi, b)
 	}
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // better reports whether a blob's copy in pack a is preferred to its copy
@@ -218,11 +268,11 @@ func (x *index) better(a, b uint32) bool {
 	if pa.condemned != pb.condemned {
 		return pb.condemned
 	}
-	if pa.mod.IsZero() || pb.mod.IsZero() {
+	if pa.mod == 0 || pb.mod == 0 {
 		return false
 	}
-	if c := pa.mod.Compare(pb.mod); c != 0 {
-		return c > 0
+	if pa.mod != pb.mod {
+		return pa.mod > pb.mod
 	}
 	return bytes.Compare(pa.id[:], pb.id[:]) > 0
 }
@@ -232,20 +282,30 @@ func (x *index) better(a, b uint32) bool {
 func (x *index) relocate(pack ID, key [keySize]byte, blobs []PackedBlob) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	pi := x.packNum(pack, key, time.Time{})
+	pi := x.packNum(pack, key, 0)
 	for _, b := range blobs {
 		x.put(pi, b, true)
 	}
 }
 
-func (x *index) packNum(pack ID, key [keySize]byte, mod time.Time) uint32 {
-	pi, ok := x.packIdx[pack]
+func (x *index) packNum(pack ID, key [keySize]byte, mod int64) uint32 {
+	pi, ok := x.packPos(pack)
 	if !ok {
 		pi = uint32(len(x.packs))
 		x.packs = append(x.packs, packRef{id: pack, key: key, mod: mod, condemned: x.condemnedIDs[pack]})
 		x.packIdx[pack] = pi
 	}
 	return pi
+}
+
+// packPos returns pack's number, if it is known.
+func (x *index) packPos(pack ID) (uint32, bool) {
+	base := x.packs[:x.nBase]
+	if i, ok := slices.BinarySearchFunc(base, pack, func(p packRef, id ID) int { return bytes.Compare(p.id[:], id[:]) }); ok {
+		return uint32(i), true
+	}
+	pi, ok := x.packIdx[pack]
+	return pi, ok
 }
 
 // condemn marks packs as condemned, also packs added later. Call it before
@@ -259,7 +319,7 @@ func (x *index) condemn(packs []ID) {
 	}
 	for _, p := range packs {
 		x.condemnedIDs[p] = true
-		if pi, ok := x.packIdx[p]; ok {
+		if pi, ok := x.packPos(p); ok {
 			x.packs[pi].condemned = true
 		}
 	}
@@ -269,6 +329,9 @@ func (x *index) condemn(packs []ID) {
 // positions (see locate) are stable until the next add.
 func (x *index) finish() {
 	x.mu.Lock()
+	if x.unsorted {
+		x.sortMain()
+	}
 	x.merge()
 	x.mu.Unlock()
 }
@@ -320,7 +383,19 @@ func (x *index) merge() {
 	x.main = make([][]indexEntry, 0, (n+len(add))/blockLen+1)
 	x.n = 0
 	cur := make([]indexEntry, 0, blockLen)
+	// shadowed: entries of gone packs, and all but one copy of a blob.
+	distinct := 0
+	var last ID
+	lastLive := false
 	emit := func(e indexEntry) {
+		live := !x.packs[e.pack].gone
+		if x.n == 0 || e.id != last {
+			last, lastLive = e.id, false
+		}
+		if live && !lastLive {
+			distinct++
+			lastLive = true
+		}
 		cur = append(cur, e)
 		if len(cur) == blockLen {
 			x.main = append(x.main, cur)
@@ -344,9 +419,10 @@ func (x *index) merge() {
 	if len(cur) > 0 {
 		x.main = append(x.main, cur)
 	}
+	x.shadowed = x.n - distinct
 	// A fresh map: clear would keep the old one's buckets allocated.
 	x.recent = make(map[ID]indexEntry)
-	clear(x.fan)
+	x.fan = make([]uint32, len(x.fan)) // the old one may be a cache file's
 	for _, b := range x.main {
 		for _, e := range b {
 			x.fan[prefix16(e.id)+1]++
@@ -357,16 +433,24 @@ func (x *index) merge() {
 	}
 }
 
-// each calls fn for every indexed blob, in no particular order, under a
-// read lock: fn must not call back into the index.
+// each calls fn for every indexed blob (its preferred copy), in no
+// particular order, under a read lock: fn must not call back into the
+// index.
 func (x *index) each(fn func(BlobRef) error) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, b := range x.main {
-		for _, e := range b {
-			if err := fn(x.ref(e)); err != nil {
-				return err
+	for pos := range x.n {
+		e := x.at(pos)
+		if x.packs[e.pack].gone {
+			continue
+		}
+		if pos > 0 && x.at(pos-1).id == e.id || pos+1 < x.n && x.at(pos+1).id == e.id {
+			if _, best, _ := x.findPos(e.id); best != pos {
+				continue // another copy is preferred
 			}
+		}
+		if err := fn(x.ref(*e)); err != nil {
+			return err
 		}
 	}
 	for _, e := range x.recent {

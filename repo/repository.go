@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -253,6 +255,18 @@ type Options struct {
 	// NoIndex skips loading the index at Open (for Check and repair,
 	// which read index files themselves and report damage).
 	NoIndex bool
+	// IndexCache is the directory of the local index cache ("" for none;
+	// DefaultIndexCache names the usual place): LoadIndex reads only the
+	// index files that are new since the cache was written. See
+	// LoadIndex.
+	IndexCache string
+	// IndexEstimate, if set, is called by LoadIndex before it reads any
+	// index file, with the repository's config and an upper bound of the
+	// blobs the index will hold: a caller can set its memory limit before
+	// the load.
+	IndexEstimate func(cfg Config, blobs int)
+	// cacheRelist overrides cacheRelist (tests).
+	cacheRelist time.Duration
 }
 
 // InitOptions are the choices fixed at init.
@@ -281,8 +295,9 @@ type Repository struct {
 	dec   *zstd.Decoder
 	idx   *index
 
-	bufs    sync.Pool    // pack buffers
-	written atomic.Int64 // bytes Put to the backend
+	bufs     sync.Pool    // pack buffers
+	written  atomic.Int64 // bytes Put to the backend
+	migrated atomic.Bool  // SaveSnapshot ran MigrateSummaries
 
 	mu         sync.Mutex
 	unindexed  []indexPack // saved packs not yet in an index file
@@ -290,6 +305,9 @@ type Repository struct {
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
 	warnings   []error  // damage LoadIndex worked around
+	opts       Options
+	loaded     IndexStats
+	cacheNotes []error
 }
 
 // Init creates a repository on be, sealed under password. The location
@@ -372,6 +390,16 @@ func Init(ctx context.Context, be backend.Backend, password []byte, opts InitOpt
 		return nil, fmt.Errorf("init: writing config: %w", err)
 	}
 	return r, nil
+}
+
+// DefaultIndexCache returns the usual directory of the local index cache:
+// blockmover/index in the user's cache directory (os.UserCacheDir).
+func DefaultIndexCache() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "blockmover", "index"), nil
 }
 
 // Open opens the repository on be with password, and loads its index.
@@ -516,6 +544,7 @@ func (e listError) Error() string {
 func (e listError) Unwrap() []error { return e.errs }
 
 func (r *Repository) setup(opts Options) error {
+	r.opts = opts
 	aead, err := newAEAD(r.key.Enc[:])
 	if err != nil {
 		return err
@@ -827,7 +856,28 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 		return fmt.Errorf("saving snapshot: %w", err)
 	}
 	s.ID = id
+	// The snapshot is durable and complete; its summary and the migration
+	// of older snapshots only speed listings up, so their failure is a
+	// warning, repaired by the next write (MigrateSummaries).
+	// The migration runs once per Repository (an export saves one
+	// snapshot; a caller saving thousands lists them once).
+	if err := r.saveSummary(ctx, s, int64(len(data))); err != nil {
+		r.warn(err)
+	} else if !r.migrated.Load() {
+		if _, err := r.MigrateSummaries(ctx); err != nil {
+			r.warn(err)
+		} else {
+			r.migrated.Store(true)
+		}
+	}
 	return nil
+}
+
+// warn records a problem that did not fail the operation (see Warnings).
+func (r *Repository) warn(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warnings = append(r.warnings, err)
 }
 
 // LoadSnapshot reads snapshot id. A damaged file is an error wrapping
@@ -988,23 +1038,7 @@ func (r *Repository) ResolveSnapshot(ctx context.Context, ref string) (s *Snapsh
 	}
 	if ref == "latest" || strings.HasPrefix(ref, "latest:") {
 		vol, byVol := strings.CutPrefix(ref, "latest:")
-		snaps, damaged, err := r.ReadSnapshots(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := len(snaps) - 1; i >= 0; i-- {
-			if !byVol || snaps[i].Volume == vol {
-				return snaps[i], damaged, nil
-			}
-		}
-		what, why := "snapshot", ""
-		if len(damaged) > 0 {
-			what, why = "readable snapshot", fmt.Sprintf(" (%d snapshot files are damaged)", len(damaged))
-		}
-		if byVol {
-			return nil, damaged, fmt.Errorf("%w: no %s of volume %q%s", ErrSnapshotNotFound, what, vol, why)
-		}
-		return nil, damaged, fmt.Errorf("%w: the repository has no %ss%s", ErrSnapshotNotFound, what, why)
+		return r.resolveLatest(ctx, vol, byVol)
 	}
 	id, err := r.MatchSnapshotID(ctx, ref)
 	if err != nil {

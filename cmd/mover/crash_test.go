@@ -50,10 +50,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// home is a directory that stands for the user's home in mover's child
+// processes: one per test, made on first use.
+func (c *cli) home() string {
+	if c.homeDir == "" {
+		c.homeDir = c.t.TempDir()
+	}
+	return c.homeDir
+}
+
 // moverProcess returns a command that runs mover in a child process.
 func (c *cli) moverProcess(args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MOVER_TEST_EXEC=1")
+	if _, ok := c.env["HOME"]; !ok {
+		// The default index cache, as a user's, but under the test's
+		// directory rather than the real home.
+		cmd.Env = append(cmd.Env, "HOME="+c.home())
+	}
 	for k, v := range c.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -144,7 +144,17 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers})
+	// The memory limit is set before the index loads (a large index is
+	// most of the memory), from an upper bound the load gives first.
+	unlimit := func() {}
+	defer func() { unlimit() }()
+	memOpts := mover.ExportOptions{Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize)}
+	estimate := func(cfg repo.Config, blobs int) {
+		// The index grows by at most one entry per minimum-size chunk.
+		blobs += int(src.Size() / int64(max(cfg.Chunking.MinChunk(), 1)))
+		unlimit = g.limitMemory(mover.ExportMemory(memOpts, cfg) + int64(blobs)*indexBytesPerBlob)
+	}
+	r, err := g.openRepo(ctx, o.backend, repo.Options{Compression: o.compression, Workers: o.workers, IndexEstimate: estimate, IndexCache: g.indexCacheDir()})
 	if err != nil {
 		return err
 	}
@@ -167,9 +177,6 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		Workers: o.workers, Uploads: o.backend.uploads(loc), PackSize: int(packSize),
 		Progress: g.progressFunc("export"),
 	}
-	// The index grows by at most one entry per minimum-size chunk.
-	blobs := int64(r.IndexLen()) + src.Size()/int64(max(r.Config().Chunking.MinChunk(), 1))
-	defer g.limitMemory(mover.ExportMemory(eo, r.Config()) + blobs*indexBytesPerBlob)()
 	g.pod.volumeKnown(o.name, src.Size())
 	res, err := mover.Export(ctx, src, r, eo)
 	if err != nil {

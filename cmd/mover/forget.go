@@ -150,7 +150,12 @@ func (g *globalOptions) forgetByRef(ctx context.Context, r *repo.Repository, arg
 // forgetByPolicy applies the retention policy per volume, printing and
 // recording what it keeps.
 func (g *globalOptions) forgetByPolicy(ctx context.Context, r *repo.Repository, o *forgetOptions, out *forgetJSON) ([]removal, error) {
-	snaps, damaged, err := r.ReadSnapshots(ctx)
+	list, err := r.ReadSummaries(ctx) // the policy needs no page lists
+	if err != nil {
+		return nil, err
+	}
+	// The snapshots it keeps are read (verified), the others not.
+	decisions, damaged, err := r.ApplyPolicy(ctx, o.policy, list, o.volume)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +163,7 @@ func (g *globalOptions) forgetByPolicy(ctx context.Context, r *repo.Repository, 
 		warnf(g.env.stderr, "the policy skips damaged snapshot file %s (%v): forget it by ID or repair it", u.Key(), u.Err)
 	}
 	var remove []removal
-	for _, d := range o.policy.ApplyByVolume(snaps, o.volume) {
+	for _, d := range decisions {
 		if !d.Keep {
 			remove = append(remove, removal{d.Snapshot.ID, describeSnapshot(d.Snapshot)})
 			continue

@@ -67,7 +67,7 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 			return err
 		}
 	}
-	r, err := g.openRepo(ctx, o.backend, repo.Options{})
+	r, err := g.openRepo(ctx, o.backend, repo.Options{IndexCache: g.indexCacheDir()})
 	if err != nil {
 		return err
 	}

@@ -11,13 +11,15 @@ import (
 	"testing"
 
 	"github.com/blockmover/blockmover/bench"
+	"github.com/blockmover/blockmover/repo"
 	"github.com/zeebo/blake3"
 )
 
 // cli runs mover in-process with the given environment variables.
 type cli struct {
-	t   *testing.T
-	env map[string]string
+	t       *testing.T
+	env     map[string]string
+	homeDir string // see home
 }
 
 type result struct {
@@ -354,7 +356,7 @@ func TestCLINewerFormatAndHostileKey(t *testing.T) {
 	b, _ := os.ReadFile(cfg)
 	var m map[string]any
 	json.Unmarshal(b, &m)
-	m["version"] = 2
+	m["version"] = repo.FormatVersion + 1
 	nb, _ := json.Marshal(m)
 	os.Remove(cfg)
 	os.WriteFile(cfg, nb, 0o600)

@@ -163,6 +163,9 @@ type crashCase struct {
 	// exercised checks the uninterrupted run's --json output: the test
 	// must cover the steps it is about.
 	exercised func(t *testing.T, stdout string)
+	// killed, if set, checks the repository after the kill at write n
+	// (after check and the imports); finished after the rerun.
+	killed, finished func(t *testing.T, c *cli, n int)
 }
 
 func runCrashCase(t *testing.T, f *maintFixture, cc crashCase) {
@@ -195,10 +198,16 @@ func runCrashCase(t *testing.T, f *maintFixture, cc crashCase) {
 				t.Fatalf("%s killed after write %d: %s imports different bytes", cc.name, n, vol)
 			}
 		}
+		if cc.killed != nil {
+			cc.killed(t, c, n)
+		}
 		if cc.rerun != nil {
 			if r := c.run(cc.rerun...); r.code != 0 {
 				t.Fatalf("%s killed after write %d: the rerun fails: %s", cc.name, n, r.stderr)
 			}
+		}
+		if cc.finished != nil {
+			cc.finished(t, c, n)
 		}
 		if r := c.run(cc.gc...); r.code != 0 {
 			t.Fatalf("%s killed after write %d: the next gc fails: %s", cc.name, n, r.stderr)

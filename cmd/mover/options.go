@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 
 	"github.com/blockmover/blockmover/repo"
@@ -26,6 +27,7 @@ type globalOptions struct {
 	cpuProfile   string
 	blockProfile string // and the mutex profile beside it (…/mutex)
 	traceFile    string
+	indexCache   string
 	pod          podState // in-pod behaviour of export and import (pod.go)
 }
 
@@ -49,6 +51,31 @@ func (g *globalOptions) registerRepo(cmd *cobra.Command) {
 	f.StringVarP(&g.repo, "repo", "r", "", "repository location: a directory or s3://BUCKET/PREFIX (default $MOVER_REPOSITORY)")
 	f.StringVar(&g.passwordFile, "password-file", "", "read the repository password from this file (default $MOVER_PASSWORD)")
 	f.StringVar(&g.keyFile, "key-file", "", "use this file's bytes as the repository secret (e.g. a mounted Secret)")
+	f.StringVar(&g.indexCache, "index-cache", "", `directory of the local index cache of export and import, so that opening reads only new index files (default $MOVER_INDEX_CACHE, else $XDG_CACHE_HOME/blockmover/index or $HOME/.cache/blockmover/index; "off": none)`)
+}
+
+// indexCacheDir returns the directory of the local index cache, or ""
+// for none: --index-cache, $MOVER_INDEX_CACHE, or the user's cache
+// directory as os.UserCacheDir finds it on Linux (from this command's
+// environment).
+func (g *globalOptions) indexCacheDir() string {
+	d := g.indexCache
+	if d == "" {
+		d = g.env.getenv("MOVER_INDEX_CACHE")
+	}
+	switch {
+	case d == "off":
+		return ""
+	case d != "":
+		return d
+	}
+	if x := g.env.getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "blockmover", "index")
+	}
+	if h := g.env.getenv("HOME"); filepath.IsAbs(h) && h != "/" {
+		return filepath.Join(h, ".cache", "blockmover", "index")
+	}
+	return ""
 }
 
 func (g *globalOptions) location() (string, error) {
@@ -151,6 +178,11 @@ func (g *globalOptions) openRepo(ctx context.Context, bo backendOptions, opts re
 	}
 	for _, w := range r.Warnings() {
 		warnf(g.env.stderr, "%s", withHint(w))
+	}
+	if g.env.getenv("MOVER_DEBUG") != "" {
+		for _, n := range r.CacheNotes() {
+			warnf(g.env.stderr, "%s", n)
+		}
 	}
 	return r, nil
 }

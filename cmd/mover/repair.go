@@ -118,6 +118,9 @@ func runRepairSnapshots(ctx context.Context, g *globalOptions, o *repairOptions)
 		return err
 	}
 	defer closeRepo(r)
+	if err := g.repairSummaries(ctx, r); err != nil {
+		return err
+	}
 	damaged, err := r.DamagedSnapshots(ctx, repo.DamageOptions{ReadData: o.readData})
 	if err != nil {
 		return err
@@ -166,6 +169,19 @@ func runRepairSnapshots(ctx context.Context, g *globalOptions, o *repairOptions)
 	}
 	if len(damaged) > 0 && !o.writeRepaired && !o.forgetDamaged {
 		return fmt.Errorf("%s cannot be restored whole (nothing was changed; --write-repaired or --forget-damaged changes them)", units.Plural(len(damaged), "snapshot"))
+	}
+	return nil
+}
+
+// repairSummaries rewrites the damaged snapshot summaries. Summaries are
+// derived from the snapshot files: rewriting one changes no snapshot.
+func (g *globalOptions) repairSummaries(ctx context.Context, r *repo.Repository) error {
+	n, err := r.RepairSummaries(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 && !g.json {
+		fmt.Fprintf(g.env.stdout, "rewrote %s from their snapshot files\n", units.Plural(n, "damaged snapshot summary", "damaged snapshot summaries"))
 	}
 	return nil
 }

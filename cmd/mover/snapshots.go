@@ -72,9 +72,15 @@ func runSnapshots(ctx context.Context, g *globalOptions, o *snapshotsOptions) er
 		return err
 	}
 	defer closeRepo(r)
-	snaps, damaged, err := r.ReadSnapshots(ctx)
+	// Summaries, not snapshot files: no page lists (FORMAT.md, "Snapshot
+	// summaries").
+	list, err := r.ReadSummaries(ctx)
 	if err != nil {
 		return err
+	}
+	snaps, damaged := list.Snapshots, list.Damaged
+	for _, p := range list.BadSummaries {
+		warnf(g.env.stderr, "%v; listed from its snapshot file instead (mover repair snapshots rewrites the summary)", p)
 	}
 	for _, u := range damaged {
 		warnf(g.env.stderr, "snapshot file %s is damaged (%v); mover check and mover repair snapshots tell more, mover forget %s removes it", u.Key(), u.Err, u.ID.Short())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -40,7 +41,7 @@ func TestDescribeBuild(t *testing.T) {
 		if v.Version != tc.want || v.Commit != tc.commit || v.RepositoryFormat != repo.FormatVersion {
 			t.Errorf("%s: %+v, want version %q commit %q", tc.name, v, tc.want, tc.commit)
 		}
-		if s := v.String(); !strings.HasPrefix(s, "mover "+tc.want) || !strings.Contains(s, "repository format 1") {
+		if s := v.String(); !strings.HasPrefix(s, "mover "+tc.want) || !strings.Contains(s, fmt.Sprintf("repository format %d", repo.FormatVersion)) {
 			t.Errorf("%s: %q", tc.name, s)
 		}
 	}

@@ -71,5 +71,8 @@
 //     README.md.
 //
 // Stop ends every process (SIGTERM, SIGKILL after ten seconds) and waits
-// for each; a test checks that none is left.
+// for each; a test checks that none is left. KillComponents crashes
+// components of the control plane (SIGKILL) and RestartComponents starts
+// them again with the same command lines (restart.go), for tests of what
+// survives a control plane killed mid-operation.
 package testcluster

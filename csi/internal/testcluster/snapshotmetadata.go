@@ -76,6 +76,7 @@ func (c *Cluster) startSnapshotMetadata(ctx context.Context, bin, csiSock string
 	}); err != nil {
 		return err
 	}
+	c.snapshotMetadataAddr = addr
 	// The pods (the mover Job's CBT init container) reach it at the pod
 	// network's gateway.
 	podAddr, err := c.ProxyToPods(addr)
@@ -97,3 +98,10 @@ func (c *Cluster) startSnapshotMetadata(ctx context.Context, bin, csiSock string
 	}
 	return nil
 }
+
+// SnapshotMetadataAddr is where the csi-snapshot-metadata sidecar listens
+// on the host's loopback ("" without Options.Kubelet). The driver's
+// SnapshotMetadataService advertises the address the pods reach it at;
+// a test on the host dials this one, with the same certificate (it names
+// 127.0.0.1 too).
+func (c *Cluster) SnapshotMetadataAddr() string { return c.snapshotMetadataAddr }

@@ -106,6 +106,8 @@ type Cluster struct {
 	logs   []*tailBuffer
 	names  []string
 	node   *node
+	// snapshotMetadataAddr is the sidecar's address on the host.
+	snapshotMetadataAddr string
 	// stopErr is what Stop could not clean up (Leftovers reports it).
 	stopErr error
 	mu      sync.Mutex

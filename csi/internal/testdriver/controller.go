@@ -251,8 +251,16 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.injected("CreateSnapshot"); err != nil {
+	notReady := false
+	if err := d.injected("CreateSnapshot"); errors.Is(err, errNotReady) {
+		notReady = true
+	} else if err != nil {
 		return nil, err
+	}
+	answer := func(sn *snapshot) *csi.CreateSnapshotResponse {
+		r := snapshotResponse(sn)
+		r.Snapshot.ReadyToUse = r.Snapshot.ReadyToUse && !notReady
+		return r
 	}
 
 	id := idFor(snapshotPrefix, req.GetName())
@@ -260,7 +268,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		if sn.SourceVolume != volID {
 			return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists of volume %s", req.GetName(), sn.SourceVolume)
 		}
-		return snapshotResponse(sn), nil
+		return answer(sn), nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -290,7 +298,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		d.store.remove(id)
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return snapshotResponse(sn), nil
+	return answer(sn), nil
 }
 
 func snapshotResponse(sn *snapshot) *csi.CreateSnapshotResponse {

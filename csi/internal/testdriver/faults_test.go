@@ -10,7 +10,8 @@ import (
 )
 
 // TestInjectedFaults: a fault file fails the next COUNT CreateSnapshot
-// calls with its code, or every call while it says always.
+// calls with its code, or every call while it says always; NotReady
+// answers with the snapshot not ready to use.
 func TestInjectedFaults(t *testing.T) {
 	c := startDriver(t, Config{})
 	vol := createVolume(t, c, "v", 1<<20, blockCap, nil)
@@ -40,4 +41,17 @@ func TestInjectedFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	createSnapshot(t, c, "s2", vol.GetVolumeId())
+
+	// NotReady: the snapshot is made, and said not ready to use until the
+	// fault is used up.
+	if err := InjectNotReady(c.state, 1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.ctl.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "s3", SourceVolumeId: vol.GetVolumeId()})
+	if err != nil || r.GetSnapshot().GetReadyToUse() {
+		t.Fatalf("NotReady: %+v %v, want a snapshot not ready to use", r, err)
+	}
+	if s := createSnapshot(t, c, "s3", vol.GetVolumeId()); !s.GetReadyToUse() {
+		t.Errorf("after the fault: %+v, want ready", s)
+	}
 }
