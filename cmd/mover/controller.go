@@ -27,7 +27,7 @@ func newControllerCommand(ctx context.Context, g *globalOptions) *cobra.Command 
 		Short: "Serve Velero as its data mover (DataUpload and DataDownload)",
 		Long: `Reconcile Velero's DataUploads and DataDownloads whose spec.datamover is
 --name: export each backed-up PVC's snapshot into a blockmover repository under
-the BackupStorageLocation (prefix blockmover/), and restore from it. Replicas
+the BackupStorageLocation (prefix plugins/blockmover/), and restore from it. Replicas
 elect a leader through a Lease; see docs/velero.md and deploy/controller.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runController(ctx, g, &o) },
@@ -44,6 +44,10 @@ elect a leader through a Lease; see docs/velero.md and deploy/controller.yaml.`,
 	f.StringVar(&o.cfg.Identity, "identity", os.Getenv("POD_NAME"), "this replica's name in the leader election (default $POD_NAME, else the host name)")
 	f.StringVar(&o.cfg.LeaseName, "lease", "blockmover-controller", "leader election Lease in Velero's namespace")
 	f.DurationVar(&o.progressEvery, "progress-every", 5*time.Second, "how often status.progress is refreshed")
+	f.DurationVar(&o.cfg.GCEvery, "gc-every", 24*time.Hour, "how often each repository is collected (mover gc in a Job) and checked for snapshots of deleted backups")
+	f.DurationVar(&o.cfg.OrphanGrace, "orphan-grace", 24*time.Hour, "minimum age of a snapshot whose Backup vanished without the controller seeing it deleted, before it is forgotten")
+	f.StringSliceVar(&o.cfg.GCArgs, "gc-arg", nil, "extra argument of the gc Jobs (repeat), e.g. --gc-arg=--grace=2h")
+	cmd.AddCommand(newForgetBackupsCommand(ctx, g))
 	return cmd
 }
 

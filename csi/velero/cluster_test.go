@@ -559,8 +559,8 @@ func TestDataUploadNoPod(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if base, err := c.baseSnapshot(ctx, du); err != nil || base != "bbbb" {
-			t.Errorf("base %q, %v; want bbbb", base, err)
+		if base, err := c.baseUpload(ctx, du); err != nil || base == nil || base.Status.SnapshotID != "bbbb" {
+			t.Errorf("base %+v, %v; want old-2's, snapshot bbbb", base, err)
 		}
 	})
 
@@ -648,7 +648,7 @@ func (w *world) checkJob(du *velerov2.DataUpload, pvc *corev1.PersistentVolumeCl
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{csi.SecretKeyRepository: "s3://velero/cluster/blockmover", csi.SecretKeyPassword: "correct horse",
+	for k, v := range map[string]string{csi.SecretKeyRepository: "s3://velero/cluster/plugins/blockmover", csi.SecretKeyPassword: "correct horse",
 		"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123", "AWS_REGION": "minio", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
 		caBundleKey: testCA} {
 		if string(sec.Data[k]) != v {

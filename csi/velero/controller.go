@@ -56,6 +56,22 @@ type Config struct {
 	// Resync is how often every DataUpload and DataDownload is looked at
 	// even without a change (default 10s).
 	Resync time.Duration
+	// GCEvery is how often each repository in use is collected (a `mover
+	// gc` Job) after a pass that forgets the snapshots of Backups gone
+	// unseen (default 24h).
+	GCEvery time.Duration
+	// GCArgs are added to the gc Jobs' command line (e.g. "--grace=2h").
+	GCArgs []string
+	// OrphanGrace is the minimum age of a snapshot whose Backup vanished
+	// without the controller seeing Velero delete it, before it is
+	// forgotten (default 24h): longer than any backup takes, so that a
+	// backup another cluster is still writing to a shared location is
+	// never taken for deleted.
+	OrphanGrace time.Duration
+	// SyncWait bounds how long a forget pass waits for Velero to sync the
+	// BackupStorageLocation (its status.lastSyncedTime), default 10m;
+	// without a sync only Backups seen deleted are forgotten.
+	SyncWait time.Duration
 	// Timing of the csi waits.
 	Timing csi.Timing
 	// Log receives the controller's records (default: none).
@@ -89,6 +105,15 @@ func (c *Config) withDefaults() error {
 	if c.Resync <= 0 {
 		c.Resync = 10 * time.Second
 	}
+	if c.GCEvery <= 0 {
+		c.GCEvery = 24 * time.Hour
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = 24 * time.Hour
+	}
+	if c.SyncWait <= 0 {
+		c.SyncWait = 10 * time.Minute
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -103,6 +128,11 @@ type Controller struct {
 	dyn     dynamic.Interface
 	slots   chan struct{}
 	kick    chan struct{}
+
+	maint *maintenance
+	// basesCollected is when the last pass collected the base snapshots
+	// (only the Reconcile loop reads and writes it).
+	basesCollected time.Time
 
 	mu      sync.Mutex
 	running map[types.UID]*operation // operations of this process
@@ -128,7 +158,7 @@ func New(clients *csi.Clients, cfg Config) (*Controller, error) {
 	}
 	return &Controller{cfg: cfg, clients: clients, dyn: clients.Dynamic,
 		slots: make(chan struct{}, cfg.Concurrency), kick: make(chan struct{}, 1),
-		running: map[types.UID]*operation{}}, nil
+		running: map[types.UID]*operation{}, maint: newMaintenance()}, nil
 }
 
 // Run takes part in leader election on the Lease Config.LeaseName and
@@ -232,14 +262,24 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			return fmt.Errorf("informer: %w", err)
 		}
 	}
+	// Deleted Backups: their snapshots are forgotten (maintenance.go).
+	backups := f.ForResource(backupsGVR()).Informer()
+	if _, err := backups.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: c.backupDeleted}); err != nil {
+		return fmt.Errorf("informer: %w", err)
+	}
 	f.Start(ctx.Done())
 	defer func() {
 		f.Shutdown()
 		c.wg.Wait()
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), uploads.HasSynced, downloads.HasSynced) {
-		return fmt.Errorf("syncing the DataUpload and DataDownload caches: %w", context.Cause(ctx))
+	if !cache.WaitForCacheSync(ctx.Done(), uploads.HasSynced, downloads.HasSynced, backups.HasSynced) {
+		return fmt.Errorf("syncing the DataUpload, DataDownload and Backup caches: %w", context.Cause(ctx))
 	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.maintain(ctx)
+	}()
 	t := time.NewTicker(c.cfg.Resync)
 	defer t.Stop()
 	for {
@@ -264,13 +304,20 @@ func (c *Controller) Kick() {
 // pass looks at every object once, oldest first so that slots go in
 // creation order.
 func (c *Controller) pass(ctx context.Context, uploads, downloads []any) {
+	var all []*velerov2.DataUpload
 	for _, o := range sortByCreation(uploads) {
 		du, err := fromUnstructured[velerov2.DataUpload](o)
 		if err != nil {
 			c.cfg.Log.Warn("skipping DataUpload", "error", err)
 			continue
 		}
+		all = append(all, du)
 		c.reconcileUpload(ctx, du)
+	}
+	// The kept base snapshots, at most once per Resync (bases.go).
+	if time.Since(c.basesCollected) >= c.cfg.Resync && len(all) == len(uploads) {
+		c.basesCollected = time.Now()
+		c.collectBases(ctx, all)
 	}
 	for _, o := range sortByCreation(downloads) {
 		dd, err := fromUnstructured[velerov2.DataDownload](o)

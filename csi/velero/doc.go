@@ -28,6 +28,12 @@
 //     snapshot are deleted (an interrupted export leaves the repository
 //     valid), and the phase becomes Canceled.
 //
+// A completed backup keeps its VolumeSnapshot when the driver serves
+// SnapshotMetadata, so that the PVC's next backup reads only the blocks
+// changed since (bases.go); Backups that Velero deletes have their
+// snapshots forgotten, and each repository is collected, by maintenance
+// Jobs (maintenance.go, which says why no finalizer is used).
+//
 // Every object of one DataUpload is named after its UID (OperationID), so a
 // controller that restarts mid-operation finds and adopts the Job of the
 // earlier run instead of creating a second one; leader election (a Lease)

@@ -108,6 +108,13 @@ func restorePVCName(uid types.UID) string { return OperationID("restore", string
 // ctrl and ctx.
 func (c *Controller) runDownload(ctrl, ctx context.Context, dd *velerov2.DataDownload) {
 	log := c.cfg.Log.With("datadownload", dd.Name)
+	// The informer's copy may predate the outcome of an operation that
+	// just ended here: only the API's copy says whether there is work.
+	fresh, err := getObject[velerov2.DataDownload](ctx, c.dyn, downloadsGVR(), dd.Namespace, dd.Name)
+	if err != nil || fresh.UID != dd.UID || terminalDownload(fresh.Status.Phase) {
+		return
+	}
+	dd = fresh
 	if dd.Status.Phase == "" || dd.Status.Phase == velerov2.DataDownloadPhaseNew {
 		if !c.setDownload(ctx, dd, func(d *velerov2.DataDownload) bool {
 			if d.Status.Phase != "" && d.Status.Phase != velerov2.DataDownloadPhaseNew {

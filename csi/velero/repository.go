@@ -12,8 +12,12 @@ import (
 )
 
 // RepositoryPrefix is added to a BackupStorageLocation's prefix: the
-// repository lives beside Velero's own files, never among them.
-const RepositoryPrefix = "blockmover"
+// repository lives beside Velero's own files, never among them, under the
+// top-level directory Velero keeps for plugins. (Velero marks a location
+// Unavailable, and then neither backs up to it nor deletes from it, when
+// its prefix holds a top-level directory other than backups, restores,
+// restic, kopia, metadata and plugins.)
+const RepositoryPrefix = "plugins/blockmover"
 
 // Defaults of Velero's AWS plugin for the credentials.
 const (
@@ -29,7 +33,7 @@ var ErrUnsupportedLocation = errors.New("unsupported BackupStorageLocation")
 // Repository is how the mover Jobs reach the repository of one
 // BackupStorageLocation.
 type Repository struct {
-	// URL is the mover's MOVER_REPOSITORY: s3://BUCKET/PREFIX/blockmover.
+	// URL is the mover's MOVER_REPOSITORY: s3://BUCKET/PREFIX/plugins/blockmover.
 	URL string
 	// Env holds the mover's S3 settings and credentials (AWS_REGION,
 	// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

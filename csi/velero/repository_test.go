@@ -39,7 +39,7 @@ func TestRepositoryFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.URL != "s3://backups/cluster-a/blockmover" {
+	if r.URL != "s3://backups/cluster-a/plugins/blockmover" {
 		t.Errorf("URL %q", r.URL)
 	}
 	want := map[string]string{"AWS_REGION": "minio", "AWS_ENDPOINT_URL": "http://minio.velero:9000",
@@ -61,7 +61,7 @@ func TestRepositoryFor(t *testing.T) {
 
 	// No prefix, default profile, no path style, no credentials.
 	r, err = RepositoryFor(bsl("velero.io/aws", "b", "", nil), nil)
-	if err != nil || r.URL != "s3://b/blockmover" || len(r.Env) != 0 || len(r.Args) != 0 {
+	if err != nil || r.URL != "s3://b/plugins/blockmover" || len(r.Env) != 0 || len(r.Args) != 0 {
 		t.Errorf("bare location: %+v %v", r, err)
 	}
 	r, err = RepositoryFor(bsl("aws", "b", "", nil), []byte(iniCreds))

@@ -102,6 +102,13 @@ func (c *Controller) cancelUpload(ctx context.Context, du *velerov2.DataUpload) 
 // DataUpload was canceled.
 func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUpload) {
 	log := c.cfg.Log.With("dataupload", du.Name)
+	// The informer's copy may predate the outcome of an operation that
+	// just ended here: only the API's copy says whether there is work.
+	fresh, err := getObject[velerov2.DataUpload](ctx, c.dyn, uploadsGVR(), du.Namespace, du.Name)
+	if err != nil || fresh.UID != du.UID || terminalUpload(fresh.Status.Phase) {
+		return
+	}
+	du = fresh
 	if du.Status.Phase == "" || du.Status.Phase == velerov2.DataUploadPhaseNew {
 		if !c.setUpload(ctx, du, func(d *velerov2.DataUpload) bool {
 			if d.Status.Phase != "" && d.Status.Phase != velerov2.DataUploadPhaseNew {
@@ -118,7 +125,7 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 	} else {
 		log.Info("adopting", "phase", du.Status.Phase)
 	}
-	res, repo, err := c.export(ctx, du, log)
+	out, err := c.export(ctx, du, log)
 	switch {
 	case err != nil && ctrl.Err() != nil:
 		log.Info("stopped; the next leader adopts the operation", "error", err)
@@ -134,6 +141,12 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 		c.failUpload(ctx, du, err)
 		return
 	}
+	res := out.res
+	// The taken-over VolumeSnapshot stays as the base of the PVC's next
+	// backup's changed blocks when the driver serves them; bases.go
+	// deletes it once a newer backup of the PVC completed, or this
+	// DataUpload is gone.
+	keep := res.SnapshotHandle != "" && c.servesChangedBlocks(ctx, du, log)
 	c.setUpload(ctx, du, func(d *velerov2.DataUpload) bool {
 		d.Status.Phase = velerov2.DataUploadPhaseCompleted
 		d.Status.SnapshotID = res.Snapshot
@@ -144,9 +157,13 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 			d.Status.Node = res.Node // a copy too short for a progress report
 		}
 		d.Status.Message = ""
-		r := map[string]string{"repository": repo.URL, "volume": res.Volume}
+		r := map[string]string{"repository": out.repo.URL, "volume": res.Volume,
+			resultReadBytes: fmt.Sprint(res.ReadBytes), resultChangedBlocks: fmt.Sprint(out.changedBlocks)}
 		if res.Parent != "" {
 			r["parent"] = res.Parent
+		}
+		if keep {
+			r[resultSnapshotHandle] = res.SnapshotHandle
 		}
 		d.Status.DataMoverResult = &r
 		if d.Status.StartTimestamp == nil {
@@ -155,7 +172,11 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 		d.Status.CompletionTimestamp = now()
 		return true
 	})
-	log.Info("completed", "snapshot", res.Snapshot, "size", res.Size, "new_bytes", res.NewBytes)
+	log.Info("completed", "snapshot", res.Snapshot, "size", res.Size, "read_bytes", res.ReadBytes, "new_bytes", res.NewBytes,
+		"changed_blocks", out.changedBlocks, "kept_for_changed_blocks", keep)
+	if keep {
+		return
+	}
 	// The snapshot stayed until the outcome was written, so that a crash
 	// in between reruns the export instead of failing for a lost snapshot.
 	if err := c.clients.Cleanup(ctx, c.cfg.Namespace, OperationID("du", string(du.UID))); err != nil {
@@ -163,20 +184,40 @@ func (c *Controller) runUpload(ctrl, ctx context.Context, du *velerov2.DataUploa
 	}
 }
 
+// Keys of a DataUpload's status.dataMoverResult beside repository,
+// volume and parent.
+const (
+	// resultSnapshotHandle: the CSI snapshot handle of the VolumeSnapshot
+	// kept as the base of the PVC's next changed blocks.
+	resultSnapshotHandle = "snapshotHandle"
+	// resultChangedBlocks: "true" when the export read only the blocks
+	// that changed since its parent, as the driver listed them.
+	resultChangedBlocks = "changedBlocks"
+	// resultReadBytes: what the export read from the volume.
+	resultReadBytes = "readBytes"
+)
+
+// exported is what an export gave.
+type exported struct {
+	res           *csi.ExportResult
+	repo          *Repository
+	changedBlocks bool // the export read only the changed blocks
+}
+
 // export prepares the repository and the snapshot (Prepared), then runs
 // the csi export, initialising the repository on first use.
-func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *slog.Logger) (*csi.ExportResult, *Repository, error) {
+func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *slog.Logger) (*exported, error) {
 	if du.Spec.CSISnapshot == nil || du.Spec.CSISnapshot.VolumeSnapshot == "" {
-		return nil, nil, fmt.Errorf("DataUpload %s has no spec.csiSnapshot.volumeSnapshot; blockmover moves CSI snapshots only", du.Name)
+		return nil, fmt.Errorf("DataUpload %s has no spec.csiSnapshot.volumeSnapshot; blockmover moves CSI snapshots only", du.Name)
 	}
 	repo, job, err := c.repository(ctx, du.Spec.BackupStorageLocation)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	op := OperationID("du", string(du.UID))
 	vs, err := c.takeOver(ctx, du, op)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	c.setUpload(ctx, du, func(d *velerov2.DataUpload) bool {
 		if d.Status.Phase != velerov2.DataUploadPhaseAccepted {
@@ -188,9 +229,15 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 		}
 		return true
 	})
-	base, err := c.baseSnapshot(ctx, du)
+	prev, err := c.baseUpload(ctx, du)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	var base string
+	var cbt *csi.ChangedBlocks
+	if prev != nil {
+		base = prev.Status.SnapshotID
+		cbt = c.changedBlocks(ctx, du, prev, log)
 	}
 	tags := map[string]string{"velero.io/data-upload": du.Name}
 	for _, k := range []string{LabelBackupName, LabelBackupUID, LabelPVCUID} {
@@ -201,7 +248,7 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 	args := csi.ExportArgs{
 		Namespace: c.cfg.Namespace, PVC: du.Spec.SourcePVC, PVCNamespace: du.Spec.SourceNamespace,
 		Operation: op, VolumeSnapshot: vs, StorageClass: du.Spec.CSISnapshot.StorageClass,
-		AllowVolumeModeChange: true, Tags: tags, Base: base, Job: job, Timing: c.timing(du.Spec.OperationTimeout),
+		AllowVolumeModeChange: true, Tags: tags, Base: base, ChangedBlocks: cbt, Job: job, Timing: c.timing(du.Spec.OperationTimeout),
 		KeepOnFailure: true, KeepSnapshot: true, Log: log,
 	}
 	stop := c.watchProgress(ctx, op, func(node string, p progress) {
@@ -211,11 +258,11 @@ func (c *Controller) export(ctx context.Context, du *velerov2.DataUpload, log *s
 		})
 	})
 	defer stop()
-	res, err := c.runExport(ctx, args, repo, log)
+	res, cbtUsed, err := c.runExport(ctx, args, repo, log)
 	if err != nil {
-		return nil, nil, c.explain(err, du.Spec.BackupStorageLocation, repo)
+		return nil, c.explain(err, du.Spec.BackupStorageLocation, repo)
 	}
-	return res, repo, nil
+	return &exported{res: res, repo: repo, changedBlocks: cbtUsed}, nil
 }
 
 // Exit codes of the mover (cmd/mover/exitcodes.go) that runExport answers.
@@ -228,61 +275,84 @@ const (
 // repository yet (it is initialised, then the export runs again), and a
 // base snapshot that is gone, forgotten since (the export runs again as a
 // full one, which still deduplicates).
-func (c *Controller) runExport(ctx context.Context, args csi.ExportArgs, repo *Repository, log *slog.Logger) (*csi.ExportResult, error) {
+func (c *Controller) runExport(ctx context.Context, args csi.ExportArgs, repo *Repository, log *slog.Logger) (res *csi.ExportResult, changedBlocks bool, err error) {
 	initialised := false
 	for {
 		res, err := c.clients.Export(ctx, args)
 		var jf *csi.JobFailedError
 		switch {
 		case !errors.As(err, &jf):
-			return res, err
+			return res, args.ChangedBlocks != nil && err == nil, err
 		case jf.ExitCode == exitNoRepository && !initialised:
 			log.Info("no repository yet: initialising it", "repository", repo.URL)
 			if err := c.initRepository(ctx, repo, args.Job); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			initialised = true
 		case jf.ExitCode == exitNotFound && args.Base != "":
 			log.Info("the base snapshot is gone: exporting in full", "base", args.Base, "error", jf.Message)
-			args.Base = ""
+			args.Base, args.ChangedBlocks = "", nil
+		case args.ChangedBlocks != nil:
+			// The changed blocks could not be had (the driver lost the
+			// base snapshot, its SnapshotMetadata service failed, …) or
+			// the export failed for another reason: once more reading the
+			// whole volume, which still deduplicates against the base.
+			log.Info("the export with changed blocks failed: exporting again reading the whole volume", "error", jf.Message)
+			args.ChangedBlocks = nil
 		default:
-			return nil, err
+			return nil, false, err
 		}
 		if err := c.deleteJob(ctx, args.Operation); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 }
 
-// baseSnapshot returns the snapshot of the newest Completed DataUpload of
-// this mover for the same PVC (label velero.io/pvc-uid), or "" for a full
-// export. The repository deduplicates either way; the base makes the
-// export reuse the base's manifest pages.
-func (c *Controller) baseSnapshot(ctx context.Context, du *velerov2.DataUpload) (string, error) {
+// baseUpload returns the newest Completed DataUpload of this mover for
+// the same PVC (label velero.io/pvc-uid), whose snapshot is the base of
+// du's export, or nil for a full export. The repository deduplicates
+// either way; the base makes the export reuse the base's manifest pages,
+// and its kept VolumeSnapshot lets it read only the changed blocks.
+func (c *Controller) baseUpload(ctx context.Context, du *velerov2.DataUpload) (*velerov2.DataUpload, error) {
 	uid := du.Labels[LabelPVCUID]
 	if uid == "" {
-		return "", nil
+		return nil, nil
 	}
 	list, err := c.dyn.Resource(uploadsGVR()).Namespace(du.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: labels.SelectorFromSet(labels.Set{LabelPVCUID: uid}).String()})
 	if err != nil {
-		return "", fmt.Errorf("listing earlier DataUploads of PVC %s/%s: %w", du.Spec.SourceNamespace, du.Spec.SourcePVC, err)
+		return nil, fmt.Errorf("listing earlier DataUploads of PVC %s/%s: %w", du.Spec.SourceNamespace, du.Spec.SourcePVC, err)
 	}
 	var best *velerov2.DataUpload
 	for i := range list.Items {
 		d, err := fromUnstructured[velerov2.DataUpload](&list.Items[i])
-		if err != nil || d.UID == du.UID || d.Spec.DataMover != c.cfg.Name || d.Status.Phase != velerov2.DataUploadPhaseCompleted ||
-			d.Status.SnapshotID == "" || d.Status.CompletionTimestamp == nil {
+		if err != nil || d.UID == du.UID || !c.completedUpload(d) {
 			continue
 		}
-		if best == nil || d.Status.CompletionTimestamp.After(best.Status.CompletionTimestamp.Time) {
+		if best == nil || newerUpload(d, best) {
 			best = d
 		}
 	}
-	if best == nil {
-		return "", nil
+	return best, nil
+}
+
+// completedUpload reports whether d is a Completed DataUpload of this
+// mover with a snapshot.
+func (c *Controller) completedUpload(d *velerov2.DataUpload) bool {
+	return d.Spec.DataMover == c.cfg.Name && d.Status.Phase == velerov2.DataUploadPhaseCompleted &&
+		d.Status.SnapshotID != "" && d.Status.CompletionTimestamp != nil
+}
+
+// newerUpload orders Completed DataUploads: the later completion, then
+// the later creation, then the greater name.
+func newerUpload(a, b *velerov2.DataUpload) bool {
+	if !a.Status.CompletionTimestamp.Equal(b.Status.CompletionTimestamp) {
+		return a.Status.CompletionTimestamp.After(b.Status.CompletionTimestamp.Time)
 	}
-	return best.Status.SnapshotID, nil
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.After(b.CreationTimestamp.Time)
+	}
+	return a.Name > b.Name
 }
 
 // timing is the csi timing with the DataUpload's operationTimeout as the
