@@ -308,6 +308,7 @@ type Repository struct {
 	opts       Options
 	loaded     IndexStats
 	cacheNotes []error
+	refresh    *refresher // nil until LoadIndex (see refresh.go)
 }
 
 // Init creates a repository on be, sealed under password. The location
@@ -676,7 +677,12 @@ func (r *Repository) ReleasePack(p *Pack) {
 
 // SavePack uploads a finished pack and indexes its blobs. The blobs become
 // durable (survive a crash) once an index file covering them is written by
-// Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs.
+// Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs,
+// and, in a Repository opened with its index, sooner: at every pack once
+// another writer's index file was seen, else every few seconds. It then
+// re-reads the index files other writers wrote since it last looked, at
+// most every 100 ms, so that the blobs they stored are not stored again
+// (see refresh.go).
 func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
 		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
@@ -686,10 +692,12 @@ func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	r.unindexed = append(r.unindexed, indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs})
 	n := len(r.unindexed)
 	r.mu.Unlock()
-	if n >= IndexCheckpoint {
-		return r.flushIndex(ctx)
+	if r.publishDue(n) {
+		if err := r.flushIndex(ctx); err != nil {
+			return err
+		}
 	}
-	return nil
+	return r.maybeRefresh(ctx)
 }
 
 // IndexCheckpoint is how many saved packs trigger an index file.
@@ -706,6 +714,7 @@ func (r *Repository) flushIndex(ctx context.Context) error {
 	}
 	data := seal(r.aead, nil, encodeIndex(packs), []byte(aadIndex))
 	key := indexPrefix + fileID(data).String()
+	r.published(key) // before the put: a refresh must not take it for another writer's
 	if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
 		r.mu.Lock()
 		r.unindexed = append(packs, r.unindexed...)

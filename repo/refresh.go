@@ -1,0 +1,268 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/blockmover/blockmover/repo/backend"
+)
+
+// Writers that see each other. Several exports into one repository at once
+// deduplicate against each other only through index files: a writer
+// publishes its index sooner once it has seen another writer's (see
+// publishDue), and every writer re-reads, between packs, the index files
+// that appeared since it last looked (see refreshIndex), so that a blob
+// another writer stored a moment ago is not stored again.
+//
+// A refresh only adds packs that exist (it stats each new one) and learns
+// the newest gc state after the index files, so a pack that a gc condemned
+// before compacting the index file that names it is known as condemned
+// before it is added (gc writes its state, then the index files, FORMAT.md
+// "Garbage collection"): a writer never deduplicates against it. A
+// Repository that took the maintenance lease never refreshes: gc's mark
+// relies on index positions that an add would shift.
+
+// Refresh policy.
+const (
+	// refreshEvery is the least time between two refreshes; a refresh
+	// that took long (a large listing) waits refreshCost times as long.
+	refreshEvery = 100 * time.Millisecond
+	refreshCost  = 10
+	// publishEvery: a writer that has seen no other writer still
+	// publishes its index at least this often (and every
+	// IndexCheckpoint packs).
+	publishEvery = 5 * time.Second
+)
+
+// refresher is the state of the index refresh of a Repository that loaded
+// its index.
+type refresher struct {
+	run sync.Mutex // one refresh at a time
+
+	mu        sync.Mutex
+	off       bool            // never again: the maintenance lease was taken
+	seen      map[string]bool // index files in the index (or damaged)
+	gcState   string          // the newest gc state known
+	next      time.Time       // no refresh before
+	others    bool            // another writer's index file appeared since open
+	published time.Time       // this writer's last index file
+	added     int             // packs added by refreshes
+}
+
+// startRefresh enables refreshes after a LoadIndex that read files.
+func (r *Repository) startRefresh(files []string, damaged []Problem, gcState string) {
+	seen := make(map[string]bool, len(files)+len(damaged))
+	for _, f := range files {
+		seen[f] = true
+	}
+	for _, p := range damaged {
+		seen[p.Object] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refresh != nil && r.refresh.isOff() {
+		return
+	}
+	r.refresh = &refresher{seen: seen, gcState: gcState, published: time.Now()}
+}
+
+// stopRefresh disables refreshes for good (see AcquireLease).
+func (r *Repository) stopRefresh() {
+	r.mu.Lock()
+	f := r.refresh
+	if f == nil {
+		f = &refresher{}
+		r.refresh = f
+	}
+	r.mu.Unlock()
+	f.mu.Lock()
+	f.off = true
+	f.mu.Unlock()
+}
+
+func (f *refresher) isOff() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.off
+}
+
+func (r *Repository) refresherOf() *refresher {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refresh
+}
+
+// RefreshedPacks returns how many packs of other writers' index files the
+// refreshes added to the index since it was loaded.
+func (r *Repository) RefreshedPacks() int {
+	f := r.refresherOf()
+	if f == nil {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.added
+}
+
+// publishDue reports whether SavePack should write an index file for its n
+// unindexed packs now: every IndexCheckpoint packs, and, when refreshes
+// run, at every pack once another writer was seen, else every
+// publishEvery.
+func (r *Repository) publishDue(n int) bool {
+	if n >= IndexCheckpoint {
+		return true
+	}
+	f := r.refresherOf()
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.off && (f.others || time.Since(f.published) >= publishEvery)
+}
+
+// published records an index file this writer wrote.
+func (r *Repository) published(key string) {
+	f := r.refresherOf()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.seen[key] = true
+	f.published = time.Now()
+	f.mu.Unlock()
+}
+
+// maybeRefresh refreshes the index if it is due and no refresh runs.
+func (r *Repository) maybeRefresh(ctx context.Context) error {
+	f := r.refresherOf()
+	if f == nil || !f.run.TryLock() {
+		return nil
+	}
+	defer f.run.Unlock()
+	f.mu.Lock()
+	due := !f.off && !time.Now().Before(f.next)
+	f.mu.Unlock()
+	if !due {
+		return nil
+	}
+	start := time.Now()
+	err := r.refreshIndex(ctx, f)
+	f.mu.Lock()
+	f.next = time.Now().Add(max(refreshEvery, refreshCost*time.Since(start)))
+	f.mu.Unlock()
+	return err
+}
+
+// refreshIndex adds to the index the packs of the index files that
+// appeared since the last look. Caller holds f.run.
+func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
+	infos, err := r.listIndexInfos(ctx)
+	if err != nil {
+		return err
+	}
+	var recs []indexPack
+	var names []string
+	for _, oi := range infos {
+		f.mu.Lock()
+		seen := f.seen[oi.Key]
+		f.mu.Unlock()
+		if seen {
+			continue
+		}
+		packs, err := r.readIndexFile(ctx, oi.Key)
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+			continue // replaced by gc's compaction: its packs are in another
+		case damage(err):
+			names = append(names, oi.Key) // skipped, as LoadIndex does
+			continue
+		case err != nil:
+			return err
+		}
+		names = append(names, oi.Key)
+		recs = append(recs, packs...)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	// The gc state after the index files: a pack condemned before an
+	// index file that names it was written is known condemned before
+	// it is added.
+	if err := r.refreshCondemned(ctx, f); err != nil {
+		return err
+	}
+	added := 0
+	for _, p := range recs {
+		if r.idx.knows(p.ID) {
+			continue
+		}
+		oi, err := r.be.Stat(ctx, PackKey(p.ID))
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted by gc since: its blobs are left out
+		}
+		if err != nil {
+			return fmt.Errorf("reading pack %s: %w", p.ID.Short(), err)
+		}
+		r.idx.add(p.ID, p.Key, oi.ModTime, p.Blobs)
+		added++
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range names {
+		f.seen[n] = true
+	}
+	f.others = true
+	f.added += added
+	return nil
+}
+
+// refreshCondemned marks condemned the packs of a gc state newer than the
+// one known.
+func (r *Repository) refreshCondemned(ctx context.Context, f *refresher) error {
+	key, condemned, err := r.newestGCState(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	known := f.gcState
+	f.mu.Unlock()
+	if key == "" || key == known {
+		return nil
+	}
+	r.idx.condemn(condemned)
+	f.mu.Lock()
+	f.gcState = key
+	f.mu.Unlock()
+	return nil
+}
+
+// newestGCState returns the newest gc state's key and the packs it
+// condemns ("" and none if there is none).
+func (r *Repository) newestGCState(ctx context.Context) (string, []ID, error) {
+	for {
+		var newest backend.ObjectInfo
+		if err := r.be.List(ctx, gcPrefix, func(oi backend.ObjectInfo) error {
+			if newest.Key == "" || oi.ModTime.After(newest.ModTime) || oi.ModTime.Equal(newest.ModTime) && oi.Key > newest.Key {
+				newest = oi
+			}
+			return nil
+		}); err != nil {
+			return "", nil, fmt.Errorf("listing gc states: %w", err)
+		}
+		if newest.Key == "" {
+			return "", nil, nil
+		}
+		st, err := r.readGCState(ctx, newest.Key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // pruned meanwhile: a newer one exists
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		return newest.Key, st.Condemned, nil
+	}
+}
