@@ -169,7 +169,7 @@ func (p *Packer) Len() int { return len(p.buf) }
 func (p *Packer) Count() int { return len(p.blobs) }
 
 // Full reports whether the pack has reached its target size.
-func (p *Packer) Full() bool { return len(p.buf) >= p.target }
+func (p *Packer) Full() bool { return len(p.buf) >= p.r.packTarget(p.target) }
 
 // Finish seals the header and returns the pack, or nil if it holds no
 // blobs. The packer then starts a new pack with a new subkey. The returned

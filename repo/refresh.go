@@ -27,14 +27,27 @@ import (
 
 // Refresh policy.
 const (
-	// refreshEvery is the least time between two refreshes; a refresh
-	// that took long (a large listing) waits refreshCost times as long.
-	refreshEvery = 100 * time.Millisecond
+	// refreshEvery is the least time between two refreshes; after a
+	// refresh that took d (a listing, and the new files read), the next
+	// waits refreshCost×d if that is longer, so that refreshing costs at
+	// most a tenth of a writer's time however large the repository.
+	refreshEvery = 50 * time.Millisecond
 	refreshCost  = 10
+	// refreshTimeout bounds a refresh that Reserve runs (it has no
+	// context of its caller).
+	refreshTimeout = time.Minute
 	// publishEvery: a writer that has seen no other writer still
-	// publishes its index at least this often (and every
-	// IndexCheckpoint packs).
+	// publishes its index at least this often, and after its 1st, 2nd,
+	// 4th, ... pack up to every IndexCheckpoint packs: writers that start
+	// together see each other after a pack, and a lone writer writes a
+	// few more index files than IndexCheckpoint alone would.
 	publishEvery = 5 * time.Second
+	// othersFor is how long a writer keeps publishing at every pack, and
+	// finishing packs at a sharedPackDiv'th of their target size, after it
+	// last saw another writer's new index file: what a writer holds in
+	// packs not yet published is what others cannot deduplicate against.
+	othersFor     = time.Minute
+	sharedPackDiv = 4
 )
 
 // refresher is the state of the index refresh of a Repository that loaded
@@ -47,8 +60,9 @@ type refresher struct {
 	seen      map[string]bool // index files in the index (or damaged)
 	gcState   string          // the newest gc state known
 	next      time.Time       // no refresh before
-	others    bool            // another writer's index file appeared since open
+	others    time.Time       // another writer's new index file last appeared
 	published time.Time       // this writer's last index file
+	step      int             // packs before the next index file (see publishEvery)
 	added     int             // packs added by refreshes
 }
 
@@ -66,7 +80,7 @@ func (r *Repository) startRefresh(files []string, damaged []Problem, gcState str
 	if r.refresh != nil && r.refresh.isOff() {
 		return
 	}
-	r.refresh = &refresher{seen: seen, gcState: gcState, published: time.Now()}
+	r.refresh = &refresher{seen: seen, gcState: gcState, published: time.Now(), step: 1}
 }
 
 // stopRefresh disables refreshes for good (see AcquireLease).
@@ -109,8 +123,8 @@ func (r *Repository) RefreshedPacks() int {
 
 // publishDue reports whether SavePack should write an index file for its n
 // unindexed packs now: every IndexCheckpoint packs, and, when refreshes
-// run, at every pack once another writer was seen, else every
-// publishEvery.
+// run, at every pack while other writers are seen, else every
+// publishEvery and after the 1st, 2nd, 4th, ... pack.
 func (r *Repository) publishDue(n int) bool {
 	if n >= IndexCheckpoint {
 		return true
@@ -121,7 +135,7 @@ func (r *Repository) publishDue(n int) bool {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.off && (f.others || time.Since(f.published) >= publishEvery)
+	return !f.off && (n >= f.step || time.Since(f.others) < othersFor || time.Since(f.published) >= publishEvery)
 }
 
 // published records an index file this writer wrote.
@@ -133,7 +147,20 @@ func (r *Repository) published(key string) {
 	f.mu.Lock()
 	f.seen[key] = true
 	f.published = time.Now()
+	f.step = min(2*f.step, IndexCheckpoint)
 	f.mu.Unlock()
+}
+
+// reserveRefresh refreshes the index, if it is due, before Reserve
+// decides that a blob is new. It is best effort: an error only costs
+// deduplication, and the next SavePack's refresh reports it.
+func (r *Repository) reserveRefresh() {
+	if r.refresherOf() == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+	defer cancel()
+	_ = r.maybeRefresh(ctx)
 }
 
 // maybeRefresh refreshes the index if it is due and no refresh runs.
@@ -215,7 +242,8 @@ func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
 	for _, n := range names {
 		f.seen[n] = true
 	}
-	f.others = true
+	f.others = time.Now()
+	r.othersSeen.Store(f.others.UnixNano())
 	f.added += added
 	return nil
 }
@@ -265,4 +293,14 @@ func (r *Repository) newestGCState(ctx context.Context) (string, []ID, error) {
 		}
 		return newest.Key, st.Condemned, nil
 	}
+}
+
+// packTarget is the size at which a Packer of target bytes finishes a
+// pack: a sharedPackDiv'th of it (and at least MinPackSize) while other
+// writers are seen, so that they see this one's blobs sooner.
+func (r *Repository) packTarget(target int) int {
+	if t := r.othersSeen.Load(); t != 0 && time.Since(time.Unix(0, t)) < othersFor {
+		return max(target/sharedPackDiv, min(target, MinPackSize))
+	}
+	return target
 }

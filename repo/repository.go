@@ -298,6 +298,9 @@ type Repository struct {
 	bufs     sync.Pool    // pack buffers
 	written  atomic.Int64 // bytes Put to the backend
 	migrated atomic.Bool  // SaveSnapshot ran MigrateSummaries
+	// othersSeen: when a refresh last found another writer's index file
+	// (Unix nanoseconds; 0: never), read by every Packer.Full.
+	othersSeen atomic.Int64
 
 	mu         sync.Mutex
 	unindexed  []indexPack // saved packs not yet in an index file
@@ -618,8 +621,16 @@ func (r *Repository) Has(id ID) bool { return r.idx.Has(id) }
 
 // Reserve reports whether the caller should store blob id: true when it is
 // neither stored nor being stored by another writer in this process, in
-// which case the caller must store it (or fail the export).
-func (r *Repository) Reserve(id ID) bool { return r.idx.Reserve(id) }
+// which case the caller must store it (or fail the export). Before it
+// decides that a blob is new, it re-reads the index files that other
+// writers wrote since the last look, if that is due (see refresh.go).
+func (r *Repository) Reserve(id ID) bool {
+	if r.idx.Has(id) {
+		return false
+	}
+	r.reserveRefresh()
+	return r.idx.Reserve(id)
+}
 
 // WrittenBytes returns how many bytes this Repository has written to the
 // backend since it was opened (packs, index files, snapshots, keys).
@@ -680,8 +691,8 @@ func (r *Repository) ReleasePack(p *Pack) {
 // Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs,
 // and, in a Repository opened with its index, sooner: at every pack once
 // another writer's index file was seen, else every few seconds. It then
-// re-reads the index files other writers wrote since it last looked, at
-// most every 100 ms, so that the blobs they stored are not stored again
+// re-reads the index files other writers wrote since it last looked
+// (spending at most a tenth of its time on it), so that the blobs they stored are not stored again
 // (see refresh.go).
 func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
