@@ -145,7 +145,9 @@ func (r *Repository) published(key string) {
 		return
 	}
 	f.mu.Lock()
-	f.seen[key] = true
+	if f.seen != nil { // nil if refreshes were stopped before any load
+		f.seen[key] = true
+	}
 	f.published = time.Now()
 	f.step = min(2*f.step, IndexCheckpoint)
 	f.mu.Unlock()
@@ -213,14 +215,15 @@ func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
 		names = append(names, oi.Key)
 		recs = append(recs, packs...)
 	}
-	if len(names) == 0 {
-		return nil
-	}
 	// The gc state after the index files: a pack condemned before an
 	// index file that names it was written is known condemned before
-	// it is added.
+	// it is added (and packs condemned since the last look are no longer
+	// deduplicated against).
 	if err := r.refreshCondemned(ctx, f); err != nil {
 		return err
+	}
+	if len(names) == 0 {
+		return nil
 	}
 	added := 0
 	for _, p := range recs {
