@@ -41,7 +41,10 @@ const (
 	// 4th, ... pack up to every IndexCheckpoint packs: writers that start
 	// together see each other after a pack, and a lone writer writes a
 	// few more index files than IndexCheckpoint alone would.
-	publishEvery = 5 * time.Second
+	publishEvery = 30 * time.Second
+	// publishGap: beside other writers, index files at most this often
+	// (at most 18,000 an hour a writer, merged by gc's compaction).
+	publishGap = 200 * time.Millisecond
 	// othersFor is how long a writer keeps publishing at every pack, and
 	// finishing packs at a sharedPackDiv'th of their target size, after it
 	// last saw another writer's new index file: what a writer holds in
@@ -123,8 +126,8 @@ func (r *Repository) RefreshedPacks() int {
 
 // publishDue reports whether SavePack should write an index file for its n
 // unindexed packs now: every IndexCheckpoint packs, and, when refreshes
-// run, at every pack while other writers are seen, else every
-// publishEvery and after the 1st, 2nd, 4th, ... pack.
+// run, after the 1st, 2nd, 4th, ... pack, every publishEvery, and at every
+// pack (at most every publishGap) while other writers are seen.
 func (r *Repository) publishDue(n int) bool {
 	if n >= IndexCheckpoint {
 		return true
@@ -135,7 +138,11 @@ func (r *Repository) publishDue(n int) bool {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.off && (n >= f.step || time.Since(f.others) < othersFor || time.Since(f.published) >= publishEvery)
+	if f.off {
+		return false
+	}
+	since := time.Since(f.published)
+	return n >= f.step || since >= publishEvery || time.Since(f.others) < othersFor && since >= publishGap
 }
 
 // published records an index file this writer wrote.
