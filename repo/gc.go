@@ -358,15 +358,6 @@ func (r *Repository) readGCState(ctx context.Context, key string) (*gcState, err
 	return &st, nil
 }
 
-// newestCondemned returns the packs that the newest gc run condemned:
-// each run lists every pack unreferenced at that run, so the newest state
-// is the current view; a pack that older states listed but the newest does
-// not was found referenced again, and is usable.
-func (r *Repository) newestCondemned(ctx context.Context) ([]ID, error) {
-	_, condemned, err := r.newestGCState(ctx)
-	return condemned, err
-}
-
 // mark sets a bit for every blob reachable from a snapshot: pages and the
 // chunks they list. A blob that no existing pack holds stops gc.
 func (g *gc) mark(ctx context.Context) error {

@@ -279,7 +279,10 @@ func (r *Repository) refreshCondemned(ctx context.Context, f *refresher) error {
 }
 
 // newestGCState returns the newest gc state's key and the packs it
-// condemns ("" and none if there is none).
+// condemns ("" and none if there is none): each run lists every pack
+// unreferenced at that run, so the newest state is the current view; a
+// pack that older states listed but the newest does not was found
+// referenced again, and is usable.
 func (r *Repository) newestGCState(ctx context.Context) (string, []ID, error) {
 	for {
 		var newest backend.ObjectInfo
