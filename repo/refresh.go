@@ -43,8 +43,8 @@ const (
 	// few more index files than IndexCheckpoint alone would.
 	publishEvery = 30 * time.Second
 	// publishGap: beside other writers, index files at most this often
-	// (at most 18,000 an hour a writer, merged by gc's compaction).
-	publishGap = 200 * time.Millisecond
+	// (at most 36,000 an hour a writer, merged by gc's compaction).
+	publishGap = 100 * time.Millisecond
 	// othersFor is how long a writer keeps publishing at every pack, and
 	// finishing packs at a sharedPackDiv'th of their target size, after it
 	// last saw another writer's new index file: what a writer holds in
