@@ -67,6 +67,7 @@ type refresher struct {
 	published time.Time       // this writer's last index file
 	step      int             // packs before the next index file (see publishEvery)
 	added     int             // packs added by refreshes
+	warned    bool            // a refresh failed (see maybeRefresh)
 }
 
 // startRefresh enables refreshes after a LoadIndex that read files.
@@ -161,36 +162,41 @@ func (r *Repository) published(key string) {
 }
 
 // reserveRefresh refreshes the index, if it is due, before Reserve
-// decides that a blob is new. It is best effort: an error only costs
-// deduplication, and the next SavePack's refresh reports it.
+// decides that a blob is new.
 func (r *Repository) reserveRefresh() {
-	if r.refresherOf() == nil {
+	if f := r.refresherOf(); f == nil || !f.due() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
 	defer cancel()
-	_ = r.maybeRefresh(ctx)
+	r.maybeRefresh(ctx)
 }
 
-// maybeRefresh refreshes the index if it is due and no refresh runs.
-func (r *Repository) maybeRefresh(ctx context.Context) error {
+func (f *refresher) due() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.off && !time.Now().Before(f.next)
+}
+
+// maybeRefresh refreshes the index if it is due and no refresh runs. A
+// refresh is best effort: failing costs only deduplication, so its first
+// error becomes a warning (see Warnings), never the caller's error.
+func (r *Repository) maybeRefresh(ctx context.Context) {
 	f := r.refresherOf()
-	if f == nil || !f.run.TryLock() {
-		return nil
+	if f == nil || !f.due() || !f.run.TryLock() {
+		return
 	}
 	defer f.run.Unlock()
-	f.mu.Lock()
-	due := !f.off && !time.Now().Before(f.next)
-	f.mu.Unlock()
-	if !due {
-		return nil
-	}
 	start := time.Now()
 	err := r.refreshIndex(ctx, f)
 	f.mu.Lock()
 	f.next = time.Now().Add(max(refreshEvery, refreshCost*time.Since(start)))
+	warn := err != nil && ctx.Err() == nil && !f.warned
+	f.warned = f.warned || warn
 	f.mu.Unlock()
-	return err
+	if warn {
+		r.warn(fmt.Errorf("re-reading the index for other writers' blobs: %w (exports running at once may store the same data twice)", err))
+	}
 }
 
 // refreshIndex adds to the index the packs of the index files that

@@ -2,7 +2,12 @@ package repo
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/blockmover/blockmover/repo/backend"
 )
 
 // saveBlob stores one random blob in a pack of its own through r's write
@@ -157,5 +162,35 @@ func TestLeaseBeforeLoad(t *testing.T) {
 	}
 	if n := len(r.writtenIndexFiles()); n != 1 {
 		t.Errorf("%d index files written, want 1", n)
+	}
+}
+
+// failingList fails listings of the index once fail is set.
+type failingList struct {
+	backend.Backend
+	fail atomic.Bool
+}
+
+func (f *failingList) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	if f.fail.Load() && prefix == indexPrefix {
+		return errors.New("injected listing failure")
+	}
+	return f.Backend.List(ctx, prefix, fn)
+}
+
+// TestRefreshFailureIsAWarning: a refresh that fails costs deduplication,
+// not the export: SavePack succeeds and one warning says why.
+func TestRefreshFailureIsAWarning(t *testing.T) {
+	_, mem := newTestRepo(t)
+	be := &failingList{Backend: mem}
+	r := reopen(t, be, Options{})
+	be.fail.Store(true)
+	for range 3 {
+		saveBlob(t, r)
+		dueNow(r)
+	}
+	ws := r.Warnings()
+	if len(ws) != 1 || !strings.Contains(ws[0].Error(), "injected listing failure") {
+		t.Fatalf("warnings %v, want one naming the failed refresh", ws)
 	}
 }

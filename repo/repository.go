@@ -708,7 +708,8 @@ func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 			return err
 		}
 	}
-	return r.maybeRefresh(ctx)
+	r.maybeRefresh(ctx)
+	return nil
 }
 
 // IndexCheckpoint is how many saved packs trigger an index file.
