@@ -31,8 +31,14 @@ const (
 	// refresh that took d (a listing, and the new files read), the next
 	// waits refreshCost×d if that is longer, so that refreshing costs at
 	// most a tenth of a writer's time however large the repository.
-	refreshEvery = 50 * time.Millisecond
-	refreshCost  = 10
+	// After its first backoffAfter, each refresh in a row that finds
+	// nothing new doubles the wait, up to refreshEvery<<refreshBackoff
+	// (1.6 s): a lone writer lists little, and writers that start
+	// together find each other at once.
+	refreshEvery   = 50 * time.Millisecond
+	refreshCost    = 10
+	refreshBackoff = 5
+	backoffAfter   = 10 * time.Second
 	// refreshTimeout bounds a refresh that Reserve runs (it has no
 	// context of its caller).
 	refreshTimeout = time.Minute
@@ -68,6 +74,8 @@ type refresher struct {
 	step      int             // packs before the next index file (see publishEvery)
 	added     int             // packs added by refreshes
 	warned    bool            // a refresh failed (see maybeRefresh)
+	idle      int             // refreshes in a row that found no new index file
+	loaded    time.Time       // when LoadIndex enabled refreshes
 }
 
 // startRefresh enables refreshes after a LoadIndex that read files.
@@ -84,7 +92,8 @@ func (r *Repository) startRefresh(files []string, damaged []Problem, gcState str
 	if r.refresh != nil && r.refresh.isOff() {
 		return
 	}
-	r.refresh = &refresher{seen: seen, gcState: gcState, published: time.Now(), step: 1}
+	now := time.Now()
+	r.refresh = &refresher{seen: seen, gcState: gcState, published: now, loaded: now, step: 1}
 }
 
 // stopRefresh disables refreshes for good (see AcquireLease).
@@ -190,7 +199,7 @@ func (r *Repository) maybeRefresh(ctx context.Context) {
 	start := time.Now()
 	err := r.refreshIndex(ctx, f)
 	f.mu.Lock()
-	f.next = time.Now().Add(max(refreshEvery, refreshCost*time.Since(start)))
+	f.next = time.Now().Add(max(refreshEvery<<min(f.idle, refreshBackoff), refreshCost*time.Since(start)))
 	warn := err != nil && ctx.Err() == nil && !f.warned
 	f.warned = f.warned || warn
 	f.mu.Unlock()
@@ -236,6 +245,11 @@ func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
 		return err
 	}
 	if len(names) == 0 {
+		f.mu.Lock()
+		if time.Since(f.loaded) >= backoffAfter {
+			f.idle++
+		}
+		f.mu.Unlock()
 		return nil
 	}
 	added := 0
@@ -258,6 +272,7 @@ func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
 	for _, n := range names {
 		f.seen[n] = true
 	}
+	f.idle = 0
 	f.others = time.Now()
 	r.othersSeen.Store(f.others.UnixNano())
 	f.added += added
