@@ -689,11 +689,11 @@ func (r *Repository) ReleasePack(p *Pack) {
 // SavePack uploads a finished pack and indexes its blobs. The blobs become
 // durable (survive a crash) once an index file covering them is written by
 // Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs,
-// and, in a Repository opened with its index, sooner: at every pack once
-// another writer's index file was seen, else every few seconds. It then
-// re-reads the index files other writers wrote since it last looked
-// (spending at most a tenth of its time on it), so that the blobs they stored are not stored again
-// (see refresh.go).
+// and, in a Repository opened with its index, sooner: after its 1st, 2nd,
+// 4th, ... pack, and after every pack while other writers' index files
+// appear. It then re-reads the index files other writers wrote since it
+// last looked, if that is due, so that the blobs they stored are not
+// stored again (see refresh.go).
 func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
 		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
