@@ -358,35 +358,6 @@ func (r *Repository) readGCState(ctx context.Context, key string) (*gcState, err
 	return &st, nil
 }
 
-// newestCondemned returns the packs that the newest gc run condemned:
-// each run lists every pack unreferenced at that run, so the newest state
-// is the current view; a pack that older states listed but the newest does
-// not was found referenced again, and is usable.
-func (r *Repository) newestCondemned(ctx context.Context) ([]ID, error) {
-	for {
-		var newest backend.ObjectInfo
-		if err := r.be.List(ctx, gcPrefix, func(oi backend.ObjectInfo) error {
-			if newest.Key == "" || oi.ModTime.After(newest.ModTime) || oi.ModTime.Equal(newest.ModTime) && oi.Key > newest.Key {
-				newest = oi
-			}
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("listing gc states: %w", err)
-		}
-		if newest.Key == "" {
-			return nil, nil
-		}
-		st, err := r.readGCState(ctx, newest.Key)
-		if errors.Is(err, backend.ErrNotFound) {
-			continue // pruned meanwhile: a newer one exists
-		}
-		if err != nil {
-			return nil, err
-		}
-		return st.Condemned, nil
-	}
-}
-
 // mark sets a bit for every blob reachable from a snapshot: pages and the
 // chunks they list. A blob that no existing pack holds stops gc.
 func (g *gc) mark(ctx context.Context) error {

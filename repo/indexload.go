@@ -370,7 +370,7 @@ func (r *Repository) placeAside(ctx context.Context, idx *index, packs map[ID]pa
 // used is rebuilt; one that cannot be written is left alone: the cache
 // never makes LoadIndex fail.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	condemned, err := r.newestCondemned(ctx)
+	gcState, condemned, err := r.newestGCState(ctx)
 	if err != nil {
 		return err
 	}
@@ -421,6 +421,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			r.cacheNote(fmt.Errorf("index cache %s not written: %w", r.cachePath(r.opts.IndexCache), err))
 		}
 	}
+	r.startRefresh(res.files, res.damaged, gcState)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.loaded = IndexStats{Files: len(res.files), Cached: res.fromDisk, Read: res.read, Blobs: r.idx.Len()}

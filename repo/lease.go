@@ -186,6 +186,8 @@ func storageNow(ctx context.Context, be backend.Backend) (time.Time, error) {
 // never both succeed: each epoch of the lease is one create-only object.
 // The lease is renewed in the background until Release.
 func (r *Repository) AcquireLease(ctx context.Context, opts LeaseOptions) (*Lease, error) {
+	// Maintenance relies on index positions that a refresh would shift.
+	r.stopRefresh()
 	return acquireLease(ctx, r.be, opts)
 }
 

@@ -168,8 +168,10 @@ func (p *Packer) Len() int { return len(p.buf) }
 // Count returns the number of blobs in the pack so far.
 func (p *Packer) Count() int { return len(p.blobs) }
 
-// Full reports whether the pack has reached its target size.
-func (p *Packer) Full() bool { return len(p.buf) >= p.target }
+// Full reports whether the pack has reached its target size (a quarter of
+// it while other writers are seen, so that they see its blobs sooner: see
+// refresh.go).
+func (p *Packer) Full() bool { return len(p.buf) >= p.r.packTarget(p.target) }
 
 // Finish seals the header and returns the pack, or nil if it holds no
 // blobs. The packer then starts a new pack with a new subkey. The returned

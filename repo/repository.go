@@ -298,6 +298,9 @@ type Repository struct {
 	bufs     sync.Pool    // pack buffers
 	written  atomic.Int64 // bytes Put to the backend
 	migrated atomic.Bool  // SaveSnapshot ran MigrateSummaries
+	// othersSeen: when a refresh last found another writer's index file
+	// (Unix nanoseconds; 0: never), read by every Packer.Full.
+	othersSeen atomic.Int64
 
 	mu         sync.Mutex
 	unindexed  []indexPack // saved packs not yet in an index file
@@ -308,6 +311,7 @@ type Repository struct {
 	opts       Options
 	loaded     IndexStats
 	cacheNotes []error
+	refresh    *refresher // nil until LoadIndex (see refresh.go)
 }
 
 // Init creates a repository on be, sealed under password. The location
@@ -617,8 +621,16 @@ func (r *Repository) Has(id ID) bool { return r.idx.Has(id) }
 
 // Reserve reports whether the caller should store blob id: true when it is
 // neither stored nor being stored by another writer in this process, in
-// which case the caller must store it (or fail the export).
-func (r *Repository) Reserve(id ID) bool { return r.idx.Reserve(id) }
+// which case the caller must store it (or fail the export). Before it
+// decides that a blob is new, it re-reads the index files that other
+// writers wrote since the last look, if that is due (see refresh.go).
+func (r *Repository) Reserve(id ID) bool {
+	if r.idx.Has(id) {
+		return false
+	}
+	r.reserveRefresh()
+	return r.idx.Reserve(id)
+}
 
 // WrittenBytes returns how many bytes this Repository has written to the
 // backend since it was opened (packs, index files, snapshots, keys).
@@ -676,7 +688,12 @@ func (r *Repository) ReleasePack(p *Pack) {
 
 // SavePack uploads a finished pack and indexes its blobs. The blobs become
 // durable (survive a crash) once an index file covering them is written by
-// Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs.
+// Flush or a checkpoint; SavePack writes one every IndexCheckpoint packs,
+// and, in a Repository opened with its index, sooner: after its 1st, 2nd,
+// 4th, ... pack, and after every pack while other writers' index files
+// appear. It then re-reads the index files other writers wrote since it
+// last looked, if that is due, so that the blobs they stored are not
+// stored again (see refresh.go).
 func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
 		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
@@ -686,9 +703,12 @@ func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	r.unindexed = append(r.unindexed, indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs})
 	n := len(r.unindexed)
 	r.mu.Unlock()
-	if n >= IndexCheckpoint {
-		return r.flushIndex(ctx)
+	if r.publishDue(n) {
+		if err := r.flushIndex(ctx); err != nil {
+			return err
+		}
 	}
+	r.maybeRefresh(ctx)
 	return nil
 }
 
@@ -706,6 +726,7 @@ func (r *Repository) flushIndex(ctx context.Context) error {
 	}
 	data := seal(r.aead, nil, encodeIndex(packs), []byte(aadIndex))
 	key := indexPrefix + fileID(data).String()
+	r.published(key) // before the put: a refresh must not take it for another writer's
 	if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
 		r.mu.Lock()
 		r.unindexed = append(packs, r.unindexed...)
