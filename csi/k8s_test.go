@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,6 +67,12 @@ func TestExportEndToEnd(t *testing.T) {
 		t.Fatalf("%d Jobs created", len(jobs))
 	}
 	checkExportJob(t, jobs[0], e.ns, "backup-1")
+	// Node-local storage: the source PV carries the driver's topology (the
+	// test driver's volumes are node-local), and the Job's pod must be
+	// required onto that node, so that the clone is provisioned there.
+	if !requiresNode(jobs[0], testdriver.TopologyKey, testcluster.NodeName) {
+		t.Errorf("the Job's pod is not required onto %s=%s: affinity %+v", testdriver.TopologyKey, testcluster.NodeName, jobs[0].Spec.Template.Spec.Affinity)
+	}
 	if e.seen.podsOf(jobs[0].Name) != 1 {
 		t.Errorf("%d pods for one export", e.seen.podsOf(jobs[0].Name))
 	}
@@ -75,6 +82,28 @@ func TestExportEndToEnd(t *testing.T) {
 	// Cleanup: the clone, the snapshot and the Job are gone, and with them
 	// the clone's PV and the VolumeSnapshotContent; the source PVC stays.
 	e.settles(0, 1, 0)
+}
+
+// requiresNode reports whether job's pod template requires, in every node
+// selector term, the label key=value.
+func requiresNode(job *batchv1.Job, key, value string) bool {
+	a := job.Spec.Template.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return false
+	}
+	terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	for _, term := range terms {
+		found := false
+		for _, r := range term.MatchExpressions {
+			if r.Key == key && r.Operator == corev1.NodeSelectorOpIn && slices.Contains(r.Values, value) {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return len(terms) > 0
 }
 
 func checkExportJob(t *testing.T, job *batchv1.Job, ns, op string) {
