@@ -106,10 +106,11 @@ func TestControlPlaneKilled(t *testing.T) {
 }
 
 // TestExportAPIErrorKeepsJob: while the mover Job runs, the API server
-// answers the waiting Export's look at the Job with an error that no retry
-// fixes (a 403, as a revoked RoleBinding would give; injected between the
-// orchestrator's client and the real API server). The Export fails at once
-// with it, but its cleanup does not delete the Job, which is still running:
+// answers the waiting Export's looks at the Job with an error that no retry
+// fixes (a 403 from then on, as a revoked RoleBinding would give; injected
+// between the orchestrator's client and the real API server). The Export
+// takes it for a restarted API server's for restartGrace, then fails with
+// it, but its cleanup does not delete the Job, which is still running:
 // every object stays, and the rerun adopts the Job: one Job, one pod.
 func TestExportAPIErrorKeepsJob(t *testing.T) {
 	t.Parallel() // after the tests that set faults of the shared driver or kill the control plane
@@ -119,11 +120,11 @@ func TestExportAPIErrorKeepsJob(t *testing.T) {
 	e.realRepo(&s3)
 	data := e.sourceVolume()
 	args := e.exportArgs("denied", "data")
-	var deny atomic.Bool // the next look at the Job is denied
+	var deny atomic.Bool // looks at the Job are denied
 	cfg := rest.CopyConfig(e.orchCfg)
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/jobs/"+ObjectName("denied")) && deny.CompareAndSwap(true, false) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/jobs/"+ObjectName("denied")) && deny.Load() {
 				body := `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,` +
 					`"message":"jobs.batch \"mover-denied\" is forbidden: injected"}`
 				return &http.Response{StatusCode: http.StatusForbidden, Header: http.Header{"Content-Type": {"application/json"}},
@@ -152,8 +153,8 @@ func TestExportAPIErrorKeepsJob(t *testing.T) {
 			t.Fatalf("the export denied a look at its Job: %v", err)
 		}
 		t.Logf("the export: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("the export went on after a 403")
+	case <-time.After(restartGrace + time.Minute):
+		t.Fatal("the export went on after a 403 that lasted")
 	}
 	job, err := e.admin.Kube.BatchV1().Jobs(e.ns).Get(e.ctx, ObjectName("denied"), metav1.GetOptions{})
 	if err != nil || job.DeletionTimestamp != nil || jobCond(job, batchv1.JobComplete) || jobCond(job, batchv1.JobFailed) {

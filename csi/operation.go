@@ -186,7 +186,10 @@ const restartGrace = 30 * time.Second
 // wait: check is called again after a backoff that doubles from interval
 // up to maxBackoff, until the timeout, whose error then wraps the last
 // one too; so is a Forbidden or Unauthorized answer within restartGrace of
-// such an error. Any other error of check ends the wait at once.
+// such an error, or, once a check of this wait went through, for
+// restartGrace from the first of such answers in a row (an API server
+// restarted between two checks, unseen, denies the same identity it let
+// through before). Any other error of check ends the wait at once.
 func poll(ctx context.Context, interval, timeout time.Duration, what string, check func(context.Context) (done bool, state string, err error)) error {
 	if interval <= 0 {
 		interval = 2 * time.Second
@@ -196,14 +199,26 @@ func poll(ctx context.Context, interval, timeout time.Duration, what string, che
 	defer t.Stop()
 	failures := 0
 	var outage time.Time // of the last transient error
+	var denied time.Time // the first of the denials in a row
+	allowed := false     // some check of this wait went through
 	for {
 		done, state, err := check(ctx)
 		transient := err != nil && IsTransient(err)
 		if transient {
 			outage = time.Now()
 		}
-		restarting := err != nil && !outage.IsZero() && time.Since(outage) < restartGrace &&
-			(apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err))
+		denial := err != nil && (apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err))
+		switch {
+		case !denial:
+			denied = time.Time{}
+		case denied.IsZero():
+			denied = time.Now()
+		}
+		restarting := denial && ((!outage.IsZero() && time.Since(outage) < restartGrace) ||
+			(allowed && time.Since(denied) < restartGrace))
+		if err == nil {
+			allowed = true
+		}
 		switch {
 		case transient || restarting: // or ctx's end, below
 			failures++

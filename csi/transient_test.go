@@ -52,7 +52,8 @@ func TestIsTransient(t *testing.T) {
 
 // TestPollRetries: poll retries transient errors, and a Forbidden right
 // after one (an API server whose authorizer is catching up), until the
-// check succeeds; a Forbidden without an outage before it, or any other
+// check succeeds, as does a Forbidden after a check of the wait went
+// through; a Forbidden without either before it, or any other
 // error, ends the wait at once; a wait that times out while the API
 // server fails says so and wraps both ErrTimeout and the last error.
 func TestPollRetries(t *testing.T) {
@@ -74,6 +75,12 @@ func TestPollRetries(t *testing.T) {
 	check, calls := seq(refused, refused, apierrors.NewServiceUnavailable("starting"), forbidden, forbidden)
 	if err := poll(ctx, time.Millisecond, time.Minute, "w", check); err != nil || *calls != 6 {
 		t.Errorf("an outage and a restart: %v after %d calls, want success after 6", err, *calls)
+	}
+	// A restart between two checks, unseen: the first went through, and
+	// the same identity is denied for a moment.
+	check, calls = seq(nil, forbidden, forbidden)
+	if err := poll(ctx, time.Millisecond, time.Minute, "w", check); err != nil || *calls != 4 {
+		t.Errorf("a restart between two checks: %v after %d calls, want success after 4", err, *calls)
 	}
 	check, calls = seq(forbidden)
 	if err := poll(ctx, time.Millisecond, time.Minute, "w", check); !apierrors.IsForbidden(err) || *calls != 1 {
