@@ -247,6 +247,27 @@ func TestVeleroEndToEnd(t *testing.T) {
 		t.Fatalf("b-keep's snapshot differs after gc")
 	}
 	t.Logf("packs: %d bytes before the catch-up and gc, %d after", dataBefore, dataBytes(t, lister))
+
+	// A wrong password in the controller's Secret: the mover Job fails at
+	// once (its podFailurePolicy, exit 12) and the DataUpload ends Failed
+	// with one line that names the Secret to fix.
+	pwSecrets := w.admin.Kube.CoreV1().Secrets(veleroNS)
+	pw, err := pwSecrets.Get(w.ctx, "blockmover-password", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw.Data = map[string][]byte{"MOVER_PASSWORD": []byte("not the password")}
+	if _, err := pwSecrets.Update(w.ctx, pw, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.snapshot("db", "velero-db-3")
+	bad := w.waitUpload(w.dataUpload("b-keep-db", pvc, "velero-db-3", DefaultName, "default", ofBackup(keep)).Name, velerov2.DataUploadPhaseFailed, 5*time.Minute)
+	if msg := bad.Status.Message; !strings.Contains(msg, "does not open repository") || !strings.Contains(msg, "blockmover-password") || strings.Contains(msg, "\n") {
+		t.Errorf("a wrong password's DataUpload message %q, want one line naming the password Secret", msg)
+	}
+	if ids := snapshotIDs(t, lister); len(ids) != 2 {
+		t.Errorf("after the failed backup, snapshots %v; want the two there were", ids)
+	}
 }
 
 // runController runs a controller with cfg (leader election included)
