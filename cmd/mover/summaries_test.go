@@ -128,6 +128,49 @@ func TestCrashDuringForgetWithSummaries(t *testing.T) {
 	}
 }
 
+// TestCrashDuringExportWithSummaries kills an export after each write
+// (packs, index files published early for other writers, the snapshot,
+// its summary and, on a repository written before summaries, the
+// migration's summaries), by count rather than at random times as
+// TestCrashDuringExport does. After each kill the listing shows exactly
+// the snapshot files and check passes; after the rerun every snapshot has
+// its summary and no summary is left without its snapshot.
+func TestCrashDuringExportWithSummaries(t *testing.T) {
+	f := newMaintFixture(t)
+	old := filepath.Join(t.TempDir(), "old")
+	copyRepo(t, f.repo, old)
+	if err := os.RemoveAll(filepath.Join(old, "summaries")); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(f.dir, "d.img")
+	os.WriteFile(img, nil, 0o600)
+	makeImageSeed(t, img, 6<<20, 24)
+	keep := map[string]string{"b": f.images["b"], "c": f.images["c"]}
+	cmd := []string{"export", "-q", "--source", img, "--name", "d"}
+	for _, tmpl := range []struct{ name, dir string }{{"summaries", f.repo}, {"migrating", old}} {
+		t.Run(tmpl.name, func(t *testing.T) {
+			runCrashCase(t, f, crashCase{name: "export (" + tmpl.name + ")", template: tmpl.dir, cmd: cmd, rerun: cmd,
+				gc: []string{"gc", "--grace", "0s"}, keep: keep,
+				killed: func(t *testing.T, c *cli, n int) {
+					listsSnapshotFiles(t, c, "export killed after write "+strconv.Itoa(n))
+				},
+				finished: func(t *testing.T, c *cli, n int) {
+					snaps, sums := snapshotFiles(t, c.env["MOVER_REPOSITORY"])
+					if !slices.Equal(snaps, sums) || len(snaps) < 5 {
+						t.Fatalf("export killed after write %d, rerun: snapshots %v, summaries %v", n, snaps, sums)
+					}
+					listsSnapshotFiles(t, c, "after the rerun")
+				},
+				exercised: func(t *testing.T, stdout string) {
+					var res exportJSON
+					if json.Unmarshal([]byte(stdout), &res); res.Snapshot == "" || res.NewBytes == 0 {
+						t.Fatalf("export stored nothing new: %s", stdout)
+					}
+				}})
+		})
+	}
+}
+
 // TestCLIMigratesOldRepository: a repository written before summaries
 // lists (from its snapshot files) without being written to; its next
 // export summarizes every snapshot; check then reports no summary.
