@@ -184,6 +184,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ctx: ctx, ns: ns, admin: admin}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster log lines naming %s:\n%s", ns, c.LogLines(ns, 200))
+		}
+	})
 	e.seen = e.record()
 	e.applyManifest("../deploy/rbac.yaml")
 	// The ServiceAccount controller makes "default"; the Job controller's

@@ -146,7 +146,7 @@ func (c *Cluster) startControllers(ctx context.Context, bins map[string]string) 
 	if err != nil {
 		return err
 	}
-	if err := c.start(bins["snapshot-controller"], "--kubeconfig="+kc, "--leader-election=false", "--v=2"); err != nil {
+	if err := c.start(bins["snapshot-controller"], "--kubeconfig="+kc, "--leader-election=false", "--v=4"); err != nil {
 		return err
 	}
 

@@ -314,8 +314,17 @@ func (c *Cluster) startControllerSide(ctx context.Context, n *node, bins map[str
 	if err != nil {
 		return err
 	}
+	// The provisioner puts a finalizer of its own on a VolumeSnapshot
+	// that a PVC is made from, and takes it off once the PVC is
+	// provisioned; when that update meets a conflict (the
+	// snapshot-controller writing the same VolumeSnapshot, common on a
+	// busy machine) only its orphan sweep takes it off, every 5 minutes
+	// by default: a VolumeSnapshot deleted by then stays, being deleted,
+	// that long (docs/kubernetes.md). The tests wait for deletions a
+	// minute, so the sweep runs every 5 s here.
 	if err := c.start(bins["csi-provisioner"], "--kubeconfig="+kc, "--csi-address="+n.csiSock,
-		"--leader-election=false", "--feature-gates=Topology=true", "--extra-create-metadata", "--v=2"); err != nil {
+		"--leader-election=false", "--feature-gates=Topology=true", "--extra-create-metadata",
+		"--snapshot-orphan-sweep-interval=5s", "--v=2"); err != nil {
 		return err
 	}
 	if err := c.StartCSISnapshotter(ctx, n.csiSock); err != nil {

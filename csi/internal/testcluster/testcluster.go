@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -246,14 +248,30 @@ func (c *Cluster) start(bin string, args ...string) error {
 // name for Logs.
 func (c *Cluster) startCmd(cmd *exec.Cmd, name string) error {
 	log := &tailBuffer{}
-	w := &lockedWriter{mu: &c.mu, w: log}
+	// The whole output also goes to a file for LogLines (a restarted
+	// component appends to its file).
+	if err := os.MkdirAll(filepath.Join(c.dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(c.dir, "logs", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	w := &lockedWriter{mu: &c.mu, w: io.MultiWriter(log, f)}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		f.Close()
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		cmd.Wait()
+		c.mu.Lock()
+		f.Close()
+		c.mu.Unlock()
+		close(done)
+	}()
 	c.procs = append(c.procs, cmd)
 	c.exited = append(c.exited, done)
 	c.logs = append(c.logs, log)
@@ -297,6 +315,42 @@ func (c *Cluster) Logs() string {
 			s = "..." + s[len(s)-4000:]
 		}
 		fmt.Fprintf(&b, "--- %s:\n%s\n", c.names[i], s)
+	}
+	return b.String()
+}
+
+// LogLines returns, for each component, the last max lines of its whole
+// output that contain substr (a test's namespace, an object's name): what
+// the controllers did with one test's objects, however long the cluster
+// has run.
+func (c *Cluster) LogLines(substr string, max int) string {
+	c.mu.Lock()
+	names := slices.Compact(slices.Sorted(slices.Values(c.names)))
+	c.mu.Unlock()
+	var b strings.Builder
+	for _, name := range names {
+		f, err := os.Open(filepath.Join(c.dir, "logs", name+".log"))
+		if err != nil {
+			continue
+		}
+		var lines []string
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), substr) {
+				lines = append(lines, sc.Text())
+				if len(lines) > 2*max {
+					lines = append(lines[:0], lines[len(lines)-max:]...)
+				}
+			}
+		}
+		f.Close()
+		if len(lines) > max {
+			lines = lines[len(lines)-max:]
+		}
+		if len(lines) > 0 {
+			fmt.Fprintf(&b, "--- %s (%d lines naming %q):\n%s\n", name, len(lines), substr, strings.Join(lines, "\n"))
+		}
 	}
 	return b.String()
 }
