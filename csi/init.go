@@ -3,7 +3,6 @@ package csi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 )
 
@@ -36,34 +35,11 @@ type InitArgs struct {
 // deleted once it has an outcome; an interrupted call leaves it for a
 // rerun with the same Operation.
 func (c *Clients) InitRepository(ctx context.Context, args InitArgs) (created bool, err error) {
-	if err := c.validate(); err != nil {
-		return false, err
-	}
-	if err := ValidateOperation(args.Operation); err != nil {
-		return false, err
-	}
-	if args.Namespace == "" {
-		return false, fmt.Errorf("%w: missing Namespace", ErrInvalidArgs)
-	}
-	if err := args.Job.validate(); err != nil {
-		return false, err
-	}
-	tm := args.Timing.withDefaults(args.Job.activeDeadline())
-	log := logger(args.Log).With("operation", args.Operation, "namespace", args.Namespace)
-	ns, op := args.Namespace, args.Operation
-	res, err := c.finishedJob(ctx, ns, op, tm)
-	if res == nil && err == nil {
-		job := buildJob(jobSpec{ns: ns, op: op, args: append([]string{"init"}, args.InitArgs...)}, &args.Job)
-		_, err = c.runJob(ctx, job, tm, log)
-	}
+	_, err = c.RunCommand(ctx, CommandArgs{Namespace: args.Namespace, Operation: args.Operation,
+		Command: append([]string{"init"}, args.InitArgs...), Job: args.Job, Timing: args.Timing, Log: args.Log})
 	var jf *JobFailedError
 	if errors.As(err, &jf) && jf.ExitCode == ExitExists {
-		err = nil
-	} else if err == nil {
-		created = true
+		return false, nil
 	}
-	if err := c.settle(ctx, ns, op, err, "repository initialised", false, false, log); err != nil {
-		return false, err
-	}
-	return created, nil
+	return err == nil, err
 }

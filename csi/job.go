@@ -130,6 +130,10 @@ func (o *JobOptions) activeDeadline() time.Duration {
 	return 6 * time.Hour
 }
 
+// nobodyUID is the user of the containers that open no device: the
+// image's nobody (distroless's 65532).
+const nobodyUID = 65532
+
 // jobSpec is one mover Job: the command and the PVC it works on.
 type jobSpec struct {
 	ns, op   string
@@ -210,8 +214,12 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 	// bits, but with no capability at all and no way to gain one.
 	uid, gid := int64(0), int64(0)
 	nonRoot := false
-	if o.RunAsUser != nil {
+	switch {
+	case o.RunAsUser != nil:
 		uid, gid, nonRoot = *o.RunAsUser, *o.RunAsUser, true
+	case spec.pvc == "":
+		// No device node to open: the nobody user.
+		uid, gid, nonRoot = nobodyUID, nobodyUID, true
 	}
 	f := false
 	t := true
@@ -270,7 +278,7 @@ func buildJob(spec jobSpec, o *JobOptions) *batchv1.Job {
 		mounts = append(mounts, corev1.VolumeMount{Name: "work", MountPath: workDir, ReadOnly: true})
 		sa := o.ServiceAccount
 		initSC := sc.DeepCopy()
-		nobody := int64(65532)
+		nobody := int64(nobodyUID)
 		initSC.RunAsUser, initSC.RunAsGroup, initSC.RunAsNonRoot = &nobody, &nobody, &t
 		initContainers = []corev1.Container{{
 			Name: "changes", Image: o.Image, ImagePullPolicy: o.ImagePullPolicy,

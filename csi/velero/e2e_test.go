@@ -531,3 +531,5 @@ func importSnapshotSize(t *testing.T, r *repo.Repository, id string, size int64)
 	}
 	return b
 }
+
+func ptr[T any](v T) *T { return &v }

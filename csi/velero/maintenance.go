@@ -47,17 +47,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/blockmover/blockmover/csi"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -402,116 +398,17 @@ func repoHash(url string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// runMaintJob runs the mover with args in the Job of operation op and
-// returns its result. A Job of op left by an earlier run (a restarted
-// controller) is waited for and deleted first; when fresh is false its
-// result is the answer, else the Job runs again with args. The Job is
-// deleted once it has an outcome.
+// runMaintJob runs the mover with args in the Job of operation op (one per
+// repository and command) and returns its result. A Job of op left by an
+// earlier run (a restarted controller) is adopted: its result is the
+// answer, or, when fresh, it is waited for and deleted and the command
+// runs again with today's args. The Job is deleted once it has an
+// outcome.
 func (c *Controller) runMaintJob(ctx context.Context, op string, o csi.JobOptions, args []string, fresh bool) (*csi.Result, error) {
-	ns, name := c.cfg.Namespace, csi.ObjectName(op)
-	jobs := c.clients.Kube.BatchV1().Jobs(ns)
-	wait := func() (*csi.Result, error) {
-		res, err := c.clients.WaitJob(ctx, ns, name, pollEvery(c.cfg.Timing), maintDeadline+5*time.Minute)
-		if derr := c.deleteJob(ctx, op); derr != nil && err == nil {
-			err = derr
-		}
-		return res, err
-	}
-	old, err := jobs.Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case err == nil && old.Labels[csi.LabelOperation] != op:
-		return nil, fmt.Errorf("the Job %s/%s exists and is not blockmover's; delete it", ns, name)
-	case err == nil:
-		c.cfg.Log.Info("adopting the Job of an earlier run", "job", name)
-		res, err := wait()
-		if !fresh {
-			return res, err
-		}
-	case !apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("maintenance Job %s/%s: %w", ns, name, err)
-	}
-	if _, err := jobs.Create(ctx, maintJob(ns, op, &o, args), metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("creating Job %s/%s: %w", ns, name, err)
-	}
-	return wait()
+	o.ActiveDeadline = maintDeadline
+	return c.clients.RunCommand(ctx, csi.CommandArgs{Namespace: c.cfg.Namespace, Operation: op, Command: args, Rerun: fresh,
+		Job: o, Timing: c.cfg.Timing, Log: c.cfg.Log})
 }
 
 // maintDeadline bounds a maintenance Job's run.
 const maintDeadline = 6 * time.Hour
-
-// maintJob is the Job of a maintenance command: the mover Jobs' Secret,
-// CA bundle and arguments, no volume, no API token, a non-root user with
-// no capability and a read-only root. A permanent exit code (a wrong
-// password, a busy repository, …) fails it at once.
-func maintJob(ns, op string, o *csi.JobOptions, args []string) *batchv1.Job {
-	labels := map[string]string{csi.LabelManagedBy: csi.ManagedBy, csi.LabelOperation: op, csi.LabelRole: csi.RoleJob}
-	for k, v := range o.Labels {
-		if _, ok := labels[k]; !ok {
-			labels[k] = v
-		}
-	}
-	env := []corev1.EnvVar{secretEnv(o.Secret, csi.SecretKeyPassword, false), secretEnv(o.Secret, csi.SecretKeyRepository, false)}
-	for _, k := range csi.OptionalSecretKeys() {
-		env = append(env, secretEnv(o.Secret, k, true))
-	}
-	args = append(append([]string{}, args...), "--json", "--log-format=json", "--termination-log="+csi.TerminationLogPath)
-	volumes := []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}}}
-	mounts := []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}}
-	if o.CABundleKey != "" {
-		args = append(args, "--s3-ca-bundle="+csi.CABundlePath)
-		volumes = append(volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: o.Secret, Items: []corev1.KeyToPath{{Key: o.CABundleKey, Path: path.Base(csi.CABundlePath)}}}}})
-		mounts = append(mounts, corev1.VolumeMount{Name: "ca", MountPath: path.Dir(csi.CABundlePath), ReadOnly: true})
-	}
-	args = append(args, o.Args...)
-	nobody := int64(65532)
-	f, t := false, true
-	perm := []int32{}
-	perm = append(perm, csi.PermanentExitCodes()...)
-	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: csi.ObjectName(op), Namespace: ns, Labels: labels,
-			Annotations: map[string]string{csi.AnnotationCreated: "true"}},
-		Spec: batchv1.JobSpec{
-			ActiveDeadlineSeconds:   ptr(int64(maintDeadline / time.Second)),
-			BackoffLimit:            ptr(int32(2)),
-			TTLSecondsAfterFinished: ptr(int32(24 * 3600)),
-			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
-				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-					ContainerName: ptr(csi.ContainerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: perm}},
-				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
-					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
-			}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					RestartPolicy:                corev1.RestartPolicyNever,
-					ServiceAccountName:           o.ServiceAccount,
-					AutomountServiceAccountToken: &f,
-					EnableServiceLinks:           &f,
-					NodeSelector:                 o.NodeSelector,
-					Tolerations:                  o.Tolerations,
-					Affinity:                     o.Affinity,
-					PriorityClassName:            o.PriorityClassName,
-					SecurityContext: &corev1.PodSecurityContext{RunAsUser: &nobody, RunAsGroup: &nobody, RunAsNonRoot: &t,
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
-					Volumes: volumes,
-					Containers: []corev1.Container{{
-						Name: csi.ContainerName, Image: o.Image, ImagePullPolicy: o.ImagePullPolicy,
-						Command: []string{"/mover"}, Args: args, Env: env, Resources: o.Resources, VolumeMounts: mounts,
-						TerminationMessagePath:   csi.TerminationLogPath,
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext: &corev1.SecurityContext{Privileged: &f, AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: &t,
-							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-					}},
-				},
-			},
-		},
-	}
-}
-
-func secretEnv(secret, key string, optional bool) corev1.EnvVar {
-	return corev1.EnvVar{Name: key, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-		LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key, Optional: &optional}}}
-}
-
-func ptr[T any](v T) *T { return &v }
