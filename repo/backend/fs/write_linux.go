@@ -18,14 +18,14 @@ const directMin = 1 << 20
 // An object of at least directMin bytes whose memory is aligned is written
 // with O_DIRECT, up to its last aligned block, straight from data to the
 // storage; the tail goes through the page cache. Copying a pack into the
-// page cache costs more CPU than anything else the fs backend does (and,
-// on ext4 in a virtual machine, more than BLAKE3 on the same bytes: see
-// BENCHMARKS.md, "Export CPU per GiB"), fills memory with dirty pages that
-// the fsync then writes out from the writer's thread, and evicts pages a
-// node needs more than a backup's just-written packs. Durability is the
-// same: the caller fsyncs either way. File systems that keep data in
-// memory (tmpfs), have no direct I/O, or refuse it for this file, get an
-// ordinary write.
+// page cache costs more CPU than anything else the fs backend does (on
+// ext4 in this project's virtual machine, more than BLAKE3 on the same
+// bytes: BENCHMARKS.md, "Export CPU per GiB"), and fills memory with pages
+// that count against a pod's memory limit, like the source pages the
+// export drops. Durability is the same: the caller fsyncs either way. A
+// later read of the object comes from the storage. File systems that keep
+// data in memory (tmpfs), have no direct I/O, or refuse it for this file,
+// get an ordinary write.
 func writeData(f *os.File, data []byte) (direct int, err error) {
 	if len(data) < directMin {
 		_, err := f.Write(data)
