@@ -11,6 +11,12 @@
 // backend.TempPrefix and are never listed. On file systems without hard
 // links the link is replaced by a rename guarded by an O_EXCL lock file (see
 // Backend.Put).
+//
+// On Linux, objects of 1 MiB or more (packs) are written around the page
+// cache (O_DIRECT) where the file system allows it, except on tmpfs: no
+// copy into the kernel, no dirty pages for the fsync to write from the
+// writer's thread (see writeData). A later read of the object comes from
+// the storage, not from memory.
 package fs
 
 import (
@@ -215,7 +221,7 @@ func (b *Backend) writeTemp(dir string, data []byte) (string, error) {
 	if err != nil {
 		return "", classify(err)
 	}
-	_, err = f.Write(data)
+	_, err = writeData(f, data)
 	if err == nil {
 		err = f.Sync()
 	}
