@@ -77,6 +77,11 @@ type GCResult struct {
 	IndexFilesLeft int   `json:"index_files_now"` // after compaction
 	TempFiles      int   `json:"temp_files"`      // stale temporary files deleted (fs)
 	TempBytes      int64 `json:"temp_bytes"`      // their size
+
+	// The compaction's index files: those it rewrote (and then deleted),
+	// and those it wrote in their place.
+	IndexFilesRewritten int `json:"index_files_rewritten"`
+	IndexFilesWritten   int `json:"index_files_written"`
 }
 
 // minTempAge is the least age of a temporary file gc deletes, whatever
@@ -677,6 +682,7 @@ func (g *gc) compact(ctx context.Context, drop map[ID]bool) error {
 		return fmt.Errorf("deleting replaced index files: %w", err)
 	}
 	g.res.IndexFilesLeft += len(w.written)
+	g.res.IndexFilesRewritten, g.res.IndexFilesWritten = len(replace), len(w.written)
 	g.logf("rewrote %d index files into %d", len(replace), len(w.written))
 	return nil
 }
@@ -691,9 +697,16 @@ func fileInfoOf(name string, recs []indexPack) indexFileInfo {
 }
 
 // planCompaction picks the index files to rewrite: those that name a pack
-// not to keep, or a pack an earlier file names, and the small ones when
-// there are two or more. It returns them and the packs that the other
-// files name.
+// not to keep; the small ones (under half of compactBlobs entries) when
+// there are two or more, to merge them; and, of the other files in order,
+// those that name a pack that an earlier file they keep names too (or that
+// name one pack twice). Every other file is left as it is, byte for byte:
+// the rewrite is linear in the files whose packs changed and the small
+// ones, not in the index. A pack that both a kept file and a rewritten one
+// name stays in the kept file (so a gc killed after it wrote merged files
+// and before it deleted the files they replace makes the next run delete
+// those, not rewrite the merged ones). It returns the files to rewrite and
+// the packs the kept files name, which the rewrite leaves out.
 func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []indexFileInfo, kept map[ID]bool) {
 	small := 0
 	for _, f := range files {
@@ -701,13 +714,24 @@ func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []in
 			small++
 		}
 	}
-	named := map[ID]bool{}
+	must := func(f indexFileInfo) bool {
+		if small > 1 && f.blobs < compactBlobs/2 {
+			return true
+		}
+		return slices.ContainsFunc(f.packs, func(id ID) bool { return !keepPack(id) })
+	}
 	kept = map[ID]bool{}
 	for _, f := range files {
-		rewrite := small > 1 && f.blobs < compactBlobs/2
-		for _, id := range f.packs {
-			rewrite = rewrite || !keepPack(id) || named[id]
-			named[id] = true
+		rewrite := must(f)
+		if !rewrite {
+			mine := make(map[ID]bool, len(f.packs))
+			for _, id := range f.packs {
+				if kept[id] || mine[id] {
+					rewrite = true
+					break
+				}
+				mine[id] = true
+			}
 		}
 		if rewrite {
 			replace = append(replace, f)
