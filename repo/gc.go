@@ -640,10 +640,10 @@ func (g *gc) saveState(ctx context.Context, dead []ID) error {
 	return nil
 }
 
-// compact rewrites the index files that name a pack to drop (one to
-// delete now, or one that does not exist), name a pack that an earlier
-// file names too, or are small, into fewer files without those packs;
-// then it deletes the files it replaced. Every pack that stays is in a
+// compact rewrites the index files that planCompaction picks (those that
+// name a pack to drop: one to delete now, or one that does not exist; the
+// small ones; duplicates) into fewer files without the packs to drop and
+// those the files it keeps name; then it deletes the files it replaced. Every pack that stays is in a
 // durable index file before any file naming it is deleted. Index files
 // that other writers added meanwhile are left alone; those this run wrote
 // while repacking are merged.
