@@ -77,6 +77,11 @@ type GCResult struct {
 	IndexFilesLeft int   `json:"index_files_now"` // after compaction
 	TempFiles      int   `json:"temp_files"`      // stale temporary files deleted (fs)
 	TempBytes      int64 `json:"temp_bytes"`      // their size
+
+	// The compaction's index files: those it rewrote (and then deleted),
+	// and those it wrote in their place.
+	IndexFilesRewritten int `json:"index_files_rewritten"`
+	IndexFilesWritten   int `json:"index_files_written"`
 }
 
 // minTempAge is the least age of a temporary file gc deletes, whatever
@@ -453,15 +458,31 @@ func (g *gc) account(ctx context.Context, files []string) error {
 			gp.indexed = true
 			for _, b := range p.Blobs {
 				gp.total += int64(b.Length)
-				if g.live(b.ID, p.ID) {
-					gp.live += int64(b.Length)
-					g.res.LiveBytes += int64(b.Length)
-				}
 			}
 		}
 		g.indexFiles = append(g.indexFiles, fileInfoOf(name, recs))
 	}
+	g.sumLive()
 	return nil
+}
+
+// sumLive adds each marked blob's length to the live bytes of the pack of
+// its preferred copy, the position the mark set: one pass over the set
+// bits, where a lookup of every indexed blob (a binary search each) cost
+// gc most of its CPU in a large repository.
+func (g *gc) sumLive() {
+	x := g.r.idx
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for w, word := range g.marked {
+		for ; word != 0; word &= word - 1 {
+			e := x.at(w<<6 | bits.TrailingZeros64(word))
+			if gp := g.packs[x.packs[e.pack].id]; gp != nil && gp.indexed {
+				gp.live += int64(e.len)
+				g.res.LiveBytes += int64(e.len)
+			}
+		}
+	}
 }
 
 // young reports whether a pack is younger than the grace period: it may
@@ -619,10 +640,10 @@ func (g *gc) saveState(ctx context.Context, dead []ID) error {
 	return nil
 }
 
-// compact rewrites the index files that name a pack to drop (one to
-// delete now, or one that does not exist), name a pack that an earlier
-// file names too, or are small, into fewer files without those packs;
-// then it deletes the files it replaced. Every pack that stays is in a
+// compact rewrites the index files that planCompaction picks (those that
+// name a pack to drop: one to delete now, or one that does not exist; the
+// small ones; duplicates) into fewer files without the packs to drop and
+// those the files it keeps name; then it deletes the files it replaced. Every pack that stays is in a
 // durable index file before any file naming it is deleted. Index files
 // that other writers added meanwhile are left alone; those this run wrote
 // while repacking are merged.
@@ -677,6 +698,7 @@ func (g *gc) compact(ctx context.Context, drop map[ID]bool) error {
 		return fmt.Errorf("deleting replaced index files: %w", err)
 	}
 	g.res.IndexFilesLeft += len(w.written)
+	g.res.IndexFilesRewritten, g.res.IndexFilesWritten = len(replace), len(w.written)
 	g.logf("rewrote %d index files into %d", len(replace), len(w.written))
 	return nil
 }
@@ -691,9 +713,16 @@ func fileInfoOf(name string, recs []indexPack) indexFileInfo {
 }
 
 // planCompaction picks the index files to rewrite: those that name a pack
-// not to keep, or a pack an earlier file names, and the small ones when
-// there are two or more. It returns them and the packs that the other
-// files name.
+// not to keep; the small ones (under half of compactBlobs entries) when
+// there are two or more, to merge them; and, of the other files in order,
+// those that name a pack that an earlier file they keep names too (or that
+// name one pack twice). Every other file is left as it is, byte for byte:
+// the rewrite is linear in the files whose packs changed and the small
+// ones, not in the index. A pack that both a kept file and a rewritten one
+// name stays in the kept file (so a gc killed after it wrote merged files
+// and before it deleted the files they replace makes the next run delete
+// those, not rewrite the merged ones). It returns the files to rewrite and
+// the packs the kept files name, which the rewrite leaves out.
 func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []indexFileInfo, kept map[ID]bool) {
 	small := 0
 	for _, f := range files {
@@ -701,13 +730,24 @@ func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []in
 			small++
 		}
 	}
-	named := map[ID]bool{}
+	must := func(f indexFileInfo) bool {
+		if small > 1 && f.blobs < compactBlobs/2 {
+			return true
+		}
+		return slices.ContainsFunc(f.packs, func(id ID) bool { return !keepPack(id) })
+	}
 	kept = map[ID]bool{}
 	for _, f := range files {
-		rewrite := small > 1 && f.blobs < compactBlobs/2
-		for _, id := range f.packs {
-			rewrite = rewrite || !keepPack(id) || named[id]
-			named[id] = true
+		rewrite := must(f)
+		if !rewrite {
+			mine := make(map[ID]bool, len(f.packs))
+			for _, id := range f.packs {
+				if kept[id] || mine[id] {
+					rewrite = true
+					break
+				}
+				mine[id] = true
+			}
 		}
 		if rewrite {
 			replace = append(replace, f)

@@ -16,6 +16,9 @@
 //	SCALE_CHUNKS     index sizes for the export rows (default 0,1000000,10000000)
 //	SCALE_SNAPSHOTS  snapshot counts (default 1000,10000)
 //	SCALE_HOLES      size of the holes-only volume imported from S3 (default 4TiB)
+//	                 ("none" in any of these three skips those rows)
+//	SCALE_GC         index sizes for the gc rows (default: the largest of
+//	                 SCALE_CHUNKS; "none" skips them)
 //	SCALE_OUT        also write the table (Markdown) to this file
 package scale
 
@@ -30,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -96,11 +100,16 @@ func TestScale(t *testing.T) {
 	for _, n := range intList(t, "SCALE_CHUNKS", "0,1000000,10000000") {
 		h.exportRows(n)
 	}
+	for _, n := range h.gcSizes() {
+		h.gcRows(n)
+	}
 	for _, n := range intList(t, "SCALE_SNAPSHOTS", "1000,10000") {
 		h.snapshotRows(n, false)
 		h.snapshotRows(n, true)
 	}
-	h.importHoles()
+	if os.Getenv("SCALE_HOLES") != "none" {
+		h.importHoles()
+	}
 
 	table := h.table(header)
 	fmt.Println(table)
@@ -111,12 +120,29 @@ func TestScale(t *testing.T) {
 	}
 }
 
+// gcSizes returns the chunk counts of the gc rows.
+func (h *harness) gcSizes() []int {
+	switch v := os.Getenv("SCALE_GC"); v {
+	case "none":
+		return nil
+	case "":
+		if chunks := intList(h.t, "SCALE_CHUNKS", "0,1000000,10000000"); len(chunks) > 0 {
+			return []int{slices.Max(chunks)}
+		}
+		return nil
+	}
+	return intList(h.t, "SCALE_GC", "")
+}
+
 func intList(t *testing.T, env, def string) []int {
 	v := os.Getenv(env)
 	if v == "" {
 		v = def
 	}
 	var out []int
+	if v == "none" {
+		return nil
+	}
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
@@ -224,6 +250,99 @@ func (h *harness) exportRows(n int) {
 		h.add(r, "export of a new 64 MiB volume", where, pass)
 	}
 	h.add(h.run(loc, "snapshots"), "snapshots", where, "")
+}
+
+// gcRows measures gc's index compaction on a copy of the repository of n
+// synthetic chunks that exportRows built: hard links (`cp -al`), since
+// every object is written once under a new name and never changed in
+// place, so gc's writes and deletes in the copy leave the original as it
+// was. The first gc merges the export-sized index files (32 packs each)
+// into files of about 200,000 entries; then one small export, and a
+// second gc, which should rewrite only the small index files, whatever the
+// repository's size. The index files replaced and the bytes written are
+// read from the directory before and after each gc, not from gc's report.
+func (h *harness) gcRows(n int) {
+	src := filepath.Join(h.work, fmt.Sprintf("chunks-%d", n))
+	if _, err := os.Stat(filepath.Join(src, "config")); err != nil {
+		h.t.Fatalf("gc rows: no repository of %d chunks in %s (SCALE_CHUNKS must include it): %v", n, h.work, err)
+	}
+	loc := filepath.Join(h.work, fmt.Sprintf("gc-%d", n))
+	os.RemoveAll(loc)
+	start := time.Now()
+	if out, err := exec.Command("cp", "-al", src, loc).CombinedOutput(); err != nil {
+		h.t.Fatalf("cp -al: %v: %s", err, out)
+	}
+	defer os.RemoveAll(loc)
+	h.t.Logf("linked %s to %s in %v", src, loc, time.Since(start))
+	where := "directory, " + count(n) + " chunks"
+	os.RemoveAll(h.cache)
+
+	before := indexFiles(h.t, loc)
+	r := h.run(loc, "gc")
+	h.add(r, "gc, first run", where, indexDiff(before, indexFiles(h.t, loc)).String()+": merges the export-sized files")
+
+	vol := filepath.Join(h.work, "vol.img")
+	h.run(loc, "export", "-q", "--source", writeVolume(h.t, vol, 64<<20), "--volume", "gc-small")
+	before = indexFiles(h.t, loc)
+	r = h.run(loc, "gc")
+	d := indexDiff(before, indexFiles(h.t, loc))
+	h.add(r, "gc after one 64 MiB export", where, d.String())
+	h.t.Logf("gc after one small export: %s", d)
+	// The export before this gc left its index cache: the files gc kept
+	// are still in it, so the next export reads only those gc wrote.
+	r = h.run(loc, "export", "-q", "--source", writeVolume(h.t, vol, 64<<20), "--volume", "gc-small")
+	h.add(r, "export of a 64 MiB volume after that gc", where, "warm cache (left by the export before gc)")
+}
+
+// indexFiles returns the size of each index file of the directory
+// repository at loc, by name.
+func indexFiles(t *testing.T, loc string) map[string]int64 {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(loc, "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]int64, len(ents))
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = fi.Size()
+	}
+	return out
+}
+
+// indexChange is what a command did to the index files.
+type indexChange struct {
+	files, kept, replaced, written     int
+	bytes, replacedBytes, writtenBytes int64
+}
+
+func indexDiff(before, after map[string]int64) indexChange {
+	var c indexChange
+	for name, size := range before {
+		c.files++
+		c.bytes += size
+		if _, ok := after[name]; ok {
+			c.kept++
+		} else {
+			c.replaced++
+			c.replacedBytes += size
+		}
+	}
+	for name, size := range after {
+		if _, ok := before[name]; !ok {
+			c.written++
+			c.writtenBytes += size
+		}
+	}
+	return c
+}
+
+func (c indexChange) String() string {
+	return fmt.Sprintf("index: %d of %d files (%s of %s) replaced by %d (%s written), %d untouched",
+		c.replaced, c.files, units.Bytes(c.replacedBytes), units.Bytes(c.bytes), c.written, units.Bytes(c.writtenBytes), c.kept)
 }
 
 func count(n int) string {
