@@ -28,6 +28,13 @@
 #   IMG        the image (default $WORK/image-$SIZE-seed$SEED.img; generated only if missing)
 #   REPO_BASE  where repositories, restic's cache and restore targets go
 #              (default $WORK: the same filesystem; /dev/shm takes the disk out)
+#   REPO_CACHE the repository's pages before each restore: cold (default:
+#              synced, then dropped from the page cache file by file, as a
+#              restore days after the backup finds them), warm (every file
+#              read first), or asleft (as the backup left them: a tool that
+#              writes around the page cache, as mover does since session
+#              14, then restores cold and the others warm). On tmpfs the
+#              pages are the storage: all three are the same.
 #
 # Builds the peers with hack/install-peers.sh (Go module proxy) when missing;
 # falls back to a restic on PATH (Debian's 0.14 has no --sparse), and says so.
@@ -45,6 +52,8 @@ PEERS=${PEERS:-restic kopia}
 SEED=${SEED:-7}
 WORK=${WORK:-/tmp/bench-vs-restic}
 REPO_BASE=${REPO_BASE:-$WORK}
+REPO_CACHE=${REPO_CACHE:-cold}
+case $REPO_CACHE in cold | warm | asleft) ;; *) die "REPO_CACHE must be cold, warm or asleft, not '$REPO_CACHE'" ;; esac
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $SEED =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer, not '$SEED'"
 mkdir -p "$WORK" "$REPO_BASE"
@@ -184,6 +193,16 @@ state_before=$(state)
 results=$RUN/results
 : >"$results"
 restic_repo_version=
+# repo_cache: the repository's pages before a restore (REPO_CACHE).
+repo_cache() {
+	case $REPO_CACHE in
+	cold)
+		sync
+		find "$REPO" -type f -exec dd if={} iflag=nocache count=0 status=none \;
+		;;
+	warm) find "$REPO" -type f -exec cat {} + >/dev/null ;;
+	esac
+}
 run_one() { # run_one ROUND POSITION TOOL
 	local round=$1 pos=$2 tool=$3 b rs r o s restored
 	rm -rf "$REPO" "$CACHE" "$OUT" "$KCONF"
@@ -197,6 +216,7 @@ run_one() { # run_one ROUND POSITION TOOL
 		b=$(timed backup "${M_EXPORT[@]}")
 		rs=$(du -sb "$REPO" | cut -f1)
 		o=$(timed open "${M_OPEN[@]}")
+		repo_cache
 		r=$(timed restore "${M_IMPORT[@]}")
 		restored=$M_OUT
 		;;
@@ -206,6 +226,7 @@ run_one() { # run_one ROUND POSITION TOOL
 		b=$(timed backup "${R_BACKUP[@]}")
 		rs=$(du -sb "$REPO" | cut -f1)
 		o=$(timed open "${R_OPEN[@]}")
+		repo_cache
 		r=$(timed restore "${R_RESTORE[@]}")
 		restored=$R_OUT
 		;;
@@ -216,6 +237,7 @@ run_one() { # run_one ROUND POSITION TOOL
 		b=$(timed backup "${K_BACKUP[@]}")
 		rs=$(du -sb "$REPO" | cut -f1)
 		o=$(timed open "${K_OPEN[@]}")
+		repo_cache
 		r=$(timed restore "${K_RESTORE[@]}")
 		restored=$K_OUT
 		;;
@@ -254,6 +276,7 @@ echo "- mover: $GIT_REV ($(go version | cut -d' ' -f3)), zstd fastest${RESTIC:+;
 echo "- image: $IMG, $size bytes, $img_alloc allocated (holes are the rest), on $(fs_of "$IMG"); repositories, caches and restores under $REPO_BASE ($(fs_of "$REPO_BASE"))"
 echo "- physical floor under $REPO_BASE (hack/writefloor: the image's data extents written onto a new file, nothing decoded, + fdatasync), before the rounds: $floor_before; after: $floor_after"
 echo "- warm cache for all: \`cat IMG > /dev/null; sync\` before each backup; fresh repository and restore target per run; the order rotates per round"
+echo "- the repository before each restore: $REPO_CACHE (REPO_CACHE: cold = synced and dropped from the page cache file by file, warm = every file read first, asleft = as the backup left it)"
 if [ -n "$RESTIC" ] && [ ${#RESTIC_SPARSE[@]} -eq 0 ]; then
 	echo "- restic $("$RESTIC" version | cut -d' ' -f2) has no \`restore --sparse\`: it writes the zeros that mover leaves as holes"
 fi
