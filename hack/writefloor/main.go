@@ -65,6 +65,10 @@ func run(image, out, mode, bsFlag string, writers int) error {
 	if err != nil {
 		return err
 	}
+	pieces, err := split(exts, data, bs, mode == "direct")
+	if err != nil {
+		return err
+	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if mode == "mapped" {
 		flags = os.O_RDWR | os.O_CREATE | os.O_EXCL // mmap needs read access
@@ -86,33 +90,7 @@ func run(image, out, mode, bsFlag string, writers int) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	var pieces []piece
-	var p int64
-	for _, x := range exts {
-		for w := int64(0); w < x.n; w += bs {
-			n := min(bs, x.n-w)
-			if mode == "direct" && n%4096 != 0 {
-				return fmt.Errorf("extent at %d ends unaligned: direct writes need 4 KiB alignment", x.off)
-			}
-			pieces = append(pieces, piece{data: data[p+w : p+w+n], off: x.off + w})
-		}
-		p += x.n
-	}
-	errs := make([]error, writers)
-	var wg sync.WaitGroup
-	for k := range writers {
-		wg.Go(func() {
-			for i := k; i < len(pieces) && errs[k] == nil; i += writers {
-				if mode == "mapped" {
-					errs[k] = writeMapped(f, pieces[i].data, pieces[i].off)
-				} else {
-					_, errs[k] = f.WriteAt(pieces[i].data, pieces[i].off)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := writeAll(f, pieces, mode, writers); err != nil {
 		return err
 	}
 	written := time.Since(start)
@@ -136,6 +114,44 @@ func run(image, out, mode, bsFlag string, writers int) error {
 type piece struct {
 	data []byte
 	off  int64
+}
+
+// split cuts the extents, whose bytes lie one after the other in data,
+// into writes of at most bs bytes; direct ones must end aligned.
+func split(exts []extent, data []byte, bs int64, direct bool) ([]piece, error) {
+	var pieces []piece
+	var p int64
+	for _, x := range exts {
+		for w := int64(0); w < x.n; w += bs {
+			n := min(bs, x.n-w)
+			if direct && n%4096 != 0 {
+				return nil, fmt.Errorf("extent at %d ends unaligned: direct writes need 4 KiB alignment", x.off)
+			}
+			pieces = append(pieces, piece{data: data[p+w : p+w+n], off: x.off + w})
+		}
+		p += x.n
+	}
+	return pieces, nil
+}
+
+// writeAll writes the pieces onto f from writers goroutines, which take
+// them in turn.
+func writeAll(f *os.File, pieces []piece, mode string, writers int) error {
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	for k := range writers {
+		wg.Go(func() {
+			for i := k; i < len(pieces) && errs[k] == nil; i += writers {
+				if mode == "mapped" {
+					errs[k] = writeMapped(f, pieces[i].data, pieces[i].off)
+				} else {
+					_, errs[k] = f.WriteAt(pieces[i].data, pieces[i].off)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // writeMapped copies p to off through a shared mapping of the pages it
