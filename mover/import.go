@@ -40,7 +40,10 @@ type ImportOptions struct {
 	// Buffered writes to one file are serialised by the kernel (the inode
 	// lock), so a second writer to a file only waits, spinning or asleep,
 	// while a core could decode; with one writer the decoding runs beside
-	// it. (On a loop device two writers measured no faster than one.) A
+	// it. (On a loop device two writers measured no faster than one.
+	// Copying into shared mappings of a tmpfs target escapes the lock, but
+	// the kernel then zeroes and maps every page: 50% more CPU for the
+	// writes; BENCHMARKS.md, session 14.) A
 	// direct write waits for the storage instead, using no CPU, and two
 	// writers keep a second one queued (1 MiB direct writes of 2.4 GiB
 	// onto the project's ext4 disk: a median 2.1 s from two goroutines,
