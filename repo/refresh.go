@@ -76,6 +76,8 @@ type refresher struct {
 	warned    bool            // a refresh failed (see maybeRefresh)
 	idle      int             // refreshes in a row that found no new index file
 	loaded    time.Time       // when LoadIndex enabled refreshes
+
+	claims *claims // see claims.go
 }
 
 // startRefresh enables refreshes after a LoadIndex that read files.
@@ -93,7 +95,7 @@ func (r *Repository) startRefresh(files []string, damaged []Problem, gcState str
 		return
 	}
 	now := time.Now()
-	r.refresh = &refresher{seen: seen, gcState: gcState, published: now, loaded: now, step: 1}
+	r.refresh = &refresher{seen: seen, gcState: gcState, published: now, loaded: now, step: 1, claims: newClaims()}
 }
 
 // stopRefresh disables refreshes for good (see AcquireLease).
@@ -208,9 +210,43 @@ func (r *Repository) maybeRefresh(ctx context.Context) {
 	}
 }
 
-// refreshIndex adds to the index the packs of the index files that
-// appeared since the last look. Caller holds f.run.
+// refreshNow refreshes the index now, waiting for a refresh that runs.
+func (r *Repository) refreshNow(ctx context.Context) error {
+	f := r.refresherOf()
+	if f == nil || f.isOff() {
+		return nil
+	}
+	f.run.Lock()
+	defer f.run.Unlock()
+	return r.refreshIndex(ctx, f)
+}
+
+// refreshIndex publishes this writer's claims, reads the others' (in that
+// order: see claims.go), and adds to the index the packs of the index
+// files that appeared since the last look. Caller holds f.run.
 func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
+	claimErr := r.refreshClaims(ctx, f.claims)
+	if f.claims != nil {
+		f.claims.mu.Lock()
+		active := f.claims.active()
+		f.claims.mu.Unlock()
+		if active {
+			f.mu.Lock()
+			f.others = time.Now()
+			f.idle = 0
+			r.othersSeen.Store(f.others.UnixNano())
+			f.mu.Unlock()
+		}
+	}
+	if err := r.refreshIndexFiles(ctx, f); err != nil {
+		return err
+	}
+	return claimErr
+}
+
+// refreshIndexFiles adds to the index the packs of the index files that
+// appeared since the last look. Caller holds f.run.
+func (r *Repository) refreshIndexFiles(ctx context.Context, f *refresher) error {
 	infos, err := r.listIndexInfos(ctx)
 	if err != nil {
 		return err
