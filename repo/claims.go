@@ -630,3 +630,13 @@ func RemoveStaleClaims(ctx context.Context, be backend.Backend, now time.Time) (
 	}
 	return n, nil
 }
+
+// removeStaleClaims is gc's step that deletes the claim objects of killed
+// writers (see RemoveStaleClaims).
+func (g *gc) removeStaleClaims(ctx context.Context) error {
+	n, err := RemoveStaleClaims(ctx, g.r.be, time.Now())
+	if n > 0 {
+		g.logf("deleted %d stale claim objects left by killed writers", n)
+	}
+	return err
+}

@@ -378,3 +378,33 @@ func TestRemoveStaleClaims(t *testing.T) {
 		t.Errorf("the young claim object: %v", err)
 	}
 }
+
+// TestGCRemovesStaleClaims: gc deletes a killed writer's claim object once
+// it is older than ClaimExpire, and keeps a live writer's.
+func TestGCRemovesStaleClaims(t *testing.T) {
+	dir := t.TempDir()
+	be, err := fs.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := Init(ctx, be, testPassword, InitOptions{KDF: testKDF}); err != nil {
+		t.Fatal(err)
+	}
+	dead, live := reopen(t, be, Options{}), reopen(t, be, Options{})
+	publishNow(t, dead)
+	publishNow(t, live)
+	at := time.Now().Add(-ClaimExpire - time.Minute)
+	if err := os.Chtimes(filepath.Join(dir, filepath.FromSlash(dead.claimsOf().key)), at, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reopen(t, be, Options{}).GC(ctx, GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Stat(ctx, dead.claimsOf().key); err == nil {
+		t.Error("gc left the stale claim object")
+	}
+	if _, err := be.Stat(ctx, live.claimsOf().key); err != nil {
+		t.Errorf("gc deleted a live writer's claim object: %v", err)
+	}
+}

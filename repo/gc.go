@@ -280,6 +280,9 @@ func (g *gc) run(ctx context.Context) error {
 			g.logf("deleted %d stale temporary files (%d bytes) left by interrupted writes", n, size)
 		}
 	}
+	if err := g.removeStaleClaims(ctx); err != nil {
+		return err
+	}
 	return g.pruneStates(ctx)
 }
 
