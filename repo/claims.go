@@ -132,9 +132,18 @@ func newClaims() *claims {
 	}
 }
 
-// active reports whether another writer's claim object is listed. Caller
-// holds c.mu.
-func (c *claims) active() bool { return len(c.others) > 0 }
+// active reports whether another live writer's claim object is listed
+// (a killed writer's left-behind object does not keep a writer publishing).
+// Caller holds c.mu.
+func (c *claims) active() bool {
+	now := time.Now()
+	for w := range c.others {
+		if c.live(w, now) {
+			return true
+		}
+	}
+	return false
+}
 
 // live reports whether w is a writer whose claims count. Caller holds c.mu.
 func (c *claims) live(w string, now time.Time) bool {

@@ -214,6 +214,15 @@ func TestClaimsDeadClaimant(t *testing.T) {
 	if err := b.checkDeferred(); err != nil {
 		t.Fatal(err)
 	}
+	// The dead writer's object no longer keeps b publishing.
+	readNow(t, b)
+	c0 := b.claimsOf()
+	c0.mu.Lock()
+	active := c0.active()
+	c0.mu.Unlock()
+	if active {
+		t.Error("a dead writer's claim object keeps b publishing claims")
+	}
 	// A writer opened now reads the dead writer's claims as live for
 	// claimStale at most.
 	c := reopen(t, be, Options{})

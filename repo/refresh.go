@@ -11,11 +11,18 @@ import (
 )
 
 // Writers that see each other. Several exports into one repository at once
-// deduplicate against each other only through index files: a writer
-// publishes its index sooner once it has seen another writer's (see
-// publishDue), and every writer re-reads, between packs, the index files
-// that appeared since it last looked (see refreshIndex), so that a blob
-// another writer stored a moment ago is not stored again.
+// deduplicate against each other through index files: a writer publishes
+// its index sooner once it has seen another writer (see publishDue), and
+// every writer re-reads, between packs, the index files that appeared
+// since it last looked (see refreshIndex), so that a blob another writer
+// stored a moment ago is not stored again. What a writer has reserved but
+// not yet indexed (its open packs, the upload queue, the publish delay)
+// it announces in claim objects (claims.go): each refresh first reads the
+// other writers' claims, then the index files, and a blob another live
+// writer claims is deferred rather than stored (ReserveShared), then
+// found in the index, or stored after all, before the snapshot
+// (AwaitDeferred). Seeing another writer's claim object counts as seeing
+// another writer.
 //
 // A refresh only adds packs that exist (it stats each new one) and learns
 // the newest gc state after the index files, so a pack that a gc condemned
