@@ -92,8 +92,9 @@ func waitClaims(t *testing.T, be backend.Backend) {
 // chunks reserved and claimed but not stored; export B of the same volume
 // defers those chunks to A's claims. Then A is killed (its writes refused,
 // its claim object left behind) or gives up (cancelled: it indexes what it
-// uploaded and withdraws its claims). B stores the deferred chunks itself,
-// read again from its source, after A's claims go stale or at once, and
+// uploaded and withdraws its claims). B stores the deferred chunks that are
+// not in the index itself, read again from its source, after A's claims go
+// stale or at once, and
 // its snapshot passes check --read-data and imports byte-identically. On
 // a directory and on the test S3 server.
 func TestExportClaimantKilled(t *testing.T) {
@@ -109,13 +110,26 @@ func TestExportClaimantKilled(t *testing.T) {
 				} else {
 					be = s3Backend(t, s3test.Start(t, false), nil)
 				}
-				claimantKilled(t, be, how == "killed")
+				claimantKilled(t, be, how == "killed", false)
 			})
 		}
 	}
+	// The last line of defence: an export whose wait for deferred chunks
+	// returns at once, with nothing to store, fails rather than save a
+	// snapshot that names chunks outside the index.
+	t.Run("dir/killed/no wait", func(t *testing.T) {
+		be, _ := repotest.Dir(t, "")
+		claimantKilled(t, be, true, true)
+	})
 }
 
-func claimantKilled(t *testing.T, be backend.Backend, kill bool) {
+// noWait is a repository whose AwaitDeferred returns at once with nothing
+// to store (fault injection).
+type noWait struct{ *repo.Repository }
+
+func (noWait) AwaitDeferred(context.Context, []repo.ID) ([]repo.ID, error) { return nil, nil }
+
+func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 	ctx := context.Background()
 	repotest.Init(t, be, repo.InitOptions{PackSize: 4 << 20})
 	vol := make([]byte, 48<<20)
@@ -134,13 +148,17 @@ func claimantKilled(t *testing.T, be backend.Backend, kill bool) {
 	<-srcA.reached
 
 	b := repotest.Open(t, be, repo.Options{})
+	var st mover.ExportRepo = b
+	if lie {
+		st = noWait{b}
+	}
 	srcB := newGated(ctx, vol, 0)
 	bDone := make(chan struct{})
 	var res *mover.ExportResult
 	var errB error
 	go func() {
 		defer close(bDone)
-		res, errB = mover.Export(ctx, srcB, b, mover.ExportOptions{Volume: "b"})
+		res, errB = mover.Export(ctx, srcB, st, mover.ExportOptions{Volume: "b"})
 	}()
 	waitClaims(t, be) // A saw B and published what it holds
 	close(srcB.open)
@@ -156,11 +174,23 @@ func claimantKilled(t *testing.T, be backend.Backend, kill bool) {
 	}
 	start := time.Now()
 	<-bDone
+	if lie {
+		if errB == nil || !strings.Contains(errB.Error(), "not in the index") {
+			t.Fatalf("export b without waiting for deferred chunks: %v", errB)
+		}
+		if ids, err := repotest.Open(t, be, repo.Options{}).SnapshotIDs(ctx); err != nil || len(ids) != 0 {
+			t.Fatalf("snapshots %v (%v), want none", ids, err)
+		}
+		t.Logf("export b: %v", errB)
+		return
+	}
 	if errB != nil {
 		t.Fatal(errB)
 	}
 	t.Logf("B: %d chunks deferred, %d stored after all, %v after A ended", res.DeferredChunks, res.ReclaimedChunks, time.Since(start))
-	if res.DeferredChunks == 0 || res.ReclaimedChunks == 0 {
+	// Killed, A indexes nothing more: B stores what it deferred. Giving
+	// up, A indexes the packs it had uploaded, which may hold them all.
+	if res.DeferredChunks == 0 || kill && res.ReclaimedChunks == 0 {
 		t.Fatalf("B deferred %d chunks and stored %d of them itself: the test missed its point", res.DeferredChunks, res.ReclaimedChunks)
 	}
 	r := repotest.Open(t, be, repo.Options{})

@@ -564,6 +564,9 @@ func (e *exporter) finish(ctx context.Context) error {
 	if err := e.st.Flush(ctx); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
+	if err := e.checkDeferred(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	host, _ := os.Hostname()
 	s := &repo.Snapshot{
 		Volume:      e.opts.Volume,

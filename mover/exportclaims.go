@@ -23,14 +23,15 @@ type claimSharer interface {
 	ReserveShared(id repo.ID) repo.Reservation
 	KeepClaims(ctx context.Context)
 	PublishClaims(ctx context.Context)
-	AwaitDeferred(ctx context.Context) ([]repo.ID, error)
+	AwaitDeferred(ctx context.Context, ids []repo.ID) ([]repo.ID, error)
+	Has(id repo.ID) bool
 	WithdrawClaims(ctx context.Context)
 }
 
 // claimTick is how often an export keeps its claims published and reads
 // the others' (the repository rate-limits the requests, see
 // repo/refresh.go).
-const claimTick = 50 * time.Millisecond
+const claimTick = 10 * time.Millisecond
 
 // keepClaims calls KeepClaims and PublishClaims every claimTick, from a
 // goroutine each, until the returned function is called.
@@ -84,7 +85,13 @@ func (e *exporter) storeDeferred(ctx context.Context) error {
 	if e.claims == nil {
 		return nil
 	}
-	ids, err := e.claims.AwaitDeferred(ctx)
+	e.deferMu.Lock()
+	ids := make([]repo.ID, 0, len(e.deferred))
+	for id := range e.deferred {
+		ids = append(ids, id)
+	}
+	e.deferMu.Unlock()
+	ids, err := e.claims.AwaitDeferred(ctx, ids)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
@@ -137,4 +144,20 @@ func (e *exporter) storeDeferred(ctx context.Context) error {
 		return err
 	}
 	return save(p)
+}
+
+// checkDeferred fails if a chunk deferred to another writer is not in the
+// index once everything is flushed: the snapshot would name it.
+func (e *exporter) checkDeferred() error {
+	if e.claims == nil {
+		return nil
+	}
+	e.deferMu.Lock()
+	defer e.deferMu.Unlock()
+	for id, sp := range e.deferred {
+		if !e.claims.Has(id) {
+			return fmt.Errorf("the chunk at offset %d, deferred to another export, is not in the index: the snapshot would name missing data", sp.start)
+		}
+	}
+	return nil
 }

@@ -29,15 +29,16 @@ import (
 // index (AwaitDeferred refreshes it, so only packs that exist and index
 // files that name them count) or store it itself: the claimant finished
 // without it, gave it up, was presumed dead (its claim object unchanged
-// for claimStale) or did not publish it within claimWait. SaveSnapshot
-// refuses a snapshot while a deferred blob is not in the index. A crash of
+// for claimStale) or did not publish it within claimWait. The export
+// checks, after its last flush and before its snapshot, that every blob it
+// deferred is in the index, and fails otherwise. A crash of
 // either writer at any instruction therefore never leaves a snapshot that
 // names a blob outside a durable pack and index file; at worst a blob is
 // stored twice, as without claims.
 //
 // Objects (FORMAT.md, "Claims"): claims/<writer>-<seq>, where writer is 16
 // random hex digits drawn per Repository and seq counts up. A writer
-// announces itself at its first refresh with an empty claim object (one
+// announces itself at its start with an empty claim object (one
 // put; a lone writer publishes nothing more), and from when it sees another
 // writer's claim object on, publishes its whole outstanding set in a new
 // object at most every claimEvery when the set changed, and at least every
@@ -63,7 +64,7 @@ const (
 	aadClaims    = "blockmover claims v1 "
 	// claimEvery is the least time between two claim objects of a
 	// writer: the latency with which others see its new reservations.
-	claimEvery = 50 * time.Millisecond
+	claimEvery = 10 * time.Millisecond
 	// claimBeat: beside others, a writer publishes a new claim object at
 	// least this often, changed or not, so that they can tell it lives.
 	claimBeat = time.Second
@@ -99,6 +100,7 @@ const (
 
 // claims is a Repository's claim state (see refresher.claims).
 type claims struct {
+	nextPub   time.Time  // no publication of a changed set before
 	pub       sync.Mutex // one publication at a time
 	run       sync.Mutex // one claims refresh at a time
 	next      time.Time  // no claims refresh from KeepClaims before
@@ -280,7 +282,7 @@ func (r *Repository) publishClaims(ctx context.Context, c *claims) error {
 	c.mu.Lock()
 	now := time.Now()
 	since := now.Sub(c.published)
-	due := !c.announced || c.active() && (c.dirty && since >= claimEvery || since >= claimBeat)
+	due := !c.announced || c.active() && (c.dirty && now.After(c.nextPub) || since >= claimBeat)
 	if !due || c.ended {
 		c.mu.Unlock()
 		return nil
@@ -302,6 +304,9 @@ func (r *Repository) publishClaims(ctx context.Context, c *claims) error {
 	c.mu.Lock()
 	old := c.key
 	c.key, c.published = key, now
+	// At most a third of the time on putting claims however slow the
+	// storage.
+	c.nextPub = time.Now().Add(max(claimEvery, 2*time.Since(now)))
 	ended := c.ended
 	c.mu.Unlock()
 	if ended { // Withdraw ran meanwhile
@@ -466,8 +471,8 @@ func (r *Repository) PublishClaims(ctx context.Context) {
 	}
 }
 
-// DeferredCount returns how many distinct blobs ReserveShared deferred to
-// other writers.
+// DeferredCount returns how many blobs ReserveShared deferred to other
+// writers and AwaitDeferred has not yet found in the index.
 func (r *Repository) DeferredCount() int {
 	c := r.claimsOf()
 	if c == nil {
@@ -478,23 +483,18 @@ func (r *Repository) DeferredCount() int {
 	return len(c.deferred)
 }
 
-// AwaitDeferred waits until every blob ReserveShared deferred is in the
-// index, refreshing it, and returns those the caller must store itself
-// before its snapshot: blobs whose claimant finished or gave up without
-// them, was presumed dead, or did not publish them within claimWait. It
-// first writes an index file for this writer's saved packs, so that
-// writers waiting for its blobs are not kept waiting. A blob AwaitDeferred
-// returned is stored by the caller (Reserve, a Packer, SavePack and
-// Flush) or the snapshot fails.
-func (r *Repository) AwaitDeferred(ctx context.Context) ([]ID, error) {
+// AwaitDeferred waits until the blobs ids, which ReserveShared deferred,
+// are in the index, refreshing it, and returns those the caller must
+// store itself before a snapshot names them: blobs whose claimant finished
+// or gave up without them, was presumed dead, or did not publish them
+// within claimWait. It first writes an index file for this writer's saved
+// packs, so that writers waiting for its blobs are not kept waiting. The
+// caller stores what it returns (Reserve, a Packer, SavePack and Flush),
+// and must not save a snapshot that names a blob of ids that Has does not
+// then report.
+func (r *Repository) AwaitDeferred(ctx context.Context, ids []ID) ([]ID, error) {
 	c := r.claimsOf()
-	if c == nil {
-		return nil, nil
-	}
-	c.mu.Lock()
-	n := len(c.deferred)
-	c.mu.Unlock()
-	if n == 0 {
+	if c == nil || len(ids) == 0 {
 		return nil, nil
 	}
 	if err := r.flushIndex(ctx); err != nil {
@@ -509,22 +509,23 @@ func (r *Repository) AwaitDeferred(ctx context.Context) ([]ID, error) {
 		// index files listed after it, or was given up.
 		_ = r.publishClaims(ctx, c)
 		_ = r.refreshClaims(ctx, c)
-		claimed := r.stillClaimed(c, time.Now())
+		claimed := r.stillClaimed(c, ids, time.Now())
 		if err := r.refreshNow(ctx); err != nil && ctx.Err() != nil {
 			return nil, err
 		}
-		now := time.Now()
-		store, waiting := r.unresolved(c, claimed)
-		if waiting == 0 || now.After(deadline) {
-			if now.After(deadline) {
-				c.mu.Lock()
-				for id := range c.deferred {
-					if !r.idx.Has(id) && !contains(store, id) {
-						store = append(store, id)
-					}
-				}
-				c.mu.Unlock()
+		var store []ID
+		waiting := 0
+		for _, id := range ids {
+			switch {
+			case r.idx.Has(id):
+			case claimed[id] && time.Now().Before(deadline):
+				waiting++
+			default:
+				store = append(store, id)
 			}
+		}
+		if waiting == 0 {
+			r.resolved(c, ids)
 			return store, nil
 		}
 		select {
@@ -535,65 +536,26 @@ func (r *Repository) AwaitDeferred(ctx context.Context) ([]ID, error) {
 	}
 }
 
-func contains(ids []ID, id ID) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
-// stillClaimed returns the deferred blobs that their claimant, live,
-// still claims.
-func (r *Repository) stillClaimed(c *claims, now time.Time) map[ID]bool {
+// stillClaimed returns which of ids their claimant, live, still claims.
+func (r *Repository) stillClaimed(c *claims, ids []ID, now time.Time) map[ID]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := make(map[ID]bool, len(c.deferred))
-	for id, w := range c.deferred {
-		if c.claimed[id] == w && c.live(w, now) {
+	m := make(map[ID]bool, len(ids))
+	for _, id := range ids {
+		if w, ok := c.deferred[id]; ok && c.claimed[id] == w && c.live(w, now) {
 			m[id] = true
 		}
 	}
 	return m
 }
 
-// unresolved sorts the deferred blobs not yet in the index: those the
-// caller must store (not in claimed: their claimant no longer claimed
-// them, or was presumed dead, before the index was refreshed) and how many
-// are still claimed. Blobs found in the index are dropped.
-func (r *Repository) unresolved(c *claims, claimed map[ID]bool) (store []ID, waiting int) {
+// resolved forgets the claimants of ids.
+func (r *Repository) resolved(c *claims, ids []ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for id := range c.deferred {
-		switch {
-		case r.idx.Has(id):
-			delete(c.deferred, id)
-		case claimed[id]:
-			waiting++
-		default:
-			store = append(store, id)
-		}
-	}
-	return store, waiting
-}
-
-// checkDeferred returns an error if a blob ReserveShared deferred is not
-// in the index: a snapshot must not name it (see SaveSnapshot).
-func (r *Repository) checkDeferred() error {
-	c := r.claimsOf()
-	if c == nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id := range c.deferred {
-		if !r.idx.Has(id) {
-			return fmt.Errorf("blob %s, deferred to another writer's claim, is not in the index: call AwaitDeferred and store what it returns before the snapshot", id.Short())
-		}
+	for _, id := range ids {
 		delete(c.deferred, id)
 	}
-	return nil
 }
 
 // WithdrawClaims deletes this writer's claim object and publishes none

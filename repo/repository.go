@@ -876,9 +876,6 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	if err := r.checkDeferred(); err != nil {
-		return fmt.Errorf("saving snapshot: %w", err)
-	}
 	plain, err := json.Marshal(s)
 	if err != nil {
 		return err
