@@ -71,21 +71,24 @@ func (k *killable) Delete(ctx context.Context, key string) error {
 	return k.Backend.Delete(ctx, key)
 }
 
-// waitClaims waits until be holds a claim object after some writer's
-// first (a writer published claims beside another).
-func waitClaims(t *testing.T, be backend.Backend) {
+// claimObjects returns the keys of be's claim objects.
+func claimObjects(be backend.Backend) []string {
+	var keys []string
+	be.List(context.Background(), "claims/", func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	})
+	return keys
+}
+
+// waitFor polls cond every 5 ms for up to 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		found := false
-		be.List(context.Background(), "claims/", func(oi backend.ObjectInfo) error {
-			found = found || !strings.HasSuffix(oi.Key, "-0000000000000000")
-			return nil
-		})
-		if found {
-			return
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
 		}
 	}
-	t.Fatal("no writer published claims")
 }
 
 // TestExportClaimantKilled: export A stops halfway through a volume with
@@ -146,6 +149,15 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 		aDone <- err
 	}()
 	<-srcA.reached
+	// A's first, empty, claim object names it.
+	var writerA string
+	waitFor(t, "A published no claim object", func() bool {
+		keys := claimObjects(be)
+		if len(keys) == 1 {
+			writerA, _, _ = strings.Cut(keys[0], "-")
+		}
+		return writerA != ""
+	})
 
 	b := repotest.Open(t, be, repo.Options{})
 	var st mover.ExportRepo = b
@@ -160,13 +172,17 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 		defer close(bDone)
 		res, errB = mover.Export(ctx, srcB, st, mover.ExportOptions{Volume: "b"})
 	}()
-	waitClaims(t, be) // A saw B and published what it holds
-	close(srcB.open)
-	for deadline := time.Now().Add(30 * time.Second); b.DeferredCount() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("B deferred nothing to A's claims")
+	// A saw B and published what it holds.
+	waitFor(t, "A published no claims", func() bool {
+		for _, k := range claimObjects(be) {
+			if strings.HasPrefix(k, writerA+"-") && !strings.HasSuffix(k, "-0000000000000000") {
+				return true
+			}
 		}
-	}
+		return false
+	})
+	close(srcB.open)
+	waitFor(t, "B deferred nothing to A's claims", func() bool { return b.DeferredCount() > 0 })
 	kb.dead.Store(kill)
 	cancelA()
 	if err := <-aDone; err == nil {
