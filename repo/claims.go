@@ -49,6 +49,18 @@ import (
 // indexing what it uploaded when it fails); gc deletes objects older than
 // claimExpire, left by killed writers.
 //
+// Costs. A lone writer puts one empty claim object and deletes it at its
+// end, and lists claims/ at each index refresh (one LIST beside the two a
+// refresh makes). Beside another live writer, it puts a new claim object
+// and deletes the previous one when its set changed, at most every
+// claimEvery and spending at most a third of its time on it, and at least
+// every claimBeat; it lists claims/, and reads each writer's changed
+// object, as often. An object is small: the IDs of the chunks in its open
+// and queued packs and not yet indexed (tens to hundreds, 32 bytes each).
+// A writer remembers each chunk it deferred until its end (about 100 bytes
+// a chunk with the export's record of where it lies): only chunks another
+// writer was storing at that moment.
+//
 // Order: a writer's outstanding set holds a blob from its reservation until
 // the index file that names it has been written (SavePack records a pack
 // as unindexed before the blobs leave the reservations, and flushIndex
