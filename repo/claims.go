@@ -49,6 +49,13 @@ import (
 // indexing what it uploaded when it fails); gc deletes objects older than
 // claimExpire, left by killed writers.
 //
+// Between a claimant's index file and the reader's next index refresh
+// (which may be a second later: refreshes cost at most a tenth of a
+// writer's time), a blob whose claim was withdrawn is released, not
+// forgotten: the reader defers it until that refresh (setClaims). And two
+// writers that reach the same data together yield to each other by name
+// (yieldWait), so that one follows the other instead of both storing it.
+//
 // Costs. A lone writer puts one empty claim object and deletes it at its
 // end, and lists claims/ at each index refresh (one LIST beside the two a
 // refresh makes). Beside another live writer, it puts a new claim object
@@ -92,6 +99,17 @@ const (
 	// every claimBeat, and a lone one's presence object costs nothing
 	// if deleted (it publishes again once it sees another writer).
 	ClaimExpire = time.Hour
+	// Two writers that reach the same data at the same moment both store
+	// it, chunk after chunk, as long as each reserves a chunk before the
+	// other's claim on it arrives. So a writer that defers to, or finds
+	// it stores the same blobs as, a writer whose name sorts before its
+	// own yields for yieldFor: before it calls a blob new it waits up to
+	// yieldWait (polling every yieldPoll) for that writer's claim on it.
+	// The other goes on at full speed; this one follows it, deferring,
+	// until their data part.
+	yieldFor  = 100 * time.Millisecond
+	yieldWait = 30 * time.Millisecond
+	yieldPoll = 2 * time.Millisecond
 	// maxClaims bounds the blobs read from one claim object.
 	maxClaims = 1 << 22
 )
@@ -112,21 +130,23 @@ const (
 
 // claims is a Repository's claim state (see refresher.claims).
 type claims struct {
-	nextPub   time.Time  // no publication of a changed set before
-	pub       sync.Mutex // one publication at a time
-	run       sync.Mutex // one claims refresh at a time
-	next      time.Time  // no claims refresh from KeepClaims before
-	mu        sync.Mutex
-	writer    string    // this writer's name in claim keys
-	seq       uint64    // of the next object
-	key       string    // this writer's newest claim object ("": none)
-	announced bool      // the first object was put (or tried)
-	ended     bool      // Withdraw ran: publish nothing more
-	dirty     bool      // the outstanding set may have changed since key
-	published time.Time // when key was put
-	others    map[string]*claimant
-	claimed   map[ID]string // blob → the writer whose newest object claims it
-	deferred  map[ID]string // blobs this writer deferred → their claimant
+	released   map[ID]release // see setClaims
+	yieldUntil time.Time      // see yieldWait
+	nextPub    time.Time      // no publication of a changed set before
+	pub        sync.Mutex     // one publication at a time
+	run        sync.Mutex     // one claims refresh at a time
+	next       time.Time      // no claims refresh from KeepClaims before
+	mu         sync.Mutex
+	writer     string    // this writer's name in claim keys
+	seq        uint64    // of the next object
+	key        string    // this writer's newest claim object ("": none)
+	announced  bool      // the first object was put (or tried)
+	ended      bool      // Withdraw ran: publish nothing more
+	dirty      bool      // the outstanding set may have changed since key
+	published  time.Time // when key was put
+	others     map[string]*claimant
+	claimed    map[ID]string // blob → the writer whose newest object claims it
+	deferred   map[ID]string // blobs this writer deferred → their claimant
 }
 
 // claimant is another writer as its claim objects show it.
@@ -143,6 +163,7 @@ func newClaims() *claims {
 		others:   map[string]*claimant{},
 		claimed:  map[ID]string{},
 		deferred: map[ID]string{},
+		released: map[ID]release{},
 	}
 }
 
@@ -188,14 +209,23 @@ func (r *Repository) ReserveShared(id ID) Reservation {
 	r.reserveRefresh()
 	c := r.claimsOf()
 	if c != nil {
-		c.mu.Lock()
-		w, ok := c.claimed[id]
-		if ok && c.live(w, time.Now()) && !r.idx.Has(id) {
-			c.deferred[id] = w
-			c.mu.Unlock()
+		if r.deferTo(c, id) {
 			return Deferred
 		}
+		// Following a writer through the same data: give its claim
+		// a moment to arrive (see yieldWait).
+		c.mu.Lock()
+		yielding := time.Now().Before(c.yieldUntil)
 		c.mu.Unlock()
+		for start := time.Now(); yielding && time.Since(start) < yieldWait; {
+			time.Sleep(yieldPoll)
+			if r.idx.Has(id) {
+				return Have
+			}
+			if r.deferTo(c, id) {
+				return Deferred
+			}
+		}
 	}
 	if !r.idx.Reserve(id) {
 		return Have
@@ -206,6 +236,28 @@ func (r *Repository) ReserveShared(id ID) Reservation {
 		c.mu.Unlock()
 	}
 	return Store
+}
+
+// deferTo reports whether blob id is claimed by another live writer, and
+// if so records it as deferred. Deferring to a writer whose name sorts
+// before this one's makes this one yield (see yieldWait).
+func (r *Repository) deferTo(c *claims, id ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	w, ok := c.claimed[id]
+	if !ok || !c.live(w, now) {
+		rl, released := c.released[id]
+		w, ok = rl.w, released
+	}
+	if !ok || r.idx.Has(id) {
+		return false
+	}
+	c.deferred[id] = w
+	if w < c.writer {
+		c.yieldUntil = now.Add(yieldFor)
+	}
+	return true
 }
 
 // outstanding returns the blobs this Repository has reserved and not yet
@@ -384,9 +436,13 @@ func (r *Repository) readClaims(ctx context.Context, c *claims) error {
 		case err != nil:
 			return err
 		}
+		both := w < self && r.storing(ids)
 		c.mu.Lock()
 		if o = c.others[w]; o == nil || o.seq < seq {
 			c.setClaims(w, &claimant{seq: seq, key: keys[w], changed: time.Now(), ids: ids})
+		}
+		if both {
+			c.yieldUntil = time.Now().Add(yieldFor)
 		}
 		c.mu.Unlock()
 	}
@@ -400,12 +456,30 @@ func (r *Repository) readClaims(ctx context.Context, c *claims) error {
 	return nil
 }
 
+// storing reports whether this Repository has reserved one of ids and not
+// yet stored it: another writer and this one store the same data.
+func (r *Repository) storing(ids []ID) bool {
+	r.idx.mu.RLock()
+	defer r.idx.mu.RUnlock()
+	for _, id := range ids {
+		if _, ok := r.idx.pending[id]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // setClaims replaces writer w's claims (nil: w is gone). Caller holds c.mu.
+// A blob that w no longer claims is released: w indexed it (or gave it
+// up), in an index file this writer may not have read yet, so it is still
+// deferred to w until the next index refresh (see purgeReleased).
 func (c *claims) setClaims(w string, o *claimant) {
+	now := time.Now()
 	if old := c.others[w]; old != nil {
 		for _, id := range old.ids {
 			if c.claimed[id] == w {
 				delete(c.claimed, id)
+				c.released[id] = release{w, now}
 			}
 		}
 	}
@@ -416,6 +490,29 @@ func (c *claims) setClaims(w string, o *claimant) {
 	c.others[w] = o
 	for _, id := range o.ids {
 		c.claimed[id] = w
+		delete(c.released, id)
+	}
+}
+
+// release is a blob's claim withdrawn by writer w at a time.
+type release struct {
+	w  string
+	at time.Time
+}
+
+// purgeReleased forgets the blobs released before an index listing that
+// started at listed and was read: each is in the index now, or was given
+// up.
+func (c *claims) purgeReleased(listed time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, rl := range c.released {
+		if rl.at.Before(listed) {
+			delete(c.released, id)
+		}
 	}
 }
 

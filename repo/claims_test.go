@@ -417,3 +417,80 @@ func TestGCRemovesStaleClaims(t *testing.T) {
 		t.Errorf("gc deleted a live writer's claim object: %v", err)
 	}
 }
+
+// TestClaimsReleasedUntilRefresh: a blob whose claim its claimant withdrew
+// (it indexed it) stays deferred to it until the reader's next index
+// refresh, which finds it: it is never left to be stored again between
+// the two.
+func TestClaimsReleasedUntilRefresh(t *testing.T) {
+	a, b, _ := twoWriters(t)
+	data := randBytes(10_000)
+	id := a.NewHasher().Sum(data)
+	if a.ReserveShared(id) != Store {
+		t.Fatal("not new")
+	}
+	publishNow(t, a)
+	readNow(t, b)
+	storeBlob(t, a, id, data)
+	publishNow(t, a) // a's set no longer holds the blob
+	readNow(t, b)
+	if b.Has(id) {
+		t.Fatal("b read the index already: the test misses its point")
+	}
+	f := b.refresherOf() // b's next index refresh is not due yet
+	f.mu.Lock()
+	f.next = time.Now().Add(time.Hour)
+	f.mu.Unlock()
+	if got := b.ReserveShared(id); got != Deferred {
+		t.Fatalf("a blob whose claim was withdrawn a moment ago: %v, want Deferred", got)
+	}
+	if err := b.refreshNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := b.claimsOf()
+	c.mu.Lock()
+	n := len(c.released)
+	c.mu.Unlock()
+	if !b.Has(id) || n != 0 {
+		t.Fatalf("after b's index refresh: in the index %v, %d blobs still released", b.Has(id), n)
+	}
+	if store, err := b.AwaitDeferred(context.Background(), []ID{id}); err != nil || len(store) != 0 {
+		t.Fatalf("AwaitDeferred: %v %v", store, err)
+	}
+}
+
+// TestClaimsYield: a writer that deferred to a writer whose name sorts
+// first waits, before it calls a blob new, for that writer's claim on it.
+func TestClaimsYield(t *testing.T) {
+	_, be := newTestRepo(t)
+	a, b := reopen(t, be, Options{}), reopen(t, be, Options{})
+	a.claimsOf().writer, b.claimsOf().writer = "0000000000000000", "ffffffffffffffff"
+	publishNow(t, a)
+	publishNow(t, b)
+	readNow(t, a)
+	readNow(t, b)
+	claimBlob(t, a, b) // b defers to a: b yields
+	next := randID()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // b's claim reader, as an export runs it
+		for ctx.Err() == nil {
+			b.refreshClaims(ctx, b.claimsOf())
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	go func() {
+		time.Sleep(yieldWait / 3)
+		a.ReserveShared(next)
+		publishNow(t, a)
+	}()
+	if got := b.ReserveShared(next); got != Deferred {
+		t.Fatalf("a blob a claims while b yields: %v, want Deferred", got)
+	}
+	// a, first, never yields to b.
+	claimBlob(t, b, a)
+	start := time.Now()
+	if a.ReserveShared(randID()) != Store || time.Since(start) >= yieldWait {
+		t.Fatalf("a yielded to b (%v)", time.Since(start))
+	}
+}

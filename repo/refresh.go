@@ -245,9 +245,11 @@ func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
 			f.mu.Unlock()
 		}
 	}
+	listed := time.Now()
 	if err := r.refreshIndexFiles(ctx, f); err != nil {
 		return err
 	}
+	f.claims.purgeReleased(listed)
 	return claimErr
 }
 
