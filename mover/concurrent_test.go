@@ -257,17 +257,17 @@ func storeFour(tb testing.TB, vols []*genSource, opts repo.InitOptions, concurre
 // the others claim (repo/claims.go). The sizes are scaled down (128 KiB
 // chunks, 1 MiB packs, 2 MiB files, about 40 MiB a volume). Without either
 // they store twice as much as one after another (+99–103%); with the
-// refresh alone +20–39%, with claims +6.5–14% on a loaded 2-core machine.
+// refresh alone +20–39%, with claims +0.4–3.1% (2 cores, load average 5).
 // Timing decides which writer stores a file first, and a writer just
 // behind another (within the claims' latency) stores some of it again, so
-// the bound here leaves room not to flake, and
+// the bound here leaves room for a loaded machine, and
 // BenchmarkConcurrentExportsDedup measures the figure (target: at
 // most 10%) at the default sizes.
 func TestConcurrentExportsDedup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("concurrency test skipped in -short mode")
 	}
-	const maxExtra = 0.25
+	const maxExtra = 0.15
 	vols := dedupWorkload(18, 2<<20, 256<<10)
 	opts := repo.InitOptions{PackSize: 1 << 20, Chunking: repotest.Chunking(func(p *chunk.Params) {
 		p.MinSize, p.AvgSize, p.MaxSize = 32<<10, 128<<10, 512<<10
