@@ -235,7 +235,12 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 //
 // If src has a method CheckUnchanged() error, it is called after reading:
 // a source that changed size fails the export. Export is safe to run
-// concurrently with other exports into the same repository.
+// concurrently with other exports into the same repository; when st
+// offers claims (a *repo.Repository does, see repo/claims.go), a chunk
+// another export is storing at that moment is deferred to it rather than
+// stored twice, and before its snapshot Export waits until every deferred
+// chunk is in the index (up to a minute; seconds if the other was killed)
+// or reads it again from src and stores it itself.
 //
 // When Export fails, including when ctx is cancelled (a pod's SIGTERM),
 // it still indexes the packs it uploaded, spending up to 15 s on it after
