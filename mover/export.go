@@ -116,8 +116,14 @@ type ExportResult struct {
 	// ReusedBytes were taken from the base snapshot without reading.
 	ReusedBytes       int64
 	Chunks, NewChunks int64
-	Duration          time.Duration
-	Stages            Stages
+	// DeferredChunks were new to the repository but claimed by another
+	// export running at once (repo/claims.go): referenced, not stored.
+	// ReclaimedChunks of them were stored after all, read again from the
+	// source, because their claimant ended without storing them (it
+	// failed, was killed, or was too slow); they count in NewChunks.
+	DeferredChunks, ReclaimedChunks int64
+	Duration                        time.Duration
+	Stages                          Stages
 }
 
 // newChunk is a chunk the repository lacks, on its way to a packer. Data
@@ -158,6 +164,11 @@ type exporter struct {
 	start time.Time
 
 	changes []span // sorted, merged; nil without a change list
+
+	claims    claimSharer // nil: the repository does not share claims
+	deferMu   sync.Mutex
+	deferred  map[repo.ID]span // chunks deferred to other writers: where they lie
+	reclaimed atomic.Int64
 
 	doneBytes, readBytes, zeroBytes, newBytes, reusedBytes, verifiedBytes atomic.Int64
 	chunks, newChunks                                                     atomic.Int64
@@ -224,7 +235,12 @@ func ExportMemory(opts ExportOptions, cfg repo.Config) int64 {
 //
 // If src has a method CheckUnchanged() error, it is called after reading:
 // a source that changed size fails the export. Export is safe to run
-// concurrently with other exports into the same repository.
+// concurrently with other exports into the same repository; when st
+// offers claims (a *repo.Repository does, see repo/claims.go), a chunk
+// another export is storing at that moment is deferred to it rather than
+// stored twice, and before its snapshot Export waits until every deferred
+// chunk is in the index (up to a minute; seconds if the other was killed)
+// or reads it again from src and stores it itself.
 //
 // When Export fails, including when ctx is cancelled (a pod's SIGTERM),
 // it still indexes the packs it uploaded, spending up to 15 s on it after
@@ -264,6 +280,12 @@ func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) 
 		}
 	}
 	e.pages = make([]repo.ID, e.p.Segments(e.size))
+	stopClaims := func() {}
+	if cs, ok := st.(claimSharer); ok {
+		e.claims = cs
+		e.deferred = map[repo.ID]span{}
+		stopClaims = e.keepClaims(ctx)
+	}
 
 	g, gctx := safego.WithContext(ctx)
 	segs := make(chan int64)
@@ -315,9 +337,13 @@ func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) 
 		err = e.finish(ctx)
 	}
 	stopProgress()
+	stopClaims()
 	if err != nil {
 		e.salvage(ctx)
 		return nil, err
+	}
+	if e.claims != nil {
+		e.claims.WithdrawClaims(ctx)
 	}
 	return e.result(), nil
 }
@@ -337,6 +363,11 @@ func (e *exporter) salvage(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), salvageTimeout)
 	defer cancel()
 	_ = e.st.Flush(fctx)
+	if e.claims != nil {
+		// After the flush: what this export uploaded is indexed, and
+		// others store themselves what it claimed and never stored.
+		e.claims.WithdrawClaims(fctx)
+	}
 }
 
 // worker is one cutting goroutine's state: it cuts segments, hashes
@@ -361,7 +392,7 @@ func (w *worker) add(ctx context.Context, pc chunk.Piece) (repo.Entry, error) {
 	id := w.hasher.Sum(pc.Data)
 	w.hashTime += time.Since(t)
 	e.chunks.Add(1)
-	if !e.st.Reserve(id) {
+	if !e.reserve(id, pc) {
 		e.bufs.put(pc.Data)
 		return repo.Entry{Length: pc.Length, ID: id}, nil
 	}
@@ -532,7 +563,13 @@ func (e *exporter) finish(ctx context.Context) error {
 			return fmt.Errorf("export: %w", err)
 		}
 	}
+	if err := e.storeDeferred(ctx); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	if err := e.st.Flush(ctx); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := e.checkDeferred(); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	host, _ := os.Hostname()
@@ -614,7 +651,8 @@ func (e *exporter) result() *ExportResult {
 		Snapshot: s, Size: e.size,
 		ReadBytes: s.Stats.ReadBytes, ZeroBytes: s.Stats.ZeroBytes, NewBytes: s.Stats.NewBytes,
 		StoredBytes: s.Stats.StoredBytes, Chunks: s.Stats.Chunks, NewChunks: s.Stats.NewChunks,
-		ReusedBytes: e.reusedBytes.Load(),
-		Duration:    time.Since(e.start), Stages: e.stages,
+		ReusedBytes:    e.reusedBytes.Load(),
+		DeferredChunks: int64(len(e.deferred)), ReclaimedChunks: e.reclaimed.Load(),
+		Duration: time.Since(e.start), Stages: e.stages,
 	}
 }

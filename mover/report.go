@@ -73,6 +73,10 @@ type ExportFigures struct {
 	Parent      string `json:"parent,omitempty"`
 	Chunks      int64  `json:"chunks"`
 	NewChunks   int64  `json:"new_chunks"`
+	// Deferred to other exports' claims, and stored after all (see
+	// ExportResult).
+	DeferredChunks  int64 `json:"deferred_chunks,omitempty"`
+	ReclaimedChunks int64 `json:"reclaimed_chunks,omitempty"`
 }
 
 // ImportFigures are the fields only an import report has (see
@@ -104,6 +108,7 @@ func (r *ExportResult) Report(volume, parent string) ExportReport {
 		ExportFigures: ExportFigures{
 			ReadBytes: r.ReadBytes, ZeroBytes: r.ZeroBytes, NewBytes: r.NewBytes, StoredBytes: r.StoredBytes,
 			ReusedBytes: r.ReusedBytes, Parent: parent, Chunks: r.Chunks, NewChunks: r.NewChunks,
+			DeferredChunks: r.DeferredChunks, ReclaimedChunks: r.ReclaimedChunks,
 		},
 	}
 }

@@ -285,7 +285,7 @@ func (g *gc) run(ctx context.Context) error {
 			g.logf("deleted %d stale temporary files (%d bytes) left by interrupted writes", n, size)
 		}
 	}
-	return g.pruneStates(ctx)
+	return errors.Join(g.removeStaleClaims(ctx), g.pruneStates(ctx))
 }
 
 // deleteKeys deletes objects in batches, checking before each batch that

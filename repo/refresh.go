@@ -11,11 +11,18 @@ import (
 )
 
 // Writers that see each other. Several exports into one repository at once
-// deduplicate against each other only through index files: a writer
-// publishes its index sooner once it has seen another writer's (see
-// publishDue), and every writer re-reads, between packs, the index files
-// that appeared since it last looked (see refreshIndex), so that a blob
-// another writer stored a moment ago is not stored again.
+// deduplicate against each other through index files: a writer publishes
+// its index sooner once it has seen another writer (see publishDue), and
+// every writer re-reads, between packs, the index files that appeared
+// since it last looked (see refreshIndex), so that a blob another writer
+// stored a moment ago is not stored again. What a writer has reserved but
+// not yet indexed (its open packs, the upload queue, the publish delay)
+// it announces in claim objects (claims.go): each refresh first reads the
+// other writers' claims, then the index files, and a blob another live
+// writer claims is deferred rather than stored (ReserveShared), then
+// found in the index, or stored after all, before the snapshot
+// (AwaitDeferred). Seeing another writer's claim object counts as seeing
+// another writer.
 //
 // A refresh only adds packs that exist (it stats each new one) and learns
 // the newest gc state after the index files, so a pack that a gc condemned
@@ -76,6 +83,8 @@ type refresher struct {
 	warned    bool            // a refresh failed (see maybeRefresh)
 	idle      int             // refreshes in a row that found no new index file
 	loaded    time.Time       // when LoadIndex enabled refreshes
+
+	claims *claims // see claims.go
 }
 
 // startRefresh enables refreshes after a LoadIndex that read files.
@@ -93,7 +102,7 @@ func (r *Repository) startRefresh(files []string, damaged []Problem, gcState str
 		return
 	}
 	now := time.Now()
-	r.refresh = &refresher{seen: seen, gcState: gcState, published: now, loaded: now, step: 1}
+	r.refresh = &refresher{seen: seen, gcState: gcState, published: now, loaded: now, step: 1, claims: newClaims()}
 }
 
 // stopRefresh disables refreshes for good (see AcquireLease).
@@ -208,9 +217,45 @@ func (r *Repository) maybeRefresh(ctx context.Context) {
 	}
 }
 
-// refreshIndex adds to the index the packs of the index files that
-// appeared since the last look. Caller holds f.run.
+// refreshNow refreshes the index now, waiting for a refresh that runs.
+func (r *Repository) refreshNow(ctx context.Context) error {
+	f := r.refresherOf()
+	if f == nil || f.isOff() {
+		return nil
+	}
+	f.run.Lock()
+	defer f.run.Unlock()
+	return r.refreshIndex(ctx, f)
+}
+
+// refreshIndex publishes this writer's claims, reads the others' (in that
+// order: see claims.go), and adds to the index the packs of the index
+// files that appeared since the last look. Caller holds f.run.
 func (r *Repository) refreshIndex(ctx context.Context, f *refresher) error {
+	claimErr := r.refreshClaims(ctx, f.claims)
+	if f.claims != nil {
+		f.claims.mu.Lock()
+		active := f.claims.active()
+		f.claims.mu.Unlock()
+		if active {
+			f.mu.Lock()
+			f.others = time.Now()
+			f.idle = 0
+			r.othersSeen.Store(f.others.UnixNano())
+			f.mu.Unlock()
+		}
+	}
+	listed := time.Now()
+	if err := r.refreshIndexFiles(ctx, f); err != nil {
+		return err
+	}
+	f.claims.purgeReleased(listed)
+	return claimErr
+}
+
+// refreshIndexFiles adds to the index the packs of the index files that
+// appeared since the last look. Caller holds f.run.
+func (r *Repository) refreshIndexFiles(ctx context.Context, f *refresher) error {
 	infos, err := r.listIndexInfos(ctx)
 	if err != nil {
 		return err

@@ -303,7 +303,8 @@ type Repository struct {
 	othersSeen atomic.Int64
 
 	mu         sync.Mutex
-	unindexed  []indexPack // saved packs not yet in an index file
+	unindexed  []indexPack                // saved packs not yet in an index file
+	publishing map[*indexPack][]indexPack // packs of index files being written
 	pagePacker *Packer
 	pageHasher *Hasher
 	indexNames []string // index files this Repository wrote
@@ -698,11 +699,13 @@ func (r *Repository) SavePack(ctx context.Context, p *Pack) error {
 	if err := r.put(ctx, PackKey(p.ID), p.Data); err != nil {
 		return fmt.Errorf("saving pack %s: %w", p.ID.Short(), err)
 	}
-	r.idx.add(p.ID, p.Key, time.Time{}, p.Blobs)
+	// Unindexed before the blobs leave the reservations: a blob stays in
+	// the outstanding set (claims.go) until an index file names it.
 	r.mu.Lock()
 	r.unindexed = append(r.unindexed, indexPack{ID: p.ID, Key: p.Key, Blobs: p.Blobs})
 	n := len(r.unindexed)
 	r.mu.Unlock()
+	r.idx.add(p.ID, p.Key, time.Time{}, p.Blobs)
 	if r.publishDue(n) {
 		if err := r.flushIndex(ctx); err != nil {
 			return err
@@ -720,22 +723,28 @@ func (r *Repository) flushIndex(ctx context.Context) error {
 	r.mu.Lock()
 	packs := r.unindexed
 	r.unindexed = nil
-	r.mu.Unlock()
 	if len(packs) == 0 {
+		r.mu.Unlock()
 		return nil
 	}
+	// Outstanding (claims.go) until the put returns.
+	if r.publishing == nil {
+		r.publishing = map[*indexPack][]indexPack{}
+	}
+	r.publishing[&packs[0]] = packs
+	r.mu.Unlock()
 	data := seal(r.aead, nil, encodeIndex(packs), []byte(aadIndex))
 	key := indexPrefix + fileID(data).String()
 	r.published(key) // before the put: a refresh must not take it for another writer's
-	if err := r.put(ctx, key, data); err != nil && !errors.Is(err, backend.ErrExists) {
-		r.mu.Lock()
+	err := r.put(ctx, key, data)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.publishing, &packs[0])
+	if err != nil && !errors.Is(err, backend.ErrExists) {
 		r.unindexed = append(packs, r.unindexed...)
-		r.mu.Unlock()
 		return fmt.Errorf("writing index: %w", err)
 	}
-	r.mu.Lock()
 	r.indexNames = append(r.indexNames, key)
-	r.mu.Unlock()
 	return nil
 }
 

@@ -44,6 +44,15 @@ type ObjectInfo struct {
 	ModTime time.Time // when the backend stored it (the backend's clock)
 }
 
+// VolatilePutter is implemented by backends that store an object faster
+// when it need not survive a crash of the machine (the fs backend skips its
+// fsyncs). PutVolatile is otherwise Put: atomic for readers, create-only.
+// A repository uses it only for advisory objects (claims, see
+// repo/claims.go); wrappers need not pass it through.
+type VolatilePutter interface {
+	PutVolatile(ctx context.Context, key string, data []byte) error
+}
+
 // Backend is the storage a repository lives on.
 //
 // All methods are safe for concurrent use by multiple goroutines and honour

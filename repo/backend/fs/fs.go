@@ -182,6 +182,17 @@ func existsError(key, name string) error {
 // if key exists, and backend.ErrPermanent for permission errors or a key
 // whose parent is an object.
 func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
+	return b.put(ctx, key, data, true)
+}
+
+// PutVolatile is Put without the fsyncs (backend.VolatilePutter): as
+// atomic for readers and as create-only, but the object may be lost, or
+// left empty, by a crash of the machine.
+func (b *Backend) PutVolatile(ctx context.Context, key string, data []byte) error {
+	return b.put(ctx, key, data, false)
+}
+
+func (b *Backend) put(ctx context.Context, key string, data []byte, durable bool) error {
 	name, err := b.path(ctx, backend.OpPut, key)
 	if err != nil {
 		return err
@@ -191,7 +202,7 @@ func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
 		return existsError(key, name)
 	}
 	dir := filepath.Dir(name)
-	tmp, err := b.writeTemp(dir, data)
+	tmp, err := b.writeTemp(dir, data, durable)
 	if err != nil {
 		return fmt.Errorf("fs: put %q: %w", key, err)
 	}
@@ -202,15 +213,18 @@ func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
 	if err := b.publish(ctx, key, tmp, name); err != nil {
 		return err
 	}
+	if !durable {
+		return nil
+	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("fs: put %q: %w", key, classify(err))
 	}
 	return nil
 }
 
-// writeTemp writes data to a new, fsynced, read-only temporary file in dir,
-// creating dir if needed, and returns its name.
-func (b *Backend) writeTemp(dir string, data []byte) (string, error) {
+// writeTemp writes data to a new read-only temporary file in dir, fsynced
+// if durable, creating dir if needed, and returns its name.
+func (b *Backend) writeTemp(dir string, data []byte, durable bool) (string, error) {
 	f, err := os.CreateTemp(dir, backend.TempPrefix+"*")
 	if notFound(err) { // ENOTDIR, if a parent is an object, fails in mkdirs
 		if err := b.mkdirs(dir); err != nil {
@@ -222,7 +236,7 @@ func (b *Backend) writeTemp(dir string, data []byte) (string, error) {
 		return "", classify(err)
 	}
 	_, err = writeData(f, data)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if err == nil {

@@ -1,0 +1,222 @@
+package mover_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blockmover/blockmover/mover"
+	"github.com/blockmover/blockmover/repo"
+	"github.com/blockmover/blockmover/repo/backend"
+	"github.com/blockmover/blockmover/repo/backend/s3/s3test"
+	"github.com/blockmover/blockmover/repo/repotest"
+)
+
+// gatedSource is a memSource whose reads at or past at wait until open is
+// closed (or ctx, the reader's, is done).
+type gatedSource struct {
+	b       []byte
+	at      int64
+	open    chan struct{}
+	ctx     context.Context
+	reached chan struct{}
+	once    sync.Once
+}
+
+func newGated(ctx context.Context, b []byte, at int64) *gatedSource {
+	return &gatedSource{b: b, at: at, open: make(chan struct{}), ctx: ctx, reached: make(chan struct{})}
+}
+
+func (g *gatedSource) Size() int64 { return int64(len(g.b)) }
+
+func (g *gatedSource) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > g.at {
+		g.once.Do(func() { close(g.reached) })
+		select {
+		case <-g.open:
+		case <-g.ctx.Done():
+			return 0, g.ctx.Err()
+		}
+	}
+	return copy(p, g.b[off:]), nil
+}
+
+// killable refuses every write and delete once killed: the storage as a
+// writer killed at that instruction leaves it (its claim object stays).
+type killable struct {
+	backend.Backend
+	dead atomic.Bool
+}
+
+var errKilled = errors.New("killed")
+
+func (k *killable) Put(ctx context.Context, key string, data []byte) error {
+	if k.dead.Load() {
+		return errKilled
+	}
+	return k.Backend.Put(ctx, key, data)
+}
+
+func (k *killable) Delete(ctx context.Context, key string) error {
+	if k.dead.Load() {
+		return errKilled
+	}
+	return k.Backend.Delete(ctx, key)
+}
+
+// claimObjects returns the keys of be's claim objects.
+func claimObjects(be backend.Backend) []string {
+	var keys []string
+	be.List(context.Background(), "claims/", func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	})
+	return keys
+}
+
+// waitFor polls cond every 5 ms for up to 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
+// TestExportClaimantKilled: export A stops halfway through a volume with
+// chunks reserved and claimed but not stored; export B of the same volume
+// defers those chunks to A's claims. Then A is killed (its writes refused,
+// its claim object left behind) or gives up (cancelled: it indexes what it
+// uploaded and withdraws its claims). B stores the deferred chunks that are
+// not in the index itself, read again from its source, after A's claims go
+// stale or at once, and
+// its snapshot passes check --read-data and imports byte-identically. On
+// a directory and on the test S3 server.
+func TestExportClaimantKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a claim to go stale")
+	}
+	for _, store := range []string{"dir", "s3"} {
+		for _, how := range []string{"killed", "gave up"} {
+			t.Run(store+"/"+how, func(t *testing.T) {
+				var be backend.Backend
+				if store == "dir" {
+					be, _ = repotest.Dir(t, "")
+				} else {
+					be = s3Backend(t, s3test.Start(t, false), nil)
+				}
+				claimantKilled(t, be, how == "killed", false)
+			})
+		}
+	}
+	// The last line of defence: an export whose wait for deferred chunks
+	// returns at once, with nothing to store, fails rather than save a
+	// snapshot that names chunks outside the index.
+	t.Run("dir/killed/no wait", func(t *testing.T) {
+		be, _ := repotest.Dir(t, "")
+		claimantKilled(t, be, true, true)
+	})
+}
+
+// noWait is a repository whose AwaitDeferred returns at once with nothing
+// to store (fault injection).
+type noWait struct{ *repo.Repository }
+
+func (noWait) AwaitDeferred(context.Context, []repo.ID) ([]repo.ID, error) { return nil, nil }
+
+func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
+	ctx := context.Background()
+	repotest.Init(t, be, repo.InitOptions{PackSize: 4 << 20})
+	vol := make([]byte, 48<<20)
+	fillRand(newRand(5), vol)
+
+	kb := &killable{Backend: be}
+	a := repotest.Open(t, kb, repo.Options{})
+	actx, cancelA := context.WithCancel(ctx)
+	defer cancelA()
+	srcA := newGated(actx, vol, 24<<20)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := mover.Export(actx, srcA, a, mover.ExportOptions{Volume: "a"})
+		aDone <- err
+	}()
+	<-srcA.reached
+	// A's first, empty, claim object names it.
+	var writerA string
+	waitFor(t, "A published no claim object", func() bool {
+		keys := claimObjects(be)
+		if len(keys) == 1 {
+			writerA, _, _ = strings.Cut(keys[0], "-")
+		}
+		return writerA != ""
+	})
+
+	b := repotest.Open(t, be, repo.Options{})
+	var st mover.ExportRepo = b
+	if lie {
+		st = noWait{b}
+	}
+	srcB := newGated(ctx, vol, 0)
+	bDone := make(chan struct{})
+	var res *mover.ExportResult
+	var errB error
+	go func() {
+		defer close(bDone)
+		res, errB = mover.Export(ctx, srcB, st, mover.ExportOptions{Volume: "b"})
+	}()
+	// A saw B and published what it holds.
+	waitFor(t, "A published no claims", func() bool {
+		for _, k := range claimObjects(be) {
+			if strings.HasPrefix(k, writerA+"-") && !strings.HasSuffix(k, "-0000000000000000") {
+				return true
+			}
+		}
+		return false
+	})
+	close(srcB.open)
+	waitFor(t, "B deferred nothing to A's claims", func() bool { return b.DeferredCount() > 0 })
+	kb.dead.Store(kill)
+	cancelA()
+	if err := <-aDone; err == nil {
+		t.Fatal("A finished")
+	}
+	start := time.Now()
+	<-bDone
+	if lie {
+		if errB == nil || !strings.Contains(errB.Error(), "not in the index") {
+			t.Fatalf("export b without waiting for deferred chunks: %v", errB)
+		}
+		if ids, err := repotest.Open(t, be, repo.Options{}).SnapshotIDs(ctx); err != nil || len(ids) != 0 {
+			t.Fatalf("snapshots %v (%v), want none", ids, err)
+		}
+		t.Logf("export b: %v", errB)
+		return
+	}
+	if errB != nil {
+		t.Fatal(errB)
+	}
+	t.Logf("B: %d chunks deferred, %d stored after all, %v after A ended", res.DeferredChunks, res.ReclaimedChunks, time.Since(start))
+	// Killed, A indexes nothing more: B stores what it deferred. Giving
+	// up, A indexes the packs it had uploaded, which may hold them all.
+	if res.DeferredChunks == 0 || kill && res.ReclaimedChunks == 0 {
+		t.Fatalf("B deferred %d chunks and stored %d of them itself: the test missed its point", res.DeferredChunks, res.ReclaimedChunks)
+	}
+	r := repotest.Open(t, be, repo.Options{})
+	chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || !chk.OK() {
+		t.Fatalf("check: %v %v", err, chk.Errors())
+	}
+	out := filepath.Join(t.TempDir(), "b.img")
+	importPath(t, r, res.Snapshot, out, mover.ImportOptions{})
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, vol) {
+		t.Fatal("B's snapshot does not import byte-identically")
+	}
+}
