@@ -267,7 +267,7 @@ func TestConcurrentExportsDedup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("concurrency test skipped in -short mode")
 	}
-	const maxExtra = 0.15
+	const maxExtra = 0.25
 	vols := dedupWorkload(18, 2<<20, 256<<10)
 	opts := repo.InitOptions{PackSize: 1 << 20, Chunking: repotest.Chunking(func(p *chunk.Params) {
 		p.MinSize, p.AvgSize, p.MaxSize = 32<<10, 128<<10, 512<<10

@@ -10,8 +10,8 @@ import (
 )
 
 // TestCrashBesideConcurrentExport: two mover processes export volumes that
-// share most of their data into one repository at once, so that each
-// defers chunks to the other's claims (repo/claims.go); one of them is
+// share most of their data into one repository at once, so that either
+// may defer chunks to the other's claims (repo/claims.go); one of them is
 // SIGKILLed right after its nth write or delete (packs, index files, claim
 // objects), for n across its run. The other must finish with a snapshot
 // that passes check --read-data and imports byte-identically, whatever it
@@ -80,9 +80,15 @@ func TestCrashBesideConcurrentExport(t *testing.T) {
 		importsAs(t, c, "a", imgA)
 		c.ok("check")
 	}
+	// Which of the two reaches the shared data first is up to the
+	// scheduler: on a busy machine b can run ahead at every point and
+	// defer nothing (a's deferrals are lost with it). The deferral to a
+	// claimant that dies is pinned down in-process by
+	// mover.TestExportClaimantKilled; this test holds the survivor to its
+	// snapshot whatever the interleaving was.
 	t.Logf("in all: %d chunks deferred, %d stored after all", deferred, reclaimed)
-	if deferred == 0 {
-		t.Error("b never deferred a chunk to a's claims: the test missed its point")
+	if reclaimed > deferred {
+		t.Errorf("b stored %d deferred chunks itself, of %d deferred", reclaimed, deferred)
 	}
 }
 
