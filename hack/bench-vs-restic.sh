@@ -30,8 +30,8 @@
 #              (default $WORK: the same filesystem; /dev/shm takes the disk out)
 #   REPO_CACHE the repository's pages before each restore: cold (default:
 #              synced, then dropped from the page cache file by file, as a
-#              restore days after the backup finds them), warm (every file
-#              read first), or asleft (as the backup left them: a tool that
+#              restore days after the backup finds them), warm (synced,
+#              then every file read), or asleft (as the backup left them: a tool that
 #              writes around the page cache, as mover does since session
 #              14, then restores cold and the others warm). On tmpfs the
 #              pages are the storage: all three are the same.
@@ -200,7 +200,10 @@ repo_cache() {
 		sync
 		find "$REPO" -type f -exec dd if={} iflag=nocache count=0 status=none \;
 		;;
-	warm) find "$REPO" -type f -exec cat {} + >/dev/null ;;
+	warm)
+		sync
+		find "$REPO" -type f -exec cat {} + >/dev/null
+		;;
 	esac
 }
 run_one() { # run_one ROUND POSITION TOOL
@@ -276,7 +279,7 @@ echo "- mover: $GIT_REV ($(go version | cut -d' ' -f3)), zstd fastest${RESTIC:+;
 echo "- image: $IMG, $size bytes, $img_alloc allocated (holes are the rest), on $(fs_of "$IMG"); repositories, caches and restores under $REPO_BASE ($(fs_of "$REPO_BASE"))"
 echo "- physical floor under $REPO_BASE (hack/writefloor: the image's data extents written onto a new file, nothing decoded, + fdatasync), before the rounds: $floor_before; after: $floor_after"
 echo "- warm cache for all: \`cat IMG > /dev/null; sync\` before each backup; fresh repository and restore target per run; the order rotates per round"
-echo "- the repository before each restore: $REPO_CACHE (REPO_CACHE: cold = synced and dropped from the page cache file by file, warm = every file read first, asleft = as the backup left it)"
+echo "- the repository before each restore: $REPO_CACHE (REPO_CACHE: cold = synced and dropped from the page cache file by file, warm = synced and every file read, asleft = as the backup left it)"
 if [ -n "$RESTIC" ] && [ ${#RESTIC_SPARSE[@]} -eq 0 ]; then
 	echo "- restic $("$RESTIC" version | cut -d' ' -f2) has no \`restore --sparse\`: it writes the zeros that mover leaves as holes"
 fi
