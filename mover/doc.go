@@ -21,4 +21,17 @@
 //     point of a crash.
 //   - Exports and imports in several processes (each with its own
 //     Repository) may share one repository at once, beside gc.
+//
+// # Scheduling
+//
+// Their CPU workers default to GOMAXPROCS, and they never change
+// GOMAXPROCS: it is the process's. A program that runs an export or an
+// import as its main work does well to give the Go scheduler one P more
+// than the workers it asks for (the mover command does, for as long as
+// the data path runs): the goroutines that wait in system calls (the
+// import's writer in its O_DIRECT writes, the export's reader and
+// uploaders) otherwise find both Ps held by workers that never pause, and
+// wait up to 10 ms for one to be preempted while the storage stands idle
+// (a 4 GiB restore onto an ext4 disk: 2.9–3.3 s on 2 CPUs, 2.35–2.7 s
+// with the spare P; BENCHMARKS.md).
 package mover

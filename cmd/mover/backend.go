@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/blockmover/blockmover/repo"
 	"github.com/blockmover/blockmover/repo/backend"
@@ -95,7 +94,8 @@ func (bo backendOptions) uploads(loc string) int {
 
 // downloads is how many download workers (fetch, decrypt, verify) an
 // import runs: from S3, the library's default (2 per CPU, at least 4)
-// keeps requests in flight; from a directory, one per CPU — reads are
+// keeps requests in flight (fixed here, before spareProc adds a P); from a
+// directory, one per CPU — reads are
 // local and decoding is CPU work (one per CPU was 1.8 s against 2.1 s for
 // 4 GiB on 2 CPUs when the workers also wrote; the import's writer now
 // writes beside them).
@@ -104,7 +104,7 @@ func (bo backendOptions) downloads(loc string) int {
 	case bo.connections > 0:
 		return bo.connections
 	case location.IsS3(loc):
-		return 0
+		return max(4, 2*cpus())
 	}
-	return runtime.GOMAXPROCS(0)
+	return cpus()
 }

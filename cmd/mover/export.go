@@ -132,6 +132,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.workers == 0 {
+		o.workers = cpus() // fixed before spareProc
+	}
 	src, err := mover.OpenSource(o.source, !o.keepCache)
 	if err != nil {
 		return unsuitable(err)
@@ -178,7 +181,9 @@ func runExport(ctx context.Context, g *globalOptions, o *exportOptions) error {
 		Progress: g.progressFunc("export"),
 	}
 	g.pod.volumeKnown(o.name, src.Size())
+	restore := spareProc()
 	res, err := mover.Export(ctx, src, r, eo)
+	restore()
 	if err != nil {
 		return err
 	}

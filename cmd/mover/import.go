@@ -89,11 +89,14 @@ func runImport(ctx context.Context, g *globalOptions, o *importOptions) error {
 	defer dst.Close()
 	g.pod.volumeKnown(snap.Volume, snap.Size)
 	loc, _ := g.location() // openRepo succeeded with it
-	res, err := mover.Import(ctx, r, snap, dst, mover.ImportOptions{
+	opts := mover.ImportOptions{
 		TargetZeroed: o.targetZeroed, Downloads: o.backend.downloads(loc),
 		AssumeBase: base, VerifyTarget: o.verifyTarget,
 		Progress: g.progressFunc("import"),
-	})
+	}
+	restore := spareProc()
+	res, err := mover.Import(ctx, r, snap, dst, opts)
+	restore()
 	if err != nil {
 		return err
 	}
