@@ -1,0 +1,5 @@
+//go:build purego
+
+package blake3x
+
+const purego = true
