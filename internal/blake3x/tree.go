@@ -29,38 +29,36 @@ var iv = [8]uint32{0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0
 // compress is the BLAKE3 compression function, returning the first 8 words
 // of its output (a chaining value).
 func compress(cv *[8]uint32, block *[16]uint32, counter uint64, blockLen uint32, flags uint32) [8]uint32 {
-	v := [16]uint32{
-		cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
-		iv[0], iv[1], iv[2], iv[3],
-		uint32(counter), uint32(counter >> 32), blockLen, flags,
-	}
+	v0, v1, v2, v3, v4, v5, v6, v7 := cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7]
+	v8, v9, v10, v11 := iv[0], iv[1], iv[2], iv[3]
+	v12, v13, v14, v15 := uint32(counter), uint32(counter>>32), blockLen, flags
 	m := *block
-	g := func(a, b, c, d int, x, y uint32) {
-		v[a] += v[b] + x
-		v[d] = bits.RotateLeft32(v[d]^v[a], -16)
-		v[c] += v[d]
-		v[b] = bits.RotateLeft32(v[b]^v[c], -12)
-		v[a] += v[b] + y
-		v[d] = bits.RotateLeft32(v[d]^v[a], -8)
-		v[c] += v[d]
-		v[b] = bits.RotateLeft32(v[b]^v[c], -7)
-	}
 	for r := 0; r < 7; r++ {
-		g(0, 4, 8, 12, m[0], m[1])
-		g(1, 5, 9, 13, m[2], m[3])
-		g(2, 6, 10, 14, m[4], m[5])
-		g(3, 7, 11, 15, m[6], m[7])
-		g(0, 5, 10, 15, m[8], m[9])
-		g(1, 6, 11, 12, m[10], m[11])
-		g(2, 7, 8, 13, m[12], m[13])
-		g(3, 4, 9, 14, m[14], m[15])
+		v0, v4, v8, v12 = g(v0, v4, v8, v12, m[0], m[1])
+		v1, v5, v9, v13 = g(v1, v5, v9, v13, m[2], m[3])
+		v2, v6, v10, v14 = g(v2, v6, v10, v14, m[4], m[5])
+		v3, v7, v11, v15 = g(v3, v7, v11, v15, m[6], m[7])
+		v0, v5, v10, v15 = g(v0, v5, v10, v15, m[8], m[9])
+		v1, v6, v11, v12 = g(v1, v6, v11, v12, m[10], m[11])
+		v2, v7, v8, v13 = g(v2, v7, v8, v13, m[12], m[13])
+		v3, v4, v9, v14 = g(v3, v4, v9, v14, m[14], m[15])
 		m = [16]uint32{m[2], m[6], m[3], m[10], m[7], m[0], m[4], m[13], m[1], m[11], m[12], m[5], m[9], m[14], m[15], m[8]}
 	}
-	var out [8]uint32
-	for i := range out {
-		out[i] = v[i] ^ v[i+8]
-	}
-	return out
+	return [8]uint32{v0 ^ v8, v1 ^ v9, v2 ^ v10, v3 ^ v11, v4 ^ v12, v5 ^ v13, v6 ^ v14, v7 ^ v15}
+}
+
+// g is the BLAKE3 quarter-round on state words a, b, c, d with message
+// words x and y.
+func g(a, b, c, d, x, y uint32) (uint32, uint32, uint32, uint32) {
+	a += b + x
+	d = bits.RotateLeft32(d^a, -16)
+	c += d
+	b = bits.RotateLeft32(b^c, -12)
+	a += b + y
+	d = bits.RotateLeft32(d^a, -8)
+	c += d
+	b = bits.RotateLeft32(b^c, -7)
+	return a, b, c, d
 }
 
 // loadBlock reads up to 64 bytes of p as message words, zero-padded.
@@ -136,7 +134,7 @@ func counters(c uint64) [2 * lanes]uint32 {
 	return ctr
 }
 
-// sumWide hashes p (at least 2 chunks) with the 16-lane kernel. The input
+// sumWide hashes p (any length) with the 16-lane kernel. The input
 // is cut into groups of groupChunks chunks, complete subtrees aligned on
 // their size, whose chaining values are merged on a stack as in the
 // BLAKE3 paper's incremental hasher; the last group (the only one that
@@ -144,7 +142,7 @@ func counters(c uint64) [2 * lanes]uint32 {
 func sumWide(key *[8]uint32, p []byte) [32]byte {
 	var stack [64][8]uint32
 	depth := 0
-	groups := (len(p) + groupLen - 1) / groupLen
+	groups := max(1, (len(p)+groupLen-1)/groupLen) // the empty input is one empty chunk
 	var cv [8]uint32
 	for g := 0; g < groups-1; g++ {
 		cv = groupCV(key, p[g*groupLen:(g+1)*groupLen], uint64(g)*groupChunks, 0)
@@ -180,14 +178,14 @@ func sumWide(key *[8]uint32, p []byte) [32]byte {
 // groupChunks chunks (at least 2 if extra is flagRoot) starting at chunk
 // index counter.
 func groupCV(key *[8]uint32, p []byte, counter uint64, extra uint32) [8]uint32 {
+	if len(p) <= chunkLen {
+		return chunkCV(key, p, counter, extra)
+	}
 	// cvs holds the chunk chaining values, then each level of parents in
 	// place. The kernel reads and writes 16 lanes: it may read up to
 	// 1 KiB from the start of a level and writes 512 bytes per call, all
 	// within cvs.
 	var cvs [groupChunks * 32]byte
-	if len(p) <= chunkLen {
-		return chunkCV(key, p, counter, extra)
-	}
 	full := len(p) / chunkLen
 	k := 0
 	for ; k+lanes <= full; k += lanes {
