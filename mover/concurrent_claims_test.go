@@ -71,6 +71,23 @@ func (k *killable) Delete(ctx context.Context, key string) error {
 	return k.Backend.Delete(ctx, key)
 }
 
+// claimLists counts the reads of claims/ (LISTs) that started after the
+// last mark.
+type claimLists struct {
+	backend.Backend
+	marked atomic.Bool
+	since  atomic.Int64
+}
+
+func (c *claimLists) mark() { c.since.Store(0); c.marked.Store(true) }
+
+func (c *claimLists) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	if prefix == "claims/" && c.marked.Load() {
+		c.since.Add(1)
+	}
+	return c.Backend.List(ctx, prefix, fn)
+}
+
 // claimObjects returns the keys of be's claim objects.
 func claimObjects(be backend.Backend) []string {
 	var keys []string
@@ -159,7 +176,8 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 		return writerA != ""
 	})
 
-	b := repotest.Open(t, be, repo.Options{})
+	lb := &claimLists{Backend: be}
+	b := repotest.Open(t, lb, repo.Options{})
 	var st mover.ExportRepo = b
 	if lie {
 		st = noWait{b}
@@ -181,6 +199,12 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 		}
 		return false
 	})
+	// B read them: a second read of claims/ started after they were
+	// published, so the first one, which began after, was applied (claims
+	// refreshes run one at a time). Else B, fast enough, could meet the
+	// chunks first and store them itself (correct, but nothing to test).
+	lb.mark()
+	waitFor(t, "B read no claims after A published", func() bool { return lb.since.Load() >= 2 })
 	close(srcB.open)
 	waitFor(t, "B deferred nothing to A's claims", func() bool { return b.DeferredCount() > 0 })
 	kb.dead.Store(kill)

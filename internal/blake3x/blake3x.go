@@ -33,6 +33,11 @@ func Sum(key *[32]byte, p []byte) [32]byte {
 	return sum(key, p, hasAVX512())
 }
 
+// Fast reports whether Sum hashes n bytes with the 16-lane kernel. Where
+// it does not, Sum calls zeebo with a new hasher (an allocation), so a
+// caller that keeps a zeebo hasher of its own does better with that one.
+func Fast(n int) bool { return wide(n, hasAVX512()) }
+
 // sum is Sum with the kernel's use decided by the caller, so that tests
 // exercise both paths on one machine. useWide must be false where the
 // processor lacks AVX-512F/VL (on amd64 the kernel would fault).
