@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/debug"
 	"time"
-	"unsafe"
 )
 
 // Piece is one entry of a chunk list: a run of the volume's bytes that is
@@ -37,18 +34,6 @@ type Sparse interface {
 	// When nothing after off may hold data it returns start == end, both
 	// at least off (the volume size, typically).
 	NextData(off int64) (start, end int64, err error)
-}
-
-// Mapper is a source whose bytes can be mapped into memory instead of
-// read into the Cutter's buffer (a file or block device: mmap), which
-// saves the kernel's copy of every byte. MapRange returns the n bytes at
-// off (off+n within the source's size) and the function that releases
-// them; they stay valid until it is called. A mapped byte that cannot be
-// read (an I/O error, a file truncated since) faults when touched: the
-// Cutter touches mapped bytes under debug.SetPanicOnFault and returns such
-// a fault as an error. Where MapRange fails, the Cutter reads with ReadAt.
-type Mapper interface {
-	MapRange(off, n int64) (mem []byte, release func(), err error)
 }
 
 // ErrStop may be returned by a Cut callback to end the cut early; Cut then
@@ -83,7 +68,7 @@ func (s *Stats) Add(o Stats) {
 
 // Options tune a Cutter without changing where cuts fall.
 type Options struct {
-	// ReadSize is the size of one read (or mapping) of the source, rounded up to a
+	// ReadSize is the size of one read from the source, rounded up to a
 	// multiple of the zero block. Default 4 MiB.
 	ReadSize int
 	// Alloc returns a buffer with capacity of at least Params.MaxChunk for
@@ -165,55 +150,13 @@ func (c *Cutter) Cut(ctx context.Context, src io.ReaderAt, off, end int64, fn fu
 		return fmt.Errorf("chunk: range [%d, %d) crosses the segment edge at %d", off, end, (seg+1)*c.p.SegmentSize)
 	}
 	c.win.reset(ctx, src, end)
-	var err error
-	if c.win.mapper != nil {
-		err = c.cutMapped(off, end, fn)
-	} else {
-		err = c.cut(off, end, fn)
-	}
-	c.win.src, c.win.mapper = nil, nil
+	err := c.cut(off, end, fn)
+	c.win.src = nil
 	c.win.ctx = nil
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
-}
-
-// cutMapped is cut over a Mapper's source: a fault on a mapped byte
-// becomes an error, and the last mapping is released however it ends.
-func (c *Cutter) cutMapped(off, end int64, fn func(Piece) error) (err error) {
-	defer c.win.release()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			w := &c.win
-			at, ok := faultIn(p, w.data[:w.n])
-			if !ok {
-				panic(p) // not a fault on the mapping: not ours to hide
-			}
-			err = fmt.Errorf("chunk: reading the source at %d through its mapping faulted (an I/O error, or the source shrank since it was opened)", w.off+at)
-		}
-	}()
-	return c.cut(off, end, fn)
-}
-
-// faultIn reports whether the recovered panic p is a memory fault on a
-// byte of mem (debug.SetPanicOnFault's panics carry the address), and at
-// which index.
-func faultIn(p any, mem []byte) (int64, bool) {
-	f, ok := p.(interface {
-		runtime.Error
-		Addr() uintptr
-	})
-	if !ok || len(mem) == 0 {
-		return 0, false
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
-	a := f.Addr()
-	if a < base || a >= base+uintptr(len(mem)) {
-		return 0, false
-	}
-	return int64(a - base), true
 }
 
 func (c *Cutter) cut(pos, end int64, fn func(Piece) error) error {
@@ -351,15 +294,12 @@ type window struct {
 	src io.ReaderAt
 	end int64 // the cut's end: nothing at or beyond it is read
 
-	buf    []byte // the read buffer
-	data   []byte // buf, or the mapping of the window (a Mapper's source)
-	mapper Mapper
-	unmap  func() // releases the mapping in data; nil if none
-	off    int64  // volume offset of data[0]
-	n      int    // valid bytes in data
-	zoff   int64  // block start whose zero state is cached in z
-	z      bool
-	zok    bool
+	buf  []byte
+	off  int64 // volume offset of buf[0]
+	n    int   // valid bytes in buf
+	zoff int64 // block start whose zero state is cached in z
+	z    bool
+	zok  bool
 
 	sparse        Sparse
 	dataStart     int64 // cached Sparse answer: [dataStart, dataEnd) may hold data,
@@ -373,7 +313,6 @@ type window struct {
 func (w *window) reset(ctx context.Context, src io.ReaderAt, end int64) {
 	w.ctx, w.src, w.end = ctx, src, end
 	w.n, w.off, w.zok = 0, 0, false
-	w.mapper, _ = src.(Mapper)
 	w.sparse, _ = src.(Sparse)
 	w.sparseCached = false
 }
@@ -441,7 +380,7 @@ func (w *window) blockZero(off int64) (bool, error) {
 // reading a new window when needed. The slice is valid until the next call.
 func (w *window) bytes(s, e int64) ([]byte, error) {
 	if s >= w.off && e <= w.off+int64(w.n) {
-		return w.data[s-w.off : e-w.off], nil
+		return w.buf[s-w.off : e-w.off], nil
 	}
 	if err := w.ctx.Err(); err != nil {
 		return nil, err
@@ -455,26 +394,12 @@ func (w *window) bytes(s, e int64) ([]byte, error) {
 			n = min(n, (w.dataEnd+g-1)/g*g-start)
 		}
 	}
+	// Read, not mapped: mapping the source saved the kernel's copy (4% of
+	// an export's CPU on one host) but cost a page fault per 64 KiB, and
+	// on a guest with expensive faults it made the 4 GiB export 8% slower
+	// (issue 15, session 17). The copy into a reused window costs the same
+	// everywhere.
 	t := time.Now()
-	w.release()
-	if w.mapper != nil {
-		mem, unmap, err := w.mapper.MapRange(start, n)
-		if err == nil && int64(len(mem)) < n {
-			unmap() // a short mapping: read instead
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			// The pages are read as the cutter touches them: that time
-			// counts as cutting, not reading.
-			w.c.stats.ReadTime += time.Since(t)
-			w.c.stats.ReadBytes += n
-			w.data, w.unmap = mem[:n], unmap
-			w.off, w.n = start, int(n)
-			return w.data[s-w.off : e-w.off], nil
-		}
-		w.mapper = nil // and read from now on
-	}
-	w.data = w.buf
 	got, err := w.src.ReadAt(w.buf[:n], start)
 	w.c.stats.ReadTime += time.Since(t)
 	w.c.stats.ReadBytes += int64(got)
@@ -485,17 +410,7 @@ func (w *window) bytes(s, e int64) ([]byte, error) {
 		return nil, fmt.Errorf("chunk: reading %d bytes at %d: %w", n, start, err)
 	}
 	w.off, w.n = start, got
-	return w.data[s-w.off : e-w.off], nil
-}
-
-// release releases the window's mapping, if any; the window is empty
-// after.
-func (w *window) release() {
-	if w.unmap != nil {
-		w.unmap()
-		w.unmap = nil
-		w.data, w.n = nil, 0
-	}
+	return w.buf[s-w.off : e-w.off], nil
 }
 
 func (w *window) startStretch(pos int64) {

@@ -103,31 +103,6 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// MapRange implements chunk.Mapper: the n bytes at off mapped read-only
-// and shared, read ahead (MADV_WILLNEED), instead of copied by ReadAt
-// (issue 15: the kernel's copy was 4% of an export's CPU). release unmaps
-// them and, with dropCache, drops their pages as ReadAt does. A range
-// beyond the size found at open is refused; a source that shrank since
-// faults when the bytes are touched (the cutter turns that into an error).
-func (d *Device) MapRange(off, n int64) (mem []byte, release func(), err error) {
-	if off < 0 || n <= 0 || off+n > d.size {
-		return nil, nil, fmt.Errorf("%s: mapping [%d, %d) of %d bytes", d.path, off, off+n, d.size)
-	}
-	start := off &^ (int64(os.Getpagesize()) - 1)
-	m, err := unix.Mmap(int(d.f.Fd()), start, int(off+n-start), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: mapping %d bytes at %d: %w", d.path, n, off, err)
-	}
-	_ = unix.Madvise(m, unix.MADV_WILLNEED) // advice: failure only costs speed
-	d.readBytes.Add(n)
-	return m[off-start:], func() {
-		_ = unix.Munmap(m) // fails only for a range that is not mapped
-		if d.dropCache {
-			_ = unix.Fadvise(int(d.f.Fd()), off, n, unix.FADV_DONTNEED)
-		}
-	}, nil
-}
-
 // NextData implements chunk.Sparse with SEEK_DATA and SEEK_HOLE on regular
 // files, so holes are never read. A block device reports everything as
 // data.

@@ -206,20 +206,10 @@ type shrinkingSource struct {
 }
 
 func (s *shrinkingSource) ReadAt(p []byte, off int64) (int, error) {
-	s.resize()
-	return s.Device.ReadAt(p, off)
-}
-
-// MapRange: the cutter maps a Device's bytes rather than reading them.
-func (s *shrinkingSource) MapRange(off, n int64) ([]byte, func(), error) {
-	s.resize()
-	return s.Device.MapRange(off, n)
-}
-
-func (s *shrinkingSource) resize() {
 	if s.done.CompareAndSwap(false, true) {
 		os.Truncate(s.path, s.Size()+4096)
 	}
+	return s.Device.ReadAt(p, off)
 }
 
 type shortSource struct{ size int64 }
