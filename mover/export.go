@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockmover/blockmover/changes"
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/freelist"
 	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo"
 )
@@ -134,14 +135,16 @@ type newChunk struct {
 }
 
 // bufPool hands out chunk buffers of one size.
+// bufPool hands out chunk buffers of size bytes and keeps returned ones
+// for the rest of the export (a free list, not a sync.Pool: see freelist).
 type bufPool struct {
 	size int
-	p    sync.Pool
+	free freelist.List
 }
 
 func (b *bufPool) get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return (*v)[:b.size]
+	if s := b.free.Get(b.size); s != nil {
+		return s[:b.size]
 	}
 	return make([]byte, b.size)
 }
@@ -150,8 +153,7 @@ func (b *bufPool) put(s []byte) {
 	if cap(s) < b.size {
 		return
 	}
-	s = s[:b.size]
-	b.p.Put(&s)
+	b.free.Put(s)
 }
 
 type exporter struct {
@@ -256,6 +258,10 @@ func Export(ctx context.Context, src Source, st ExportRepo, opts ExportOptions) 
 	}
 	e.opts = e.opts.withDefaults()
 	e.bufs.size = e.p.MaxChunk()
+	// Chunk buffers out at once: one being cut per worker, the chunks
+	// channel (2 per worker), one being packed per worker, and a few
+	// between the stages.
+	e.bufs.free.Max = 4*e.opts.Workers + 4
 	e.written0 = st.WrittenBytes()
 	if opts.Changes != nil || opts.VerifyUnchanged != 0 {
 		if opts.Base == nil {

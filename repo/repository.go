@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/blockmover/blockmover/chunk"
+	"github.com/blockmover/blockmover/internal/freelist"
 	"github.com/blockmover/blockmover/internal/safego"
 	"github.com/blockmover/blockmover/repo/backend"
 	"github.com/klauspost/compress/zstd"
@@ -295,9 +296,9 @@ type Repository struct {
 	dec   *zstd.Decoder
 	idx   *index
 
-	bufs     packBuffers  // pack buffers, kept across GCs
-	written  atomic.Int64 // bytes Put to the backend
-	migrated atomic.Bool  // SaveSnapshot ran MigrateSummaries
+	bufs     freelist.List // pack buffers, kept across GCs (not a sync.Pool: see freelist)
+	written  atomic.Int64  // bytes Put to the backend
+	migrated atomic.Bool   // SaveSnapshot ran MigrateSummaries
 	// othersSeen: when a refresh last found another writer's index file
 	// (Unix nanoseconds; 0: never), read by every Packer.Full.
 	othersSeen atomic.Int64
@@ -593,7 +594,7 @@ func zstdWindow(maxChunk int) int {
 // Close releases the repository's resources. It does not flush: call Flush
 // first to keep what was written.
 func (r *Repository) Close() error {
-	r.bufs.drop()
+	r.bufs.Drop()
 	if r.enc != nil {
 		r.enc.Close()
 	}
@@ -671,7 +672,7 @@ func (r *Repository) packBuffer(target int) []byte {
 	// A pack is finished once it reaches target, so it overshoots by at
 	// most one sealed chunk, plus its header (about 60 bytes a blob).
 	want := target + r.cfg.Chunking.MaxChunk() + Overhead + 64<<10
-	if b := r.bufs.get(want); b != nil {
+	if b := r.bufs.Get(want); b != nil {
 		return b
 	}
 	return make([]byte, 0, want)
@@ -685,58 +686,7 @@ func (r *Repository) ReleasePack(p *Pack) {
 	}
 	b := p.Data[:0]
 	p.Data = nil
-	r.bufs.put(b)
-}
-
-// maxFreePacks bounds the pack buffers kept for reuse: an export's packers
-// and uploads hold a few at a time (workers + uploads + the queue between
-// them), so a list this long keeps every one in a steady state.
-const maxFreePacks = 16
-
-// packBuffers is a free list of pack buffers. Unlike a sync.Pool, whose
-// contents every garbage collection drops, it keeps the buffers for the
-// life of the repository: a new 16–24 MiB buffer costs the kernel a page
-// fault per page it touches, and in guests where faults are expensive
-// (shadow page tables) refilling the pool after each GC was a quarter of
-// an export's page faults and most of its system time (issue 15). The
-// list holds no more buffers than were once in use at the same time, and
-// at most maxFreePacks. Safe for concurrent use.
-type packBuffers struct {
-	mu   sync.Mutex
-	free [][]byte
-}
-
-// get returns an empty buffer of capacity at least want, or nil. A
-// smaller buffer met on the way is dropped (the pack size changed).
-func (l *packBuffers) get(want int) []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for n := len(l.free); n > 0; n = len(l.free) {
-		b := l.free[n-1]
-		l.free[n-1] = nil
-		l.free = l.free[:n-1]
-		if cap(b) >= want {
-			return b[:0]
-		}
-	}
-	return nil
-}
-
-// put keeps b for a later get, unless the list is full.
-func (l *packBuffers) put(b []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.free) < maxFreePacks {
-		l.free = append(l.free, b[:0])
-	}
-}
-
-// drop empties the list, for the garbage collector to take the buffers.
-func (l *packBuffers) drop() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	clear(l.free)
-	l.free = nil
+	r.bufs.Put(b)
 }
 
 // SavePack uploads a finished pack and indexes its blobs. The blobs become
