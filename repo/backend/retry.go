@@ -137,7 +137,6 @@ func retryable(ctx context.Context, err error) bool {
 		errors.Is(err, ErrInvalidRange),
 		errors.Is(err, ErrInvalidKey),
 		errors.Is(err, ErrPermanent),
-		errors.Is(err, errors.ErrUnsupported),
 		errors.Is(err, context.Canceled),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &fe):
