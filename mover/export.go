@@ -134,7 +134,6 @@ type newChunk struct {
 	data []byte
 }
 
-// bufPool hands out chunk buffers of one size.
 // bufPool hands out chunk buffers of size bytes and keeps returned ones
 // for the rest of the export (a free list, not a sync.Pool: see freelist).
 type bufPool struct {

@@ -679,7 +679,10 @@ func (r *Repository) packBuffer(target int) []byte {
 }
 
 // ReleasePack returns a saved pack's buffer for reuse. The caller must not
-// touch p.Data afterwards.
+// touch p.Data afterwards. The repository keeps released buffers for later
+// packs until Close (no more than were in use at once, at most
+// freelist.DefaultMax), so a program that keeps a Repository open between
+// exports holds them meanwhile.
 func (r *Repository) ReleasePack(p *Pack) {
 	if p == nil || p.Data == nil {
 		return
