@@ -98,7 +98,10 @@ func testCluster(t *testing.T) *testcluster.Cluster {
 		t.Skip("the kubelet, containerd and the test CSI driver need root")
 	}
 	clusterOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		// Starting the cluster and building the mover's image take a
+		// minute on a warm build cache; the bound is for a cold one on
+		// a busy machine (`make test` compiles the image's parts first).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		if clusterDir, clusterErr = os.MkdirTemp("", "blockmover-k8s-"); clusterErr != nil {
 			return
