@@ -59,13 +59,6 @@ func (l *List) Put(b []byte) {
 	}
 }
 
-// Len returns the number of buffers kept.
-func (l *List) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.free)
-}
-
 // Drop empties the list, for the garbage collector to take the buffers.
 func (l *List) Drop() {
 	l.mu.Lock()

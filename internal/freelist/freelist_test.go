@@ -41,13 +41,13 @@ func TestBounds(t *testing.T) {
 				l.Put(make([]byte, 0, 4096))
 			}
 			l.Put(nil) // no capacity: not kept
-			if n := l.Len(); n != tt.want {
+			if n := l.len(); n != tt.want {
 				t.Fatalf("Len after %d puts = %d, want %d", tt.puts, n, tt.want)
 			}
 			if b := l.Get(8192); b != nil {
 				t.Fatalf("Get(8192) = cap %d from 4 KiB buffers, want nil", cap(b))
 			}
-			if n := l.Len(); n != 0 {
+			if n := l.len(); n != 0 {
 				t.Fatalf("buffers too small for Get are dropped: %d left", n)
 			}
 			l.Put(make([]byte, 0, 4096))
@@ -80,7 +80,14 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := l.Len(); n > 4 {
+	if n := l.len(); n > 4 {
 		t.Fatalf("Len = %d, want at most 4", n)
 	}
+}
+
+// len is the number of buffers kept.
+func (l *List) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.free)
 }
