@@ -18,6 +18,8 @@
 #   hack/bench-vs-restic.sh                                 # 4 GiB image, 3 rounds
 #   SIZE=256MiB ROUNDS=1 hack/bench-vs-restic.sh            # a quick check
 #   REPO_BASE=/dev/shm hack/bench-vs-restic.sh              # repositories and restores on tmpfs
+#   REPO_BASE=/var/tmp/bvr ALSO_RESTORE=/dev/shm hack/bench-vs-restic.sh
+#                                  # restores onto the disk, then onto tmpfs, in the same run
 #
 # Environment:
 #   SIZE       image size for `mover generate` (default 4GiB)
@@ -35,6 +37,11 @@
 #              writes around the page cache, as mover does since session
 #              14, then restores cold and the others warm). On tmpfs the
 #              pages are the storage: all three are the same.
+#   ALSO_RESTORE a second directory (e.g. /dev/shm): after the restore under
+#              REPO_BASE (timed, synced, compared, removed), each run
+#              restores once more onto a fresh file there, from the same
+#              repository (REPO_CACHE applied again), timed and reported the
+#              same way: both targets in one interleaved run
 #
 # Builds the peers with hack/install-peers.sh (Go module proxy) when missing;
 # falls back to a restic on PATH (Debian's 0.14 has no --sparse), and says so.
@@ -53,10 +60,11 @@ SEED=${SEED:-7}
 WORK=${WORK:-/tmp/bench-vs-restic}
 REPO_BASE=${REPO_BASE:-$WORK}
 REPO_CACHE=${REPO_CACHE:-cold}
+ALSO_RESTORE=${ALSO_RESTORE:-}
 case $REPO_CACHE in cold | warm | asleft) ;; *) die "REPO_CACHE must be cold, warm or asleft, not '$REPO_CACHE'" ;; esac
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $SEED =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer, not '$SEED'"
-mkdir -p "$WORK" "$REPO_BASE"
+mkdir -p "$WORK" "$REPO_BASE" ${ALSO_RESTORE:+"$ALSO_RESTORE"}
 WORK=$(cd "$WORK" && pwd)
 REPO_BASE=$(cd "$REPO_BASE" && pwd)
 IMG=${IMG:-$WORK/image-$SIZE-seed$SEED.img}
@@ -139,7 +147,13 @@ avail=$(df -B1 --output=avail "$REPO_BASE" | tail -1 | tr -d ' ')
 
 # --- runs ---------------------------------------------------------------------
 RUN=$(mktemp -d "$REPO_BASE/bench-vs-restic.run.XXXXXX")
-cleanup() { rm -rf "$RUN"; }
+ALSO_OUT=
+if [ -n "$ALSO_RESTORE" ]; then
+	ALSO_OUT=$(mktemp -d "$ALSO_RESTORE/bench-vs-restic.restore.XXXXXX")
+	avail=$(df -B1 --output=avail "$ALSO_RESTORE" | tail -1 | tr -d ' ')
+	[ "$avail" -ge $((size + 64 * 1024 * 1024)) ] || die "$ALSO_RESTORE has $((avail >> 20)) MiB free, a restore needs about $((size >> 20)) MiB"
+fi
+cleanup() { rm -rf "$RUN" ${ALSO_OUT:+"$ALSO_OUT"}; }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -168,6 +182,10 @@ K_BACKUP=("$KOPIA" --config-file "$KCONF" snapshot create "$IMG")
 K_OPEN=("$KOPIA" --config-file "$KCONF" snapshot list "$IMG")
 K_RESTORE=("$KOPIA" --config-file "$KCONF" snapshot restore --write-sparse-files "$IMG" "$K_OUT")
 SYNC=(sync)
+# The same restores onto ALSO_RESTORE.
+M_IMPORT2=("$MOVER" import --repo "$REPO" --snapshot latest:v --target "$ALSO_OUT/img" --json -q)
+R_RESTORE2=("$RESTIC" -q -r "$REPO" --cache-dir "$CACHE" restore latest --target "$ALSO_OUT" "${RESTIC_SPARSE[@]}")
+K_RESTORE2=("$KOPIA" --config-file "$KCONF" snapshot restore --write-sparse-files "$IMG" "$ALSO_OUT/img")
 
 timed() { # timed NAME CMD...: run CMD under /usr/bin/time; stdout to $RUN/NAME.out; prints "wall user sys maxrss_kb"
 	local name=$1
@@ -206,8 +224,25 @@ repo_cache() {
 		;;
 	esac
 }
+# restore_also TOOL: the second restore, onto ALSO_RESTORE; prints
+# "wall user sys rss_kb sync_wall".
+restore_also() {
+	local tool=$1 r s restored
+	rm -rf "${ALSO_OUT:?}"/*
+	repo_cache
+	case $tool in
+	mover) r=$(timed restore2 "${M_IMPORT2[@]}") restored=$ALSO_OUT/img ;;
+	restic) r=$(timed restore2 "${R_RESTORE2[@]}") restored=$ALSO_OUT$IMG ;;
+	kopia) r=$(timed restore2 "${K_RESTORE2[@]}") restored=$ALSO_OUT/img ;;
+	esac
+	s=$(timed sync2 "${SYNC[@]}")
+	[ -f "$restored" ] || die "$tool wrote no $restored"
+	cmp "$IMG" "$restored" || die "$tool's restore onto $ALSO_RESTORE differs from $IMG"
+	rm -rf "${ALSO_OUT:?}"/*
+	echo "$r ${s%% *}"
+}
 run_one() { # run_one ROUND POSITION TOOL
-	local round=$1 pos=$2 tool=$3 b rs r o s restored
+	local round=$1 pos=$2 tool=$3 b rs r o s restored also=
 	rm -rf "$REPO" "$CACHE" "$OUT" "$KCONF"
 	mkdir -p "$OUT"
 	log "round $round/$ROUNDS: $tool (${pos})"
@@ -251,8 +286,12 @@ run_one() { # run_one ROUND POSITION TOOL
 	[ -f "$restored" ] || die "$tool wrote no $restored"
 	cmp "$IMG" "$restored" || die "$tool's restore differs from $IMG"
 	local alloc=$(( $(stat -c '%b * %B' "$restored") ))
-	# round tool position | backup wall user sys rss_kb | repo_bytes | restore wall user sys rss_kb | restored_alloc_bytes | open wall | sync wall
-	echo "$round $tool $pos $b $rs $r $alloc ${o%% *} ${s%% *}" >>"$results"
+	if [ -n "$ALSO_RESTORE" ]; then
+		rm -rf "$OUT"
+		also=$(restore_also "$tool")
+	fi
+	# round tool position | backup wall user sys rss_kb | repo_bytes | restore wall user sys rss_kb | restored_alloc_bytes | open wall | sync wall [| restore2 wall user sys rss_kb | sync2 wall]
+	echo "$round $tool $pos $b $rs $r $alloc ${o%% *} ${s%% *} $also" >>"$results"
 	rm -rf "$REPO" "$CACHE" "$OUT" "$KCONF"
 }
 
@@ -279,6 +318,7 @@ echo "- mover: $GIT_REV ($(go version | cut -d' ' -f3)), zstd fastest${RESTIC:+;
 echo "- image: $IMG, $size bytes, $img_alloc allocated (holes are the rest), on $(fs_of "$IMG"); repositories, caches and restores under $REPO_BASE ($(fs_of "$REPO_BASE"))"
 echo "- physical floor under $REPO_BASE (hack/writefloor: the image's data extents written onto a new file, nothing decoded, + fdatasync), before the rounds: $floor_before; after: $floor_after"
 echo "- warm cache for all: \`cat IMG > /dev/null; sync\` before each backup; fresh repository and restore target per run; the order rotates per round"
+[ -z "$ALSO_RESTORE" ] || echo "- each run restores twice: onto a new file under $REPO_BASE ($(fs_of "$REPO_BASE")), then, that one compared and removed, onto a new file under $ALSO_RESTORE ($(fs_of "$ALSO_RESTORE")); both timed with their \`sync\`, compared with the image and removed"
 echo "- the repository before each restore: $REPO_CACHE (REPO_CACHE: cold = synced and dropped from the page cache file by file, warm = synced and every file read, asleft = as the backup left it)"
 if [ -n "$RESTIC" ] && [ ${#RESTIC_SPARSE[@]} -eq 0 ]; then
 	echo "- restic $("$RESTIC" version | cut -d' ' -f2) has no \`restore --sparse\`: it writes the zeros that mover leaves as holes"
@@ -293,11 +333,13 @@ echo "$(q "${M_INIT[@]}")"
 echo "$(q "${M_EXPORT[@]}")"
 echo "$(q "${M_OPEN[@]}")   # open repository s"
 echo "$(q "${M_IMPORT[@]}") && sync"
+[ -z "$ALSO_RESTORE" ] || echo "$(q "${M_IMPORT2[@]}") && sync"
 if [ -n "$RESTIC" ]; then
 	echo "$(q "${R_INIT[@]}")"
 	echo "$(q "${R_BACKUP[@]}")"
 	echo "$(q "${R_OPEN[@]}")   # open repository s"
 	echo "$(q "${R_RESTORE[@]}") && sync"
+	[ -z "$ALSO_RESTORE" ] || echo "$(q "${R_RESTORE2[@]}") && sync"
 fi
 if [ -n "$KOPIA" ]; then
 	echo "$(q "${K_INIT[@]}")"
@@ -305,13 +347,20 @@ if [ -n "$KOPIA" ]; then
 	echo "$(q "${K_BACKUP[@]}")"
 	echo "$(q "${K_OPEN[@]}")   # open repository s"
 	echo "$(q "${K_RESTORE[@]}") && sync"
+	[ -z "$ALSO_RESTORE" ] || echo "$(q "${K_RESTORE2[@]}") && sync"
 fi
 echo "cmp IMG RESTORED"
 echo '```'
 echo
-echo "| round | tool | order | backup s | backup CPU s | backup RSS MiB | repository MiB | restore s | durable s | restore CPU s | restore RSS MiB | restored file allocated MiB | open s |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-awk '{printf "| %s | %s | %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f | %.0f | %.2f |\n", $1, $2, $3, $4, $5+$6, $7/1024, $8/1048576, $9, $9+$15, $10+$11, $12/1024, $13/1048576, $14}' "$results"
+if [ -z "$ALSO_RESTORE" ]; then
+	echo "| round | tool | order | backup s | backup CPU s | backup RSS MiB | repository MiB | restore s | durable s | restore CPU s | restore RSS MiB | restored file allocated MiB | open s |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	awk '{printf "| %s | %s | %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f | %.0f | %.2f |\n", $1, $2, $3, $4, $5+$6, $7/1024, $8/1048576, $9, $9+$15, $10+$11, $12/1024, $13/1048576, $14}' "$results"
+else
+	echo "| round | tool | order | backup s | backup CPU s | backup RSS MiB | repository MiB | restore s | durable s | restore CPU s | restore RSS MiB | restored file allocated MiB | open s | restore onto $ALSO_RESTORE s | durable s | CPU s | RSS MiB |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	awk '{printf "| %s | %s | %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %.0f |\n", $1, $2, $3, $4, $5+$6, $7/1024, $8/1048576, $9, $9+$15, $10+$11, $12/1024, $13/1048576, $14, $16, $16+$20, $17+$18, $19/1024}' "$results"
+fi
 echo
 # metric TOOL EXPR: "median min max" of an awk expression over the result columns
 metric() {
@@ -342,14 +391,23 @@ echo "$rule"
 row "backup MB/s" 's / $4 / 1e6' "%.0f" 1
 row "restore MB/s (as returned)" 's / $9 / 1e6' "%.0f" 1
 row "restore MB/s (durable: + sync)" 's / ($9 + $15) / 1e6' "%.0f" 1
+if [ -n "$ALSO_RESTORE" ]; then
+	row "restore onto $ALSO_RESTORE MB/s (as returned)" 's / $16 / 1e6' "%.0f" 1
+	row "restore onto $ALSO_RESTORE MB/s (durable: + sync)" 's / ($16 + $20) / 1e6' "%.0f" 1
+fi
 row "repository MiB" '$8 / 1048576' "%.1f" 1
 row "backup CPU s" '$5 + $6' "%.1f" ""
 row "restore CPU s" '$10 + $11' "%.1f" ""
 row "backup peak RSS MiB" '$7 / 1024' "%.0f" ""
 row "restore peak RSS MiB" '$12 / 1024' "%.0f" ""
+[ -z "$ALSO_RESTORE" ] || row "restore onto $ALSO_RESTORE peak RSS MiB" '$19 / 1024' "%.0f" ""
 row "backup wall s" '$4' "%.2f" ""
 row "restore wall s" '$9' "%.2f" ""
 row "sync after restore s" '$15' "%.2f" ""
+if [ -n "$ALSO_RESTORE" ]; then
+	row "restore onto $ALSO_RESTORE wall s" '$16' "%.2f" ""
+	row "restore onto $ALSO_RESTORE CPU s" '$17 + $18' "%.1f" ""
+fi
 row "open repository s" '$14' "%.2f" ""
 echo
 echo "\"open repository s\" is the wall time of listing snapshots on the filled repository (key derivation, lock, index): a fixed cost inside every backup and restore above, which weighs on small images."
