@@ -5,13 +5,13 @@
 // Why (issue 15): the import decodes every chunk into a few buffers that
 // it reuses, and writes them to the target from there, around the page
 // cache (O_DIRECT) onto a disk or copied into tmpfs. On the project's
-// paravirtualised guest, buffers of 4 KiB pages made both slow: a direct
-// write's pages go to the device as up to 254 segments per request
+// paravirtualised guest, buffers of 4 KiB pages made the direct writes
+// slow: a direct write's pages go to the device as up to 254 segments per request
 // (max_segments of its virtio disk), so a 2 MiB write took several
-// requests, each pinned page by page; a copy out of them walked a page
-// table entry per 4 KiB. Replayed on that guest, the import's 2,000
-// direct writes took 1.5–1.7 s from 4 KiB pages and 0.6 s from huge
-// pages; the import onto the disk went from 4.5–5.5 s to 3.5–3.9 s.
+// requests, each pinned page by page. Replayed on that guest, the
+// import's 2,000 direct writes took 1.45–1.74 s from 4 KiB pages and
+// 0.58–0.69 s from huge pages; the import onto the disk went from a
+// median of 4.0 s to 3.4 s (four pairs, BENCHMARKS.md, session 18).
 //
 // The Go heap cannot promise huge pages: it zeroes reused memory page by
 // page before the advice could apply. A mapping of its own can, at the
