@@ -550,6 +550,12 @@ func sendCtx[T any](ctx context.Context, ch chan<- T, v T) error {
 // chunks to the writers.
 func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- write) error {
 	var o repo.BlobOpener // this worker's fetched range
+	// Ranges are read into huge pages too: into the Go heap's fresh
+	// memory, the copy faulted page by page (up to 16 MiB per worker).
+	o.SetRangeAllocator(func(old []byte, n int) []byte {
+		im.bufs.drop(old)
+		return im.bufs.alloc(n)
+	})
 	var st Stages
 	defer func() {
 		im.mu.Lock()

@@ -161,3 +161,65 @@ func TestLoadBlobsInto(t *testing.T) {
 		t.Fatalf("after the damage was undone: %v", err)
 	}
 }
+
+// TestBlobOpenerRangeAllocator: with an allocator, ranges are read into
+// its buffers (asked for only when a range does not fit, with the buffer
+// replaced), and an allocator that returns too little leaves o on the Go
+// heap rather than failing.
+func TestBlobOpenerRangeAllocator(t *testing.T) {
+	r, _ := newTestRepo(t)
+	blobs, _ := writeBlobs(t, r, 12)
+	ctx := context.Background()
+	refs := packRun(t, r, blobs)
+	span := func(refs []BlobRef) int {
+		last := refs[len(refs)-1]
+		return int(last.Offset+last.Length) - int(refs[0].Offset)
+	}
+
+	var o BlobOpener
+	type call struct{ old, n int }
+	var calls []call
+	var given [][]byte
+	o.SetRangeAllocator(func(old []byte, n int) []byte {
+		calls = append(calls, call{cap(old), n})
+		b := make([]byte, n)
+		given = append(given, b)
+		return b
+	})
+	check := func(refs []BlobRef) {
+		t.Helper()
+		if _, err := r.LoadBlobs(ctx, &o, refs, func(i int, plain []byte) error {
+			if !bytes.Equal(plain, blobs[refs[i].ID]) {
+				t.Errorf("blob %d: wrong plaintext", i)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(refs[:2])     // first range: allocated
+	check(refs[:1])     // fits: no call
+	check(refs)         // larger: replaced
+	check(refs[1:][:1]) // fits
+	want := []call{{0, span(refs[:2])}, {span(refs[:2]), span(refs)}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("allocator calls (cap of old, n) %v, want %v", calls, want)
+	}
+	// The last range read lies in the last buffer given (the pack bytes
+	// after the in-place decryption are garbage, so compare addresses).
+	if last := given[len(given)-1]; &o.raw[:1][0] != &last[0] {
+		t.Error("the range was not read into the allocator's buffer")
+	}
+
+	// An allocator that returns too small a buffer: read into the heap.
+	var short BlobOpener
+	short.SetRangeAllocator(func([]byte, int) []byte { return make([]byte, 1) })
+	if _, err := r.LoadBlobs(ctx, &short, refs, func(i int, plain []byte) error {
+		if !bytes.Equal(plain, blobs[refs[i].ID]) {
+			t.Errorf("short allocator: blob %d: wrong plaintext", i)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("short allocator: %v", err)
+	}
+}
