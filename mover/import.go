@@ -686,7 +686,8 @@ func (im *importer) wrote(n int64) {
 // written directly from 4 KiB pages, the import's writes took 2–3 times
 // as long on the project's guest (onto tmpfs no difference was
 // measured). They are unmapped by release, which the import calls once
-// no goroutine can touch them.
+// no goroutine can touch them. The workers' pack-range buffers come from
+// alloc and drop too (work), outside get's limit: one per worker.
 type plainBuffers struct {
 	tokens chan struct{} // one per buffer handed out
 	free   chan []byte

@@ -11,7 +11,10 @@
 // requests, each pinned page by page. Replayed on that guest, the
 // import's 2,000 direct writes took 1.45–1.74 s from 4 KiB pages and
 // 0.58–0.69 s from huge pages; the import onto the disk went from a
-// median of 4.0 s to 3.4 s (four pairs, BENCHMARKS.md, session 18).
+// median of 4.0 s to 3.4 s (four pairs, BENCHMARKS.md, session 18). The
+// import reads its pack ranges into them too: copied into fresh memory of
+// the Go heap, a 16 MiB range faulted 4,096 times (median 3.86 -> 3.48 s,
+// session 20).
 //
 // The Go heap cannot promise huge pages: it zeroes reused memory page by
 // page before the advice could apply. A mapping of its own can, at the
