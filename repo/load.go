@@ -85,11 +85,13 @@ func (o *BlobOpener) bind(r *Repository) {
 // range of n bytes does not fit the current buffer old (nil at first),
 // alloc(old, n) returns one of at least n bytes, and o never touches old
 // again. The buffers stay the caller's: o does not free them, and each must
-// stay valid until it is replaced or o is no longer used. The import uses
-// it for buffers of huge pages, which a range is read into without a page
-// fault per 4 KiB. nil restores the default.
+// stay valid until it is replaced, o is no longer used, or
+// SetRangeAllocator is called again (o then forgets its current range
+// buffer, whoever gave it). The import uses it for buffers of huge pages,
+// which a range is read into without a page fault per 4 KiB. nil restores
+// the default.
 func (o *BlobOpener) SetRangeAllocator(alloc func(old []byte, n int) []byte) {
-	o.rangeAlloc = alloc
+	o.rangeAlloc, o.raw = alloc, nil
 }
 
 // aeadFor returns the AEAD of a pack key.

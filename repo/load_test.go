@@ -211,6 +211,15 @@ func TestBlobOpenerRangeAllocator(t *testing.T) {
 		t.Error("the range was not read into the allocator's buffer")
 	}
 
+	// Set again (here to the default), o forgets the last buffer given:
+	// the caller may free it now.
+	mine := given[len(given)-1]
+	o.SetRangeAllocator(nil)
+	check(refs)
+	if &o.raw[:1][0] == &mine[0] {
+		t.Error("after SetRangeAllocator(nil), the range was read into the old allocator's buffer")
+	}
+
 	// An allocator that returns too small a buffer: read into the heap.
 	var short BlobOpener
 	short.SetRangeAllocator(func([]byte, int) []byte { return make([]byte, 1) })
