@@ -9,7 +9,7 @@ import (
 	"os/user"
 	"time"
 
-	"golang.org/x/crypto/scrypt"
+	"github.com/blockmover/blockmover/internal/scryptx"
 )
 
 // KDFParams are scrypt's cost parameters. Memory use is 128·N·r bytes.
@@ -78,7 +78,7 @@ func checkKeyFileName(name string, b []byte) error {
 }
 
 func deriveKey(password []byte, salt []byte, p KDFParams) ([]byte, error) {
-	return scrypt.Key(password, salt, p.N, p.R, p.P, keySize)
+	return scryptx.Key(password, salt, p.N, p.R, p.P, keySize)
 }
 
 // newKeyFile seals mk under password and returns the key file's bytes.
