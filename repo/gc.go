@@ -714,15 +714,18 @@ func fileInfoOf(name string, recs []indexPack) indexFileInfo {
 
 // planCompaction picks the index files to rewrite: those that name a pack
 // not to keep; the small ones (under half of compactBlobs entries) when
-// there are two or more, to merge them; and, of the other files in order,
-// those that name a pack that an earlier file they keep names too (or that
-// name one pack twice). Every other file is left as it is, byte for byte:
-// the rewrite is linear in the files whose packs changed and the small
-// ones, not in the index. A pack that both a kept file and a rewritten one
-// name stays in the kept file (so a gc killed after it wrote merged files
-// and before it deleted the files they replace makes the next run delete
-// those, not rewrite the merged ones). It returns the files to rewrite and
-// the packs the kept files name, which the rewrite leaves out.
+// there are two or more, to merge them; and, of the other files from the
+// largest down (by entries, then in order), those that name a pack that a
+// file decided before and kept names too (or that name one pack twice).
+// Every other file is left as it is, byte for byte: the rewrite is linear
+// in the files whose packs changed and the small ones, not in the index.
+// A pack that a kept file and a rewritten one both name stays in the kept
+// file, and a pack that a large file and a small one both name stays in
+// the large one; so a gc killed after it wrote merged files and before it
+// deleted the files they replace makes the next run delete those, not
+// rewrite the merged ones, however the leftovers sort. It returns the
+// files to rewrite, in the order given, and the packs the kept files name,
+// which the rewrite leaves out.
 func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []indexFileInfo, kept map[ID]bool) {
 	small := 0
 	for _, f := range files {
@@ -736,25 +739,38 @@ func planCompaction(files []indexFileInfo, keepPack func(ID) bool) (replace []in
 		}
 		return slices.ContainsFunc(f.packs, func(id ID) bool { return !keepPack(id) })
 	}
+	// Larger files decide first, so a pack that a small file shares with
+	// a large one stays in the large one, wherever the small file sorts.
+	order := make([]int, len(files))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return files[b].blobs - files[a].blobs })
 	kept = map[ID]bool{}
-	for _, f := range files {
-		rewrite := must(f)
-		if !rewrite {
+	rewrite := make([]bool, len(files))
+	for _, i := range order {
+		f := files[i]
+		rewrite[i] = must(f)
+		if !rewrite[i] {
 			mine := make(map[ID]bool, len(f.packs))
 			for _, id := range f.packs {
 				if kept[id] || mine[id] {
-					rewrite = true
+					rewrite[i] = true
 					break
 				}
 				mine[id] = true
 			}
 		}
-		if rewrite {
-			replace = append(replace, f)
+		if rewrite[i] {
 			continue
 		}
 		for _, id := range f.packs {
 			kept[id] = true
+		}
+	}
+	for i, f := range files {
+		if rewrite[i] {
+			replace = append(replace, f)
 		}
 	}
 	return replace, kept

@@ -68,6 +68,14 @@ func TestPlanCompaction(t *testing.T) {
 			// which names their packs: they go, m stays.
 			files:   []indexFileInfo{file("a", 512, 1), file("l", large, 9), file("m", large, 1, 2, 3), file("z", 512, 2, 3)},
 			replace: []string{"a", "z"}},
+		{name: "killed gc: one small file left, sorting before the merged file",
+			// Alone, the small file is not merged; its packs are in m,
+			// so it goes and m stays (m used to be rewritten: CI, session 23).
+			files:   []indexFileInfo{file("a", 512, 1), file("l", large, 9), file("m", large, 1, 2, 3)},
+			replace: []string{"a"}},
+		{name: "a pack in a large file and a larger one: the large one",
+			files:   []indexFileInfo{file("a", large, 1, 2), file("b", compactBlobs, 2, 3)},
+			replace: []string{"a"}},
 		{name: "a pack of a dropped file also in a kept one",
 			files:   []indexFileInfo{file("a", large, 1, 2), file("b", large, 2)},
 			drop:    []int{1},
