@@ -121,16 +121,18 @@ func TestExportClaimantKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a claim to go stale")
 	}
+	dir := func(t *testing.T) func() backend.Backend {
+		return func() backend.Backend { be, _ := repotest.Dir(t, ""); return be }
+	}
 	for _, store := range []string{"dir", "s3"} {
 		for _, how := range []string{"killed", "gave up"} {
 			t.Run(store+"/"+how, func(t *testing.T) {
-				var be backend.Backend
-				if store == "dir" {
-					be, _ = repotest.Dir(t, "")
-				} else {
-					be = s3Backend(t, s3test.Start(t, false), nil)
+				newBE := dir(t)
+				if store == "s3" {
+					srv := s3test.Start(t, false)
+					newBE = func() backend.Backend { return s3Backend(t, srv, nil) }
 				}
-				claimantKilled(t, be, how == "killed", false)
+				retryClaimant(t, newBE, how == "killed", false)
 			})
 		}
 	}
@@ -138,10 +140,26 @@ func TestExportClaimantKilled(t *testing.T) {
 	// returns at once, with nothing to store, fails rather than save a
 	// snapshot that names chunks outside the index.
 	t.Run("dir/killed/no wait", func(t *testing.T) {
-		be, _ := repotest.Dir(t, "")
-		claimantKilled(t, be, true, true)
+		retryClaimant(t, dir(t), true, true)
 	})
 }
+
+// retryClaimant runs claimantKilled on a new repository until an attempt
+// is conclusive, at most claimantAttempts times. An attempt is not when B
+// met none of A's claimed chunks, or when A, killed, had indexed every
+// chunk B deferred: A stopped with its open packs empty (each repository
+// draws its own chunk boundaries) and indexed the packs it had finished
+// before B reached or stored their chunks, which a loaded machine makes
+// likelier (seen once in 30 runs on two busy cores).
+func retryClaimant(t *testing.T, newBE func() backend.Backend, kill, lie bool) {
+	for i := 1; !claimantKilled(t, newBE(), kill, lie); i++ {
+		if i == claimantAttempts {
+			t.Fatalf("B deferred nothing to A's claims in %d attempts", i)
+		}
+	}
+}
+
+const claimantAttempts = 5
 
 // noWait is a repository whose AwaitDeferred returns at once with nothing
 // to store (fault injection).
@@ -149,7 +167,9 @@ type noWait struct{ *repo.Repository }
 
 func (noWait) AwaitDeferred(context.Context, []repo.ID) ([]repo.ID, error) { return nil, nil }
 
-func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
+// claimantKilled runs the scenario once on be, a new backend, and reports
+// whether it was conclusive (see retryClaimant).
+func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) bool {
 	ctx := context.Background()
 	repotest.Init(t, be, repo.InitOptions{PackSize: 4 << 20})
 	vol := make([]byte, 48<<20)
@@ -206,7 +226,25 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 	lb.mark()
 	waitFor(t, "B read no claims after A published", func() bool { return lb.since.Load() >= 2 })
 	close(srcB.open)
-	waitFor(t, "B deferred nothing to A's claims", func() bool { return b.DeferredCount() > 0 })
+	finished := func() bool {
+		select {
+		case <-bDone:
+			return true
+		default:
+			return false
+		}
+	}
+	met := false
+	waitFor(t, "B neither deferred a chunk to A's claims nor finished", func() bool {
+		met = b.DeferredCount() > 0
+		return met || finished()
+	})
+	if !met {
+		cancelA()
+		<-aDone
+		t.Logf("B finished without meeting a chunk A claimed (%v): again, on a new repository", errB)
+		return false
+	}
 	kb.dead.Store(kill)
 	cancelA()
 	if err := <-aDone; err == nil {
@@ -222,7 +260,7 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 			t.Fatalf("snapshots %v (%v), want none", ids, err)
 		}
 		t.Logf("export b: %v", errB)
-		return
+		return true
 	}
 	if errB != nil {
 		t.Fatal(errB)
@@ -230,8 +268,14 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 	t.Logf("B: %d chunks deferred, %d stored after all, %v after A ended", res.DeferredChunks, res.ReclaimedChunks, time.Since(start))
 	// Killed, A indexes nothing more: B stores what it deferred. Giving
 	// up, A indexes the packs it had uploaded, which may hold them all.
-	if res.DeferredChunks == 0 || kill && res.ReclaimedChunks == 0 {
-		t.Fatalf("B deferred %d chunks and stored %d of them itself: the test missed its point", res.DeferredChunks, res.ReclaimedChunks)
+	if res.DeferredChunks == 0 {
+		t.Fatal("B deferred chunks, and its result says it deferred none")
+	}
+	if kill && res.ReclaimedChunks == 0 {
+		// A indexed every chunk B deferred (finished packs) before it
+		// was killed: B had nothing to store after all.
+		t.Logf("B deferred %d chunks, all indexed by A before it was killed: again, on a new repository", res.DeferredChunks)
+		return false
 	}
 	r := repotest.Open(t, be, repo.Options{})
 	chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
@@ -243,4 +287,5 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) {
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, vol) {
 		t.Fatal("B's snapshot does not import byte-identically")
 	}
+	return true
 }
