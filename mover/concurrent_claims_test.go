@@ -242,7 +242,11 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) bool {
 	if !met {
 		cancelA()
 		<-aDone
-		t.Logf("B finished without meeting a chunk A claimed (%v): again, on a new repository", errB)
+		if errB != nil {
+			t.Fatalf("export b, which deferred nothing: %v", errB)
+		}
+		verifyB(t, be, res.Snapshot, vol)
+		t.Log("B finished without meeting a chunk A claimed: again, on a new repository")
 		return false
 	}
 	kb.dead.Store(kill)
@@ -271,21 +275,28 @@ func claimantKilled(t *testing.T, be backend.Backend, kill, lie bool) bool {
 	if res.DeferredChunks == 0 {
 		t.Fatal("B deferred chunks, and its result says it deferred none")
 	}
+	verifyB(t, be, res.Snapshot, vol)
 	if kill && res.ReclaimedChunks == 0 {
 		// A indexed every chunk B deferred (finished packs) before it
 		// was killed: B had nothing to store after all.
 		t.Logf("B deferred %d chunks, all indexed by A before it was killed: again, on a new repository", res.DeferredChunks)
 		return false
 	}
+	return true
+}
+
+// verifyB checks B's snapshot, in every attempt, conclusive or not: the
+// repository passes check --read-data and the snapshot imports vol.
+func verifyB(t *testing.T, be backend.Backend, snap *repo.Snapshot, vol []byte) {
+	t.Helper()
 	r := repotest.Open(t, be, repo.Options{})
-	chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
+	chk, err := r.Check(context.Background(), repo.CheckOptions{ReadData: true})
 	if err != nil || !chk.OK() {
 		t.Fatalf("check: %v %v", err, chk.Errors())
 	}
 	out := filepath.Join(t.TempDir(), "b.img")
-	importPath(t, r, res.Snapshot, out, mover.ImportOptions{})
+	importPath(t, r, snap, out, mover.ImportOptions{})
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, vol) {
 		t.Fatal("B's snapshot does not import byte-identically")
 	}
-	return true
 }
