@@ -132,21 +132,24 @@ const (
 type claims struct {
 	released   map[ID]release // see setClaims
 	yieldUntil time.Time      // see yieldWait
-	nextPub    time.Time      // no publication of a changed set before
-	pub        sync.Mutex     // one publication at a time
-	run        sync.Mutex     // one claims refresh at a time
-	next       time.Time      // no claims refresh from KeepClaims before
-	mu         sync.Mutex
-	writer     string    // this writer's name in claim keys
-	seq        uint64    // of the next object
-	key        string    // this writer's newest claim object ("": none)
-	announced  bool      // the first object was put (or tried)
-	ended      bool      // Withdraw ran: publish nothing more
-	dirty      bool      // the outstanding set may have changed since key
-	published  time.Time // when key was put
-	others     map[string]*claimant
-	claimed    map[ID]string // blob → the writer whose newest object claims it
-	deferred   map[ID]string // blobs this writer deferred → their claimant
+	// yieldFor and yieldWait are the constants of those names; tests
+	// that must not depend on the machine's speed lengthen them.
+	yieldFor, yieldWait time.Duration
+	nextPub             time.Time  // no publication of a changed set before
+	pub                 sync.Mutex // one publication at a time
+	run                 sync.Mutex // one claims refresh at a time
+	next                time.Time  // no claims refresh from KeepClaims before
+	mu                  sync.Mutex
+	writer              string    // this writer's name in claim keys
+	seq                 uint64    // of the next object
+	key                 string    // this writer's newest claim object ("": none)
+	announced           bool      // the first object was put (or tried)
+	ended               bool      // Withdraw ran: publish nothing more
+	dirty               bool      // the outstanding set may have changed since key
+	published           time.Time // when key was put
+	others              map[string]*claimant
+	claimed             map[ID]string // blob → the writer whose newest object claims it
+	deferred            map[ID]string // blobs this writer deferred → their claimant
 }
 
 // claimant is another writer as its claim objects show it.
@@ -159,11 +162,13 @@ type claimant struct {
 
 func newClaims() *claims {
 	return &claims{
-		writer:   hex.EncodeToString(newRandom(8)),
-		others:   map[string]*claimant{},
-		claimed:  map[ID]string{},
-		deferred: map[ID]string{},
-		released: map[ID]release{},
+		writer:    hex.EncodeToString(newRandom(8)),
+		others:    map[string]*claimant{},
+		claimed:   map[ID]string{},
+		deferred:  map[ID]string{},
+		released:  map[ID]release{},
+		yieldFor:  yieldFor,
+		yieldWait: yieldWait,
 	}
 }
 
@@ -216,8 +221,9 @@ func (r *Repository) ReserveShared(id ID) Reservation {
 		// a moment to arrive (see yieldWait).
 		c.mu.Lock()
 		yielding := time.Now().Before(c.yieldUntil)
+		wait := c.yieldWait
 		c.mu.Unlock()
-		for start := time.Now(); yielding && time.Since(start) < yieldWait; {
+		for start := time.Now(); yielding && time.Since(start) < wait; {
 			time.Sleep(yieldPoll)
 			if r.idx.Has(id) {
 				return Have
@@ -255,7 +261,7 @@ func (r *Repository) deferTo(c *claims, id ID) bool {
 	}
 	c.deferred[id] = w
 	if w < c.writer {
-		c.yieldUntil = now.Add(yieldFor)
+		c.yieldUntil = now.Add(c.yieldFor)
 	}
 	return true
 }
@@ -442,7 +448,7 @@ func (r *Repository) readClaims(ctx context.Context, c *claims) error {
 			c.setClaims(w, &claimant{seq: seq, key: keys[w], changed: time.Now(), ids: ids})
 		}
 		if both {
-			c.yieldUntil = time.Now().Add(yieldFor)
+			c.yieldUntil = time.Now().Add(c.yieldFor)
 		}
 		c.mu.Unlock()
 	}

@@ -465,6 +465,16 @@ func TestClaimsYield(t *testing.T) {
 	_, be := newTestRepo(t)
 	a, b := reopen(t, be, Options{}), reopen(t, be, Options{})
 	a.claimsOf().writer, b.claimsOf().writer = "0000000000000000", "ffffffffffffffff"
+	// Long enough that a loaded machine's publish and read fit in them
+	// (CI once took more than the 30 ms yieldWait): the test then
+	// depends on the order of events, not on their speed.
+	const wait = 10 * time.Second
+	for _, r := range []*Repository{a, b} {
+		c := r.claimsOf()
+		c.mu.Lock()
+		c.yieldFor, c.yieldWait = time.Minute, wait
+		c.mu.Unlock()
+	}
 	publishNow(t, a)
 	publishNow(t, b)
 	readNow(t, a)
@@ -480,17 +490,22 @@ func TestClaimsYield(t *testing.T) {
 		}
 	}()
 	go func() {
-		time.Sleep(yieldWait / 3)
+		time.Sleep(yieldWait / 3) // b is waiting for it by now, mostly
 		a.ReserveShared(next)
 		publishNow(t, a)
 	}()
 	if got := b.ReserveShared(next); got != Deferred {
 		t.Fatalf("a blob a claims while b yields: %v, want Deferred", got)
 	}
-	// a, first, never yields to b.
+	// a, first, never yields to b. (b's own yield, a minute here, would
+	// hold its next new blob for the whole wait: end it.)
+	c := b.claimsOf()
+	c.mu.Lock()
+	c.yieldUntil = time.Time{}
+	c.mu.Unlock()
 	claimBlob(t, b, a)
 	start := time.Now()
-	if a.ReserveShared(randID()) != Store || time.Since(start) >= yieldWait {
+	if a.ReserveShared(randID()) != Store || time.Since(start) >= wait {
 		t.Fatalf("a yielded to b (%v)", time.Since(start))
 	}
 }
