@@ -508,15 +508,20 @@ func testConcurrentGet(t *testing.T, be backend.Backend) {
 }
 
 // testAtomicVisibility: while a large object is being put, readers see
-// either no object or all of it, never a part.
+// either no object or all of it, never a part. The put starts once every
+// reader has looked (and found nothing): a reader the scheduler had not yet
+// run would check nothing.
 func testAtomicVisibility(t *testing.T, be backend.Backend) {
 	const key = "data/ab/atomic"
 	obj := randomData(11, 4<<20)
 	ctx := t.Context()
 	var done atomic.Bool
-	var wg sync.WaitGroup
+	var wg, polling sync.WaitGroup
 	for r := range 4 {
+		polling.Add(1)
 		wg.Go(func() {
+			looked := sync.OnceFunc(polling.Done)
+			defer looked()
 			seen := false
 			for !seen || !done.Load() {
 				if ctx.Err() != nil {
@@ -549,10 +554,12 @@ func testAtomicVisibility(t *testing.T, be backend.Backend) {
 						seen = true
 					}
 				}
+				looked()
 				runtime.Gosched()
 			}
 		})
 	}
+	polling.Wait()
 	put(t, be, key, obj)
 	done.Store(true)
 	wg.Wait()
