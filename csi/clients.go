@@ -3,6 +3,7 @@ package csi
 import (
 	"fmt"
 
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -22,6 +23,13 @@ type Clients struct {
 	// typed client is generated against an older client-go. Only the CBT
 	// helpers need it.
 	Dynamic dynamic.Interface
+
+	// snapshotTimeoutFrom, set by tests only, makes WaitSnapshotReady's
+	// timeout count from its first look at a VolumeSnapshot for which it
+	// holds (nil: from the start of the wait), so that a test of what the
+	// timeout reports depends on the state being reached, not on how fast
+	// a loaded machine's controllers reach it.
+	snapshotTimeoutFrom func(*snapv1.VolumeSnapshot) bool
 }
 
 // NewClients builds the clients from cfg (rest.InClusterConfig in a pod, a

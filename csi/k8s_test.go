@@ -16,6 +16,7 @@ import (
 
 	"github.com/blockmover/blockmover/csi/internal/testcluster"
 	"github.com/blockmover/blockmover/csi/internal/testdriver"
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"google.golang.org/grpc/codes"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -259,19 +260,31 @@ func TestExportSnapshotNeverReady(t *testing.T) {
 	e.boundPVC("data", "16Mi", corev1.PersistentVolumeBlock)
 	e.fault(func(dir string) error { return testdriver.InjectNotReady(dir, -1) })
 	args := e.exportArgs("slow", "data")
-	args.Timing.Snapshot = 10 * time.Second
+	args.Timing.Snapshot = 5 * time.Second
+	// The timeout counts from the snapshot bound and not ready (the
+	// controllers of a loaded machine took 5 s and more to get there).
+	var reached atomic.Int64 // when the wait saw it so, in Unix ns
+	e.orch.snapshotTimeoutFrom = func(vs *snapv1.VolumeSnapshot) bool {
+		st := vs.Status
+		if st == nil || st.BoundVolumeSnapshotContentName == nil || st.ReadyToUse != nil && *st.ReadyToUse {
+			return false
+		}
+		reached.CompareAndSwap(0, time.Now().UnixNano())
+		return true
+	}
 	start := time.Now()
 	_, err := e.orch.Export(e.ctx, args)
 	if !IsTimeout(err) {
 		t.Fatalf("want a timeout, got %v", err)
 	}
-	for _, want := range []string{"VolumeSnapshot " + e.ns + "/mover-slow not ready", "after 10s", "readyToUse=false"} {
+	t.Logf("bound and not ready %v after the export started", time.Unix(0, reached.Load()).Sub(start).Round(time.Millisecond))
+	for _, want := range []string{"VolumeSnapshot " + e.ns + "/mover-slow not ready", "after 5s", "readyToUse=false"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if d := time.Since(start); d > 40*time.Second {
-		t.Errorf("took %v", d)
+	if d := time.Since(time.Unix(0, reached.Load())); d > 35*time.Second {
+		t.Errorf("returned %v after the snapshot was bound and not ready", d)
 	}
 	e.settles(0, 1, 0)
 }
@@ -301,8 +314,21 @@ func TestExportSnapshotError(t *testing.T) {
 		return testdriver.InjectFault(dir, "CreateSnapshot", codes.ResourceExhausted, -1)
 	})
 	args := e.exportArgs("quota", "data")
-	args.Timing.Snapshot = 10 * time.Second
+	args.Timing.Snapshot = 5 * time.Second
+	// The timeout counts from the error on the VolumeSnapshot (the
+	// controllers of a loaded machine took 5 s and more to put it there).
+	var reached time.Duration
+	start := time.Now()
+	e.orch.snapshotTimeoutFrom = func(vs *snapv1.VolumeSnapshot) bool {
+		st := vs.Status
+		if st == nil || st.Error == nil || st.Error.Message == nil || *st.Error.Message == "" {
+			return false
+		}
+		reached = time.Since(start)
+		return true
+	}
 	_, err := e.orch.Export(e.ctx, args)
+	t.Logf("the error on the VolumeSnapshot %v after the export started", reached.Round(time.Millisecond))
 	var se *SnapshotError
 	if !errors.As(err, &se) || !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "ResourceExhausted") || !strings.Contains(err.Error(), "injected fault") {
 		t.Fatalf("want the snapshot's error at the timeout, got %v", err)

@@ -136,7 +136,8 @@ func (e *SnapshotError) Unwrap() error { return e.Err }
 func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interval, timeout time.Duration) (*snapv1.VolumeSnapshot, error) {
 	var vs *snapv1.VolumeSnapshot
 	lastErr := ""
-	err := poll(ctx, interval, timeout, fmt.Sprintf("VolumeSnapshot %s/%s not ready", ns, name), func(ctx context.Context) (bool, string, error) {
+	what := fmt.Sprintf("VolumeSnapshot %s/%s not ready", ns, name)
+	look := func(ctx context.Context) (bool, string, error) {
 		var err error
 		vs, err = c.Snapshot.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -164,7 +165,16 @@ func (c *Clients) WaitSnapshotReady(ctx context.Context, ns, name string, interv
 			return false, "not bound to a VolumeSnapshotContent yet", nil
 		}
 		return false, "bound to " + *st.BoundVolumeSnapshotContentName + ", readyToUse=false", nil
-	})
+	}
+	if from := c.snapshotTimeoutFrom; from != nil { // tests
+		if err := poll(ctx, interval, 0, what, func(ctx context.Context) (bool, string, error) {
+			done, state, err := look(ctx)
+			return done || err == nil && from(vs), state, err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	err := poll(ctx, interval, timeout, what, look)
 	if errors.Is(err, ErrTimeout) && lastErr != "" {
 		return nil, &SnapshotError{Namespace: ns, Name: name, Message: lastErr, Err: err}
 	}
