@@ -132,24 +132,25 @@ const (
 type claims struct {
 	released   map[ID]release // see setClaims
 	yieldUntil time.Time      // see yieldWait
+	nextPub    time.Time      // no publication of a changed set before
+	pub        sync.Mutex     // one publication at a time
+	run        sync.Mutex     // one claims refresh at a time
+	next       time.Time      // no claims refresh from KeepClaims before
+	mu         sync.Mutex
+	writer     string    // this writer's name in claim keys
+	seq        uint64    // of the next object
+	key        string    // this writer's newest claim object ("": none)
+	announced  bool      // the first object was put (or tried)
+	ended      bool      // Withdraw ran: publish nothing more
+	dirty      bool      // the outstanding set may have changed since key
+	published  time.Time // when key was put
+	others     map[string]*claimant
+	claimed    map[ID]string // blob → the writer whose newest object claims it
+	deferred   map[ID]string // blobs this writer deferred → their claimant
+
 	// yieldFor and yieldWait are the constants of those names; tests
 	// that must not depend on the machine's speed lengthen them.
 	yieldFor, yieldWait time.Duration
-	nextPub             time.Time  // no publication of a changed set before
-	pub                 sync.Mutex // one publication at a time
-	run                 sync.Mutex // one claims refresh at a time
-	next                time.Time  // no claims refresh from KeepClaims before
-	mu                  sync.Mutex
-	writer              string    // this writer's name in claim keys
-	seq                 uint64    // of the next object
-	key                 string    // this writer's newest claim object ("": none)
-	announced           bool      // the first object was put (or tried)
-	ended               bool      // Withdraw ran: publish nothing more
-	dirty               bool      // the outstanding set may have changed since key
-	published           time.Time // when key was put
-	others              map[string]*claimant
-	claimed             map[ID]string // blob → the writer whose newest object claims it
-	deferred            map[ID]string // blobs this writer deferred → their claimant
 }
 
 // claimant is another writer as its claim objects show it.
