@@ -37,21 +37,26 @@ type ImportOptions struct {
 	// Downloads is the number of parallel fetch, decrypt and verify
 	// workers (default 2·GOMAXPROCS, at least 4).
 	Downloads int
-	// Writers is the number of goroutines that write verified chunks (and
-	// zero holes) on the target, fed by the download workers (default 1).
-	// Buffered writes to one file are serialised by the kernel (the inode
-	// lock), so a second writer to a file only waits, spinning or asleep,
-	// while a core could decode; with one writer the decoding runs beside
-	// it. (On a loop device two writers measured no faster than one.
-	// Copying into shared mappings of a tmpfs target escapes the lock, but
-	// the kernel then zeroes and maps every page: 50% more CPU for the
-	// writes; BENCHMARKS.md, session 14.) A
-	// direct write waits for the storage instead, using no CPU, and two
-	// writers keep a second one queued (1 MiB direct writes of 2.4 GiB
-	// onto the project's ext4 disk: a median 2.1 s from two goroutines,
-	// 3.05 s from one, at load 13–20), at the cost of two more chunk
-	// buffers and a second scratch buffer (peak heap 76 → 121 MB); whole
-	// imports on a loaded machine could not tell one from two.
+	// Writers is the number of goroutines that zero holes on the target
+	// and, where the import writes directly (O_DIRECT: see Buffered),
+	// write the verified chunks, fed by the download workers (default 1).
+	// A direct write waits for the storage, using no CPU, while the
+	// workers decode; two writers keep a second one queued (1 MiB direct
+	// writes of 2.4 GiB onto the project's ext4 disk: a median 2.1 s from
+	// two goroutines, 3.05 s from one, at load 13–20), at the cost of two
+	// more chunk buffers and a second scratch buffer (peak heap 76 → 121
+	// MB); whole imports on a loaded machine could not tell one from two.
+	//
+	// Through the page cache a write is the kernel's copy and no waiting,
+	// so there each download worker writes the chunks it decoded itself,
+	// from one buffer of its own that is still in its core's cache, one
+	// worker at a time (the inode lock serialises writes to a file
+	// anyway; a mutex of the import's waits more cheaply): onto tmpfs
+	// 1.77–1.93 s and 3.0–3.3 CPU s for the 4 GiB image of BENCHMARKS.md,
+	// against 1.90–2.46 s and 3.2–4.4 CPU s handing every chunk to a
+	// writer goroutine (session 27). (Copying into shared mappings of a
+	// tmpfs target escapes the lock, but the kernel then zeroes and maps
+	// every page: 50% more CPU for the writes; session 14.)
 	Writers int
 	// TargetZeroed promises that the target reads as zeros already, so
 	// holes are not written. A Target with a method Fresh() bool that
@@ -147,6 +152,10 @@ type importer struct {
 	// target cannot); sinceKick counts the bytes written since.
 	kick      chan struct{}
 	sinceKick atomic.Int64
+
+	// writeMu serialises the download workers' writes through the page
+	// cache, and the writers' zeroing beside them (Writers).
+	writeMu sync.Mutex
 
 	mu     sync.Mutex
 	stages Stages
@@ -547,7 +556,8 @@ func sendCtx[T any](ctx context.Context, ch chan<- T, v T) error {
 
 // work runs one download worker: it loads fetches, each blob decrypted,
 // decompressed and verified into a buffer of im.bufs, and hands the
-// chunks to the writers.
+// chunks to the writers; or, through the page cache, into a buffer of its
+// own, and writes them itself (ImportOptions.Writers).
 func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- write) error {
 	var o repo.BlobOpener // this worker's fetched range
 	// Ranges are read into huge pages too: into the Go heap's fresh
@@ -561,11 +571,22 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 		im.mu.Lock()
 		im.stages.Download += st.Download
 		im.stages.DecryptVerify += st.DecryptVerify
+		im.stages.Write += st.Write
 		im.mu.Unlock()
 	}()
+	// Through the page cache this worker writes its chunks itself, from
+	// own (see ImportOptions.Writers).
+	inline := im.direct == nil
+	var own []byte
 	for f := range jobs {
 		var buf []byte // blob i's, from buf(i) to fn(i)
 		ls, err := im.st.LoadBlobsInto(ctx, &o, f.refs, func(i, n int) ([]byte, error) {
+			if inline {
+				if cap(own) < n {
+					own = make([]byte, n)
+				}
+				return own[:0], nil
+			}
 			// Decoded in phase with the target's alignment: see
 			// importdirect.go.
 			ph := im.phase(f.offs[i][0])
@@ -573,6 +594,14 @@ func (im *importer) work(ctx context.Context, jobs <-chan *fetch, writes chan<- 
 			buf = b
 			return b[ph:ph], err
 		}, func(i int, plain []byte) error {
+			if inline {
+				t := time.Now()
+				im.writeMu.Lock()
+				err := im.writeChunk(plain, f.offs[i], nil)
+				im.writeMu.Unlock()
+				st.Write += time.Since(t)
+				return err
+			}
 			if err := sendCtx(ctx, writes, write{plain: plain, buf: buf, offs: f.offs[i]}); err != nil {
 				im.bufs.put(buf)
 				return err
@@ -603,21 +632,17 @@ func (im *importer) writer(ctx context.Context, writes <-chan write) error {
 		t := time.Now()
 		if w.plain == nil {
 			if !im.opts.TargetZeroed {
-				if err := im.dst.Zero(w.zero.off, w.zero.n); err != nil {
+				if err := im.zero(w.zero); err != nil {
 					return err
 				}
 			}
 			im.zeroed.Add(w.zero.n)
 		} else {
-			for _, off := range w.offs {
-				if err := im.writeAt(w.plain, off, &scratch); err != nil {
-					im.bufs.put(w.buf)
-					return err
-				}
-				im.written.Add(int64(len(w.plain)))
-				im.chunks.Add(1)
-			}
+			err := im.writeChunk(w.plain, w.offs, &scratch)
 			im.bufs.put(w.buf)
+			if err != nil {
+				return err
+			}
 		}
 		busy += time.Since(t)
 		if err := ctx.Err(); err != nil {
@@ -625,6 +650,29 @@ func (im *importer) writer(ctx context.Context, writes <-chan write) error {
 		}
 	}
 	return nil
+}
+
+// writeChunk writes chunk p at each of offs. scratch is the calling
+// writer's (nil: the import does not write directly).
+func (im *importer) writeChunk(p []byte, offs []int64, scratch *[]byte) error {
+	for _, off := range offs {
+		if err := im.writeAt(p, off, scratch); err != nil {
+			return err
+		}
+		im.written.Add(int64(len(p)))
+		im.chunks.Add(1)
+	}
+	return nil
+}
+
+// zero zeroes run z, beside the workers' writes through the page cache
+// one at a time (writeMu), as they are among themselves.
+func (im *importer) zero(z zeroRun) error {
+	if im.direct == nil {
+		im.writeMu.Lock()
+		defer im.writeMu.Unlock()
+	}
+	return im.dst.Zero(z.off, z.n)
 }
 
 // writebackEvery is how many bytes an import writes between two requests
