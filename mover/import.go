@@ -52,9 +52,9 @@ type ImportOptions struct {
 	// from one buffer of its own that is still in its core's cache, one
 	// worker at a time (the inode lock serialises writes to a file
 	// anyway; a mutex of the import's waits more cheaply): onto tmpfs
-	// 1.77–1.93 s and 3.0–3.3 CPU s for the 4 GiB image of BENCHMARKS.md,
-	// against 1.90–2.46 s and 3.2–4.4 CPU s handing every chunk to a
-	// writer goroutine (session 27). (Copying into shared mappings of a
+	// 1.86–1.90 s and 3.2 CPU s for the 4 GiB image of BENCHMARKS.md,
+	// against 2.08–2.54 s and 3.5–4.4 CPU s handing every chunk to a
+	// writer goroutine (six pairs, session 27). (Copying into shared mappings of a
 	// tmpfs target escapes the lock, but the kernel then zeroes and maps
 	// every page: 50% more CPU for the writes; session 14.)
 	Writers int
