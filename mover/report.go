@@ -86,6 +86,12 @@ type ImportFigures struct {
 	ZeroedBytes  int64 `json:"zeroed_bytes"`
 	FetchedBytes int64 `json:"fetched_bytes"`
 	SkippedBytes int64 `json:"skipped_bytes,omitempty"`
+	// VerifiedBytes of the target were read to check them (VerifyTarget).
+	VerifiedBytes int64 `json:"verified_bytes,omitempty"`
+	// DirectBytes of WrittenBytes went around the page cache (O_DIRECT);
+	// absent when the import wrote through it (tmpfs, Buffered, storage
+	// that refuses direct I/O).
+	DirectBytes int64 `json:"direct_bytes,omitempty"`
 }
 
 // ExportReport is the JSON report of an export.
@@ -120,7 +126,7 @@ func (r *ImportResult) Report(snapshot, volume string) ImportReport {
 		ReportCommon: common(snapshot, volume, r.Size, r.Duration, r.Stages),
 		ImportFigures: ImportFigures{
 			WrittenBytes: r.WrittenBytes, ZeroedBytes: r.ZeroedBytes, FetchedBytes: r.FetchedBytes,
-			SkippedBytes: r.SkippedBytes,
+			SkippedBytes: r.SkippedBytes, VerifiedBytes: r.VerifiedBytes, DirectBytes: r.DirectBytes,
 		},
 	}
 }

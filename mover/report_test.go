@@ -14,14 +14,14 @@ import (
 func TestReportKeys(t *testing.T) {
 	exp := (&ExportResult{Snapshot: &repo.Snapshot{}, Size: 4 << 20, Duration: 2 * time.Second, ReusedBytes: 1,
 		Stages: Stages{Read: 1500 * time.Millisecond, Compress: time.Second}}).Report("vol", "abc")
-	imp := (&ImportResult{Size: 4 << 20, Duration: time.Second, SkippedBytes: 1,
+	imp := (&ImportResult{Size: 4 << 20, Duration: time.Second, SkippedBytes: 1, VerifiedBytes: 2, DirectBytes: 3,
 		Stages: Stages{Download: time.Second}}).Report("id", "vol")
 	for _, tc := range []struct {
 		v    any
 		want []string
 	}{
 		{exp, []string{"chunks", "mb_per_s", "new_bytes", "new_chunks", "parent", "read_bytes", "reused_bytes", "seconds", "size", "snapshot", "stages", "stored_bytes", "volume", "zero_bytes"}},
-		{imp, []string{"fetched_bytes", "mb_per_s", "seconds", "size", "skipped_bytes", "snapshot", "stages", "volume", "written_bytes", "zeroed_bytes"}},
+		{imp, []string{"direct_bytes", "fetched_bytes", "mb_per_s", "seconds", "size", "skipped_bytes", "snapshot", "stages", "verified_bytes", "volume", "written_bytes", "zeroed_bytes"}},
 	} {
 		b, err := json.Marshal(tc.v)
 		if err != nil {
@@ -39,6 +39,9 @@ func TestReportKeys(t *testing.T) {
 		if !slices.Equal(keys, tc.want) {
 			t.Errorf("keys %v, want %v", keys, tc.want)
 		}
+	}
+	if imp.SkippedBytes != 1 || imp.VerifiedBytes != 2 || imp.DirectBytes != 3 {
+		t.Errorf("import report %+v", imp)
 	}
 	if exp.MBPerSecond != 4<<20/1e6/2 || exp.Stages["read"] != 1.5 || exp.Stages["compress"] != 1 || len(exp.Stages) != 2 {
 		t.Errorf("export report %+v", exp)
