@@ -82,16 +82,12 @@ type ExportFigures struct {
 // ImportFigures are the fields only an import report has (see
 // ImportResult for their meaning).
 type ImportFigures struct {
-	WrittenBytes int64 `json:"written_bytes"`
-	ZeroedBytes  int64 `json:"zeroed_bytes"`
-	FetchedBytes int64 `json:"fetched_bytes"`
-	SkippedBytes int64 `json:"skipped_bytes,omitempty"`
-	// VerifiedBytes of the target were read to check them (VerifyTarget).
+	WrittenBytes  int64 `json:"written_bytes"`
+	ZeroedBytes   int64 `json:"zeroed_bytes"`
+	FetchedBytes  int64 `json:"fetched_bytes"`
+	SkippedBytes  int64 `json:"skipped_bytes,omitempty"`
 	VerifiedBytes int64 `json:"verified_bytes,omitempty"`
-	// DirectBytes of WrittenBytes went around the page cache (O_DIRECT);
-	// absent when the import wrote through it (tmpfs, Buffered, storage
-	// that refuses direct I/O).
-	DirectBytes int64 `json:"direct_bytes,omitempty"`
+	DirectBytes   int64 `json:"direct_bytes,omitempty"`
 }
 
 // ExportReport is the JSON report of an export.
